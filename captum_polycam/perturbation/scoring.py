@@ -32,6 +32,20 @@ def default_perturbations_per_eval(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 4
 
 
+def check_inputs(inputs: Any) -> None:
+    """A clear error unless ``inputs`` is a non-empty, finite ``N x C x H x W`` float tensor."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
+    if inputs.dim() != 4 or not inputs.is_floating_point():
+        raise ValueError(
+            f"inputs must be a 4-D float tensor N x C x H x W; got {inputs.dim()}-D {inputs.dtype}"
+        )
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs is an empty batch")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs contains NaN or Inf values")
+
+
 def check_perturbations_per_eval(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"perturbations_per_eval must be a positive int; got {value!r}")
@@ -61,14 +75,13 @@ class PerturbationScorer:
         self.score_fn = resolve_score_fn(score_fn)
         self.perturbations_per_eval = perturbations_per_eval
 
-    def scores(self, inputs: Tensor, additional_forward_args: tuple[Any, ...] | None) -> Tensor:
-        """The scored output of one forward pass (the clean inputs, for instance)."""
-        output = self.forward_func(inputs, *(additional_forward_args or ()))
+    def score_output(self, output: Any, count: int) -> Tensor:
+        """``score_fn`` applied to the model's output for ``count`` inputs, checked."""
         scores = self.score_fn(output)
-        if not isinstance(scores, Tensor) or scores.dim() == 0 or len(scores) != len(inputs):
+        if not isinstance(scores, Tensor) or scores.dim() == 0 or len(scores) != count:
             raise ValueError(
                 "score_fn must return a tensor with one row per input; got "
-                f"{getattr(scores, 'shape', type(scores))} for {len(inputs)} inputs"
+                f"{getattr(scores, 'shape', type(scores))} for {count} inputs"
             )
         return scores
 
@@ -83,13 +96,20 @@ class PerturbationScorer:
         additional_forward_args: tuple[Any, ...] | None = None,
         show_progress: bool = False,
         description: str = "forward passes",
+        perturbations_per_eval: int | None = None,
     ) -> Tensor:
         """Score ``count`` perturbed inputs; item ``i`` perturbs example ``example_of[i]``.
+
+        ``perturbations_per_eval``, when given, overrides the constructor's for this call.
 
         Returns:
             A ``(count,)`` tensor of target scores, on the inputs' device.
         """
-        chunk = self.perturbations_per_eval or default_perturbations_per_eval(inputs.device)
+        chunk = (
+            perturbations_per_eval
+            or self.perturbations_per_eval
+            or default_perturbations_per_eval(inputs.device)
+        )
         memory_format = (
             torch.channels_last
             if inputs.dim() == 4

@@ -1,0 +1,229 @@
+"""Average drop and increase in confidence (Chattopadhay et al., Grad-CAM++, WACV 2018).
+
+Both compare the model's confidence in the target on the clean image with its confidence on
+the image multiplied by the saliency map, so they share the same two forward passes:
+:class:`ConfidenceChange` returns both, :class:`AverageDrop` and :class:`IncreaseInConfidence`
+one each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from captum_polycam._compat import TargetType
+from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
+from captum_polycam.perturbation.scoring import PerturbationScorer, check_inputs
+from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
+
+__all__ = [
+    "AverageDrop",
+    "ConfidenceChange",
+    "ConfidenceChangeResult",
+    "IncreaseInConfidence",
+    "min_max_mask",
+]
+
+
+def min_max_mask(
+    inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
+) -> Tensor:
+    """The saliency map as an ``N x H x W`` mask in ``[0, 1]``, min-max normalised per example.
+
+    With ``m`` the map brought to the inputs' resolution by
+    :func:`~captum_polycam.metrics.saliency.pixel_saliency`,
+    ``M = (m - min(m)) / (max(m) - min(m))``, the minimum and maximum taken over the example's
+    pixels. A constant map (``max(m) = min(m)``) gives ``M = 0``: it singles out no region.
+
+    Raises:
+        ValueError: The attributions cannot match the inputs, or are not finite.
+    """
+    saliency = pixel_saliency(inputs, attributions, channel_reduction)
+    if not bool(torch.isfinite(saliency).all()):
+        raise ValueError("attributions contain Inf values")
+    flat = saliency.flatten(1)
+    low = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - low
+    # A constant map has m - min(m) = 0 everywhere; dividing it by 1 gives M = 0, not NaN.
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return ((flat - low) / span).view_as(saliency)
+
+
+@dataclass(frozen=True)
+class ConfidenceChangeResult:
+    """Per-example confidences and their change when the image is masked by its map.
+
+    Attributes:
+        clean: ``(N,)`` score ``Y`` of the target on the clean inputs.
+        masked: ``(N,)`` score ``O`` of the target on the masked inputs ``X * M``.
+        drop: ``(N,)`` drop in percent, ``100 * max(0, Y - O) / Y``.
+        increase: ``(N,)`` bool, ``O > Y``.
+    """
+
+    clean: Tensor
+    masked: Tensor
+    drop: Tensor
+    increase: Tensor
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Per-example values in percent, whose means over a dataset are the two metrics."""
+        return {
+            "average_drop": self.drop,
+            "increase_in_confidence": self.increase.to(self.drop.dtype) * 100,
+        }
+
+
+class ConfidenceChange:
+    r"""Average drop and increase in confidence of a saliency map, from the same forwards.
+
+    With ``p`` the score of the target class ``c`` (``score_fn``), ``Y_i = p(X_i)`` on the
+    clean input and ``O_i = p(X_i * M_i)`` on the input multiplied by its saliency mask,
+    every channel by the same ``M_i = (m_i - min(m_i)) / (max(m_i) - min(m_i))``
+    (:func:`min_max_mask`; a constant map gives ``M_i = 0``, the black image), over ``N``
+    examples:
+
+    - average drop (%) ``= (100 / N) sum_i max(0, Y_i - O_i) / Y_i``; lower is better;
+    - increase in confidence (%) ``= (100 / N) sum_i [O_i > Y_i]``; higher is better.
+
+    Each call returns the per-example terms, ``drop_i = 100 * max(0, Y_i - O_i) / Y_i`` and
+    ``increase_i = [O_i > Y_i]``, so that the metrics over a dataset are their means (what
+    :class:`~captum_polycam.metrics.MetricSummary` computes from ``as_dict()``). The drop is
+    relative to a positive score: it is 0 where ``O_i >= Y_i``, and NaN where ``O_i < Y_i <= 0``,
+    which only a ``"logit"`` or custom ``score_fn`` can give.
+
+    Args:
+        forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
+        score_fn: ``"softmax"`` (the paper's class probability; a sigmoid for a single output
+            unit), ``"logit"``, or a callable from the model output to per-example scores (or
+            to an array the target indexes into).
+        channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
+            ``"sum"`` or ``"abs_sum"``.
+        perturbations_per_eval: Masked inputs per forward pass (4 on the CPU and 64 on a GPU
+            by default); the results do not depend on it.
+
+    Example:
+        >>> metric = ConfidenceChange(model)
+        >>> result = metric(inputs, PolyCam(model).attribute(inputs))
+        >>> result.drop.mean(), result.increase.float().mean() * 100
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        score_fn: ScoreFn = "softmax",
+        channel_reduction: ChannelReduction = "sum",
+        perturbations_per_eval: int | None = None,
+    ) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
+        if channel_reduction not in ("sum", "abs_sum"):
+            raise ValueError(
+                f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
+            )
+        self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
+        self.channel_reduction: ChannelReduction = channel_reduction
+
+    def __call__(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> ConfidenceChangeResult:
+        """The clean and masked scores of a batch; see the class docstring for definitions.
+
+        Args:
+            inputs: ``N x C x H x W`` float tensor, as the model expects it (or a 1-tuple
+                holding it, Captum's tuple form).
+            attributions: ``N x 1 x h x w`` (upsampled bilinearly), ``N x h x w`` or
+                ``N x C x H x W`` saliency (or a 1-tuple holding it).
+            target: Captum ``TargetType``; ``None`` for each example's top-1 class on the
+                clean inputs.
+            additional_forward_args: Extra arguments of the model after the inputs; tensors
+                whose first dimension is ``N`` follow their example.
+
+        Returns:
+            Per-example scores, drops and increases, on the inputs' device.
+        """
+        return self._compare(inputs, attributions, target, additional_forward_args)
+
+    def _compare(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
+        target: TargetType,
+        additional_forward_args: Any,
+    ) -> ConfidenceChangeResult:
+        # Captum's tuple form, as PolyCam.attribute((x,)) returns it.
+        if isinstance(inputs, tuple) and len(inputs) == 1:
+            inputs = inputs[0]
+        if isinstance(attributions, tuple) and len(attributions) == 1:
+            attributions = attributions[0]
+        check_inputs(inputs)
+        mask = min_max_mask(inputs, attributions, self.channel_reduction)
+        if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
+            additional_forward_args = (additional_forward_args,)
+        count = len(inputs)
+        rows = torch.arange(count, device=inputs.device)
+
+        with torch.no_grad():
+            output = self.scorer.forward_func(inputs, *(additional_forward_args or ()))
+            scores = self.scorer.score_output(output, count)
+            targets = ExampleTargets.resolve(target, scores)
+            clean = targets.select(scores, rows.to(scores.device)).to(inputs.device)
+
+            def fill(start: int, stop: int, out: Tensor) -> None:
+                torch.mul(inputs[start:stop], mask[start:stop, None], out=out)
+
+            masked = self.scorer.score_perturbations(
+                inputs, count, rows, fill, targets, additional_forward_args,
+                description="masked inputs",
+            )  # fmt: skip
+
+        # The masked scores are kept in the inputs' dtype: round the clean ones alike, so that
+        # an unchanged score compares equal.
+        clean = clean.to(masked.dtype)
+        fell = masked < clean
+        # Divide only where the score fell: elsewhere the drop is 0 whatever Y is.
+        drop = torch.where(fell, (clean - masked) / torch.where(fell, clean, 1.0), 0.0)
+        drop = torch.where(fell & (clean <= 0), torch.nan, drop) * 100
+        return ConfidenceChangeResult(clean, masked, drop, masked > clean)
+
+
+class _OneValue(ConfidenceChange):
+    """A :class:`ConfidenceChange` that returns one of its per-example values."""
+
+    field: str
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """``(N,)`` values in percent, on the inputs' device."""
+        result = self._compare(inputs, attributions, target, additional_forward_args)
+        return result.as_dict()[self.field]
+
+
+class AverageDrop(_OneValue):
+    """The per-example drop ``100 * max(0, Y - O) / Y``; see :class:`ConfidenceChange`.
+
+    Its mean over a dataset is the average drop in percent.
+    """
+
+    field = "average_drop"
+
+
+class IncreaseInConfidence(_OneValue):
+    """The per-example increase ``100 * [O > Y]`` (100 or 0); see :class:`ConfidenceChange`.
+
+    Its mean over a dataset is the increase in confidence in percent.
+    """
+
+    field = "increase_in_confidence"

@@ -1,0 +1,287 @@
+"""Insertion and deletion curves (Petsiuk et al., RISE, BMVC 2018), batched on the device.
+
+Pixels are ranked by decreasing saliency. Insertion starts from a baseline image (a blur of
+the input by default) and copies the input's pixels back, most salient first; deletion starts
+from the input and replaces its pixels by the baseline's. After each step the model scores the
+image: a faithful map makes insertion rise fast (high area) and deletion fall fast (low area).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from captum_polycam._compat import TargetType
+from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
+from captum_polycam.perturbation.scoring import PerturbationScorer, check_inputs
+from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
+
+__all__ = ["CurveResult", "Deletion", "Insertion", "InsertionDeletion", "InsertionDeletionResult"]
+
+Baseline = Literal["blur", "zeros", "mean"] | Tensor | Callable[[Tensor], Tensor]
+AreaRule = Literal["mean", "trapezoid"]
+_CURVES = ("insertion", "deletion")
+
+
+@dataclass(frozen=True)
+class CurveResult:
+    """One curve per example.
+
+    Attributes:
+        auc: ``(N,)`` area under each curve.
+        curve: ``(N, S)`` score after each step.
+        fractions: ``(S,)`` fraction of the pixels moved at each step (``1`` at the last).
+    """
+
+    auc: Tensor
+    curve: Tensor
+    fractions: Tensor
+
+
+@dataclass(frozen=True)
+class InsertionDeletionResult:
+    """Both curves of each example, and ``difference = insertion.auc - deletion.auc``."""
+
+    insertion: CurveResult
+    deletion: CurveResult
+
+    @property
+    def difference(self) -> Tensor:
+        return self.insertion.auc - self.deletion.auc
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Per-example areas and curves by name, as :class:`MetricSummary` takes them."""
+        return {
+            "insertion": self.insertion.auc,
+            "deletion": self.deletion.auc,
+            "insertion - deletion": self.difference,
+            "insertion curve": self.insertion.curve,
+            "deletion curve": self.deletion.curve,
+        }
+
+
+class InsertionDeletion:
+    r"""Insertion and deletion curves and their areas, sharing the ranking and the baseline.
+
+    With ``P = H * W`` pixels, ``n = n_steps`` and ``q = ceil(P / n)`` pixels per step, let
+    ``T_k`` be the ``min(k q, P)`` most salient pixels (all channels of a pixel move together;
+    ties are broken by taking the later pixel in row-major order first, which is what flipping
+    a stable ascending sort gives). With the baseline ``B`` and the target's score ``p``:
+
+    - insertion step ``k``: ``p(B`` with the pixels of ``T_k`` taken from ``X)``;
+    - deletion step ``k``: ``p(X`` with the pixels of ``T_k`` taken from ``B)``.
+
+    With ``auc="mean"`` (the paper's protocol) the steps are ``k = 1 .. n`` and the area is
+    their mean; the empty state ``k = 0`` is not scored. With ``auc="trapezoid"`` the steps are
+    ``k = 0 .. n`` and the area is the trapezoid rule over the fraction ``|T_k| / P``.
+
+    The defaults are the paper's: 224 steps, the input blurred by an 11 x 11 Gaussian of
+    sigma 5 (reflect padding, torchvision's ``gaussian_blur``) as the baseline of both curves,
+    scored by the softmax probability of the target.
+
+    Args:
+        forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
+        n_steps: Number of steps ``n``, at most the number of pixels.
+        baseline: ``"blur"``, ``"zeros"``, ``"mean"`` (each channel's mean over the image), a
+            tensor broadcastable to the inputs, or a callable from inputs to baselines.
+        score_fn: ``"softmax"`` (a sigmoid for a single output unit), ``"logit"`` or a
+            callable from the model output to per-example scores.
+        auc: ``"mean"`` or ``"trapezoid"``.
+        channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
+            ``"sum"`` or ``"abs_sum"``.
+        perturbations_per_eval: Step images per forward pass (4 on the CPU and 64 on a GPU
+            by default); the results do not depend on it.
+        blur_kernel_size: Side of the blur kernel.
+        blur_sigma: Standard deviation of the blur.
+
+    Example:
+        >>> metric = InsertionDeletion(model)
+        >>> result = metric(inputs, PolyCam(model).attribute(inputs))
+        >>> result.insertion.auc, result.deletion.auc, result.difference
+    """
+
+    curves: tuple[str, ...] = _CURVES
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        n_steps: int = 224,
+        baseline: Baseline = "blur",
+        score_fn: ScoreFn = "softmax",
+        auc: AreaRule = "mean",
+        channel_reduction: ChannelReduction = "sum",
+        perturbations_per_eval: int | None = None,
+        blur_kernel_size: int = 11,
+        blur_sigma: float = 5.0,
+    ) -> None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive int; got {n_steps!r}")
+        if auc not in ("mean", "trapezoid"):
+            raise ValueError(f"auc must be 'mean' or 'trapezoid'; got {auc!r}")
+        if isinstance(baseline, str) and baseline not in ("blur", "zeros", "mean"):
+            raise ValueError(
+                f"baseline must be 'blur', 'zeros', 'mean', a tensor or a callable; "
+                f"got {baseline!r}"
+            )
+        if not isinstance(baseline, (str, Tensor)) and not callable(baseline):
+            raise TypeError(f"baseline must be a string, a tensor or a callable; got {baseline!r}")
+        self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
+        self.n_steps = n_steps
+        self.baseline = baseline
+        self.auc = auc
+        self.channel_reduction: ChannelReduction = channel_reduction
+        self.blur_kernel_size = blur_kernel_size
+        self.blur_sigma = blur_sigma
+
+    def __call__(
+        self,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> InsertionDeletionResult:
+        """The curves of a batch; see the class docstring for the definitions.
+
+        Args:
+            inputs: ``N x C x H x W`` float tensor, as the model expects it.
+            attributions: ``N x 1 x h x w`` (upsampled bilinearly), ``N x h x w`` or
+                ``N x C x H x W`` saliency.
+            target: Captum ``TargetType``; ``None`` for each example's top-1 class.
+            additional_forward_args: Extra arguments of the model after the inputs; tensors
+                whose first dimension is ``N`` follow their example.
+
+        Returns:
+            Per-example areas and curves, on the inputs' device.
+        """
+        results = self._curves(inputs, attributions, target, additional_forward_args)
+        return InsertionDeletionResult(results["insertion"], results["deletion"])
+
+    def _curves(
+        self,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: TargetType,
+        additional_forward_args: Any,
+    ) -> dict[str, CurveResult]:
+        check_inputs(inputs)
+        saliency = pixel_saliency(inputs, attributions, self.channel_reduction)
+        if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
+            additional_forward_args = (additional_forward_args,)
+        count, pixels = len(inputs), inputs.shape[-2] * inputs.shape[-1]
+        if self.n_steps > pixels:
+            raise ValueError(f"n_steps ({self.n_steps}) exceeds the {pixels} pixels of the inputs")
+
+        with torch.no_grad():
+            baseline = self._baseline(inputs)
+            output = self.scorer.forward_func(inputs, *(additional_forward_args or ()))
+            targets = ExampleTargets.resolve(target, self.scorer.score_output(output, count))
+            # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
+            order = saliency.flatten(1).argsort(dim=1, stable=True).flip(1)
+            positions = torch.arange(pixels, device=inputs.device).expand(count, -1)
+            rank = torch.empty_like(order).scatter_(1, order, positions)
+
+            per_step = math.ceil(pixels / self.n_steps)
+            first = 0 if self.auc == "trapezoid" else 1
+            steps = torch.arange(first, self.n_steps + 1, device=inputs.device)
+            moved = (steps * per_step).clamp(max=pixels)
+            scores = self._score_steps(
+                inputs, baseline, rank, moved, targets, additional_forward_args
+            ).view(count, len(self.curves), len(steps))
+
+        fractions = moved.to(inputs.dtype) / pixels
+        results = {}
+        for index, name in enumerate(self.curves):
+            curve = scores[:, index]
+            if self.auc == "mean":
+                area = curve.mean(dim=1)
+            else:
+                area = torch.trapezoid(curve, fractions, dim=1)
+            results[name] = CurveResult(area, curve, fractions)
+        return results
+
+    def _score_steps(
+        self,
+        inputs: Tensor,
+        baseline: Tensor,
+        rank: Tensor,
+        moved: Tensor,
+        targets: ExampleTargets,
+        additional_forward_args: tuple[Any, ...] | None,
+    ) -> Tensor:
+        """Scores of every step image, ordered by example, then curve, then step."""
+        steps, height, width = len(moved), inputs.shape[-2], inputs.shape[-1]
+        block = len(self.curves) * steps
+        count = len(inputs) * block
+        example_of = torch.arange(len(inputs), device=inputs.device).repeat_interleave(block)
+
+        def fill(start: int, stop: int, out: Tensor) -> None:
+            # A chunk spans a few (example, curve) runs of consecutive steps.
+            position = start
+            while position < stop:
+                run, step = divmod(position, steps)
+                example, curve = divmod(run, len(self.curves))
+                end = min(stop, (run + 1) * steps)
+                taken = rank[example] < moved[step : step + end - position, None]
+                taken = taken.view(-1, 1, height, width)
+                source, background = inputs[example], baseline[example]
+                if self.curves[curve] == "deletion":
+                    source, background = background, source
+                torch.where(taken, source, background, out=out[position - start : end - start])
+                position = end
+
+        return self.scorer.score_perturbations(
+            inputs, count, example_of, fill, targets, additional_forward_args,
+            description="insertion/deletion steps",
+        )  # fmt: skip
+
+    def _baseline(self, inputs: Tensor) -> Tensor:
+        if isinstance(self.baseline, str):
+            if self.baseline == "blur":
+                size, sigma = self.blur_kernel_size, self.blur_sigma
+                return gaussian_blur(inputs, [size, size], [sigma, sigma])
+            if self.baseline == "zeros":
+                return torch.zeros_like(inputs)
+            return inputs.mean(dim=(-2, -1), keepdim=True).expand_as(inputs)
+        baseline = self.baseline if isinstance(self.baseline, Tensor) else self.baseline(inputs)
+        if not isinstance(baseline, Tensor):
+            raise TypeError(f"baseline: the callable must return a tensor; got {type(baseline)}")
+        try:
+            return torch.broadcast_to(baseline.to(inputs), inputs.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"baseline of shape {tuple(baseline.shape)} cannot broadcast to the inputs' "
+                f"shape {tuple(inputs.shape)}"
+            ) from None
+
+
+class _OneCurve(InsertionDeletion):
+    """An :class:`InsertionDeletion` that computes and returns its one curve."""
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> CurveResult:
+        """The curve of a batch; see :class:`InsertionDeletion` for the arguments."""
+        (curve,) = self.curves
+        return self._curves(inputs, attributions, target, additional_forward_args)[curve]
+
+
+class Insertion(_OneCurve):
+    """The insertion curve alone; see :class:`InsertionDeletion` for the definition."""
+
+    curves = ("insertion",)
+
+
+class Deletion(_OneCurve):
+    """The deletion curve alone; see :class:`InsertionDeletion` for the definition."""
+
+    curves = ("deletion",)

@@ -1,0 +1,281 @@
+"""Max- and average-sensitivity of an explanation (Yeh et al., NeurIPS 2019).
+
+How much does an explanation change when the input moves a little? Both measures sample
+small random perturbations of each input, explain every perturbed copy and compare the
+explanations with the clean one; they share the samples, so one pass gives both. The random
+draws, the batching and the arguments passed to the explanation function are Captum's
+(:func:`captum.metrics.sensitivity_max`), so that the max-sensitivity is the same number as
+Captum's under the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from captum_polycam._compat import TargetType
+
+__all__ = ["Sensitivity", "SensitivityResult"]
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """The sensitivities of each example.
+
+    Attributes:
+        max: ``(N,)`` max-sensitivity, the largest relative change over the samples.
+        avg: ``(N,)`` average-sensitivity, the mean relative change over the samples.
+    """
+
+    max: Tensor
+    avg: Tensor
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Per-example values by name, as :class:`MetricSummary` takes them."""
+        return {"sensitivity_max": self.max, "sensitivity_avg": self.avg}
+
+
+class Sensitivity:
+    r"""Max- and average-sensitivity of any explanation function.
+
+    For an example ``x`` with explanation ``E(x)``, draw ``n = n_perturb_samples`` noises
+    ``u_1 .. u_n``, each uniform in the L-infinity ball of radius ``r = perturb_radius``
+    (every element independently uniform in ``[-r, r]``), and let
+
+    ``s_j = ||E(x) - E(x + u_j)|| / ||E(x)||``,
+
+    where ``||.||`` is the norm ``norm_ord`` of the explanation flattened to a vector (the
+    elements of all explanation tensors together when it is a tuple), and a zero
+    ``||E(x)||`` is replaced by 1, as Captum does. Then
+
+    - max-sensitivity: ``SENS_max(x) = max_j s_j``;
+    - average-sensitivity: ``SENS_avg(x) = (1 / n) sum_j s_j``.
+
+    Low values mean a stable explanation. Yeh et al. define the average as an expectation
+    over the ball; this is its Monte Carlo estimate from the same samples as the maximum.
+
+    The computation follows :func:`captum.metrics.sensitivity_max` step by step, so that
+    ``result.max`` equals it under the same ``torch.manual_seed``: the clean explanation
+    first, then for each group of ``k`` samples per example the inputs repeated with
+    ``repeat_interleave(k)``, the noise drawn on the CPU as
+    ``torch.FloatTensor(size).uniform_(-r, r)`` for the whole group then moved to the inputs'
+    device, and one explanation call for the group. All of it runs under ``torch.no_grad()``
+    as in Captum; gradient-based attributions enable gradients themselves.
+
+    Args:
+        explanation_func: Called as ``explanation_func(inputs, **kwargs)``; it returns one
+            explanation per input, as a tensor or a tuple of tensors whose first dimension is
+            the batch. For example ``PolyCam(model).attribute``, or
+            ``lambda x, target: LayerAttribution.interpolate(
+            LayerGradCam(model, layer).attribute(x, target), (224, 224), "bilinear")``.
+        n_perturb_samples: Number of samples ``n`` per example.
+        perturb_radius: Radius ``r`` of the L-infinity ball.
+        norm_ord: ``"fro"`` (the Euclidean norm of the flattened explanation) or a number
+            ``p`` for the vector ``p``-norm (``math.inf`` for the largest absolute value).
+        max_examples_per_batch: Most perturbed inputs per explanation call, Captum's
+            argument: the samples are explained ``k = min(max(max_examples_per_batch // N,
+            1), n)`` per example at a time (so at least one per example and at least ``N``
+            inputs per call, even when ``max_examples_per_batch < N``). ``None`` explains
+            all ``N * n`` perturbed inputs in one call.
+
+    Example:
+        >>> sensitivity = Sensitivity(PolyCam(model).attribute, n_perturb_samples=10)
+        >>> result = sensitivity(inputs, target=labels)
+        >>> result.max, result.avg
+    """
+
+    def __init__(
+        self,
+        explanation_func: Callable[..., Any],
+        n_perturb_samples: int = 10,
+        perturb_radius: float = 0.02,
+        norm_ord: str | float = "fro",
+        max_examples_per_batch: int | None = None,
+    ) -> None:
+        if not callable(explanation_func):
+            raise TypeError(
+                f"explanation_func must be callable; got {type(explanation_func).__name__}"
+            )
+        if not _is_int(n_perturb_samples) or n_perturb_samples < 1:
+            raise ValueError(f"n_perturb_samples must be a positive int; got {n_perturb_samples!r}")
+        if (
+            isinstance(perturb_radius, bool)
+            or not isinstance(perturb_radius, (int, float))
+            or not math.isfinite(perturb_radius)
+            or perturb_radius <= 0
+        ):
+            raise ValueError(
+                f"perturb_radius must be a positive finite number; got {perturb_radius!r}"
+            )
+        if norm_ord != "fro" and (
+            isinstance(norm_ord, bool)
+            or not isinstance(norm_ord, (int, float))
+            or math.isnan(norm_ord)
+        ):
+            raise ValueError(f"norm_ord must be 'fro' or a number; got {norm_ord!r}")
+        if max_examples_per_batch is not None and (
+            not _is_int(max_examples_per_batch) or max_examples_per_batch < 1
+        ):
+            raise ValueError(
+                f"max_examples_per_batch must be a positive int or None; "
+                f"got {max_examples_per_batch!r}"
+            )
+        self.explanation_func = explanation_func
+        self.n_perturb_samples = n_perturb_samples
+        self.perturb_radius = float(perturb_radius)
+        self.norm_ord = norm_ord
+        self.max_examples_per_batch = max_examples_per_batch
+
+    def __call__(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        **explanation_kwargs: Any,
+    ) -> SensitivityResult:
+        """The max- and average-sensitivity of each example.
+
+        Args:
+            inputs: A float tensor whose first dimension is the batch ``N``, or a 1-tuple
+                holding one (Captum's tuple form). ``explanation_func`` receives the perturbed
+                inputs in the same form.
+            target: Passed to ``explanation_func`` as ``target=`` when not ``None``; a list
+                or a tensor of per-example targets is repeated for each example's samples.
+            additional_forward_args: Passed as ``additional_forward_args=`` when not
+                ``None`` (as a tuple for the perturbed inputs); tensors whose first dimension
+                is ``N`` are repeated for each example's samples, anything else is passed as
+                is.
+            **explanation_kwargs: Passed to ``explanation_func`` as they are, except
+                ``baselines``: per-example tensors (the inputs' number of dimensions and first
+                dimension ``N > 1``), alone or in a tuple, are repeated like the inputs.
+
+        Returns:
+            The ``(N,)`` sensitivities, on the explanations' device.
+        """
+        as_tuple = isinstance(inputs, tuple)
+        batch = self._check_inputs(inputs)
+        count = len(batch)
+        kwargs = dict(explanation_kwargs)
+        if target is not None:
+            kwargs["target"] = target
+        if additional_forward_args is not None:
+            kwargs["additional_forward_args"] = additional_forward_args
+
+        per_call = self.n_perturb_samples
+        if self.max_examples_per_batch is not None:
+            per_call = min(max(self.max_examples_per_batch // count, 1), per_call)
+
+        with torch.no_grad():
+            clean = self._explain(batch, as_tuple, kwargs, count)
+            clean_norm = self._norm(clean)
+            clean_norm = torch.where(clean_norm == 0, torch.ones_like(clean_norm), clean_norm)
+            ratios = []
+            done = 0
+            while done < self.n_perturb_samples:
+                # Groups of `per_call` samples, the last one smaller: Captum's order of draws.
+                samples = min(per_call, self.n_perturb_samples - done)
+                repeated = batch.repeat_interleave(samples, dim=0)
+                # Captum's torch.FloatTensor(size): float32 on the CPU's generator, whatever
+                # the inputs' dtype, device or torch's default device.
+                noise = torch.empty(repeated.shape, dtype=torch.float32, device="cpu")
+                noise.uniform_(-self.perturb_radius, self.perturb_radius)
+                perturbed = repeated + noise.to(repeated.device)
+                arguments = self._repeat_kwargs(kwargs, batch, samples)
+                explained = self._explain(perturbed, as_tuple, arguments, count * samples)
+                if explained.shape[1] != clean.shape[1]:
+                    raise ValueError(
+                        f"explanation_func returned {explained.shape[1]} values per perturbed "
+                        f"input and {clean.shape[1]} per clean input"
+                    )
+                change = self._norm(clean[:, None] - explained.view(count, samples, -1))
+                ratios.append(change / clean_norm[:, None])
+                done += samples
+        sensitivities = torch.cat(ratios, dim=1)
+        return SensitivityResult(sensitivities.amax(dim=1), sensitivities.mean(dim=1))
+
+    def _norm(self, values: Tensor) -> Tensor:
+        # torch.norm(p="fro", dim=1), which Captum calls, is this Euclidean norm.
+        order = 2 if self.norm_ord == "fro" else self.norm_ord
+        return torch.linalg.vector_norm(values, order, dim=-1)
+
+    def _explain(self, batch: Tensor, as_tuple: bool, kwargs: dict[str, Any], rows: int) -> Tensor:
+        """The explanations of ``batch``, flattened to ``(rows, D)``."""
+        explanation = self.explanation_func((batch,) if as_tuple else batch, **kwargs)
+        parts = explanation if isinstance(explanation, tuple) else (explanation,)
+        if not parts or not all(isinstance(p, Tensor) and p.dim() > 0 for p in parts):
+            raise TypeError(
+                "explanation_func must return a tensor or a tuple of tensors with a batch "
+                f"dimension; got {type(explanation).__name__}"
+            )
+        if any(len(part) != rows for part in parts):
+            raise ValueError(
+                f"explanation_func must return one explanation per input ({rows}); got "
+                f"first dimensions {[len(part) for part in parts]}"
+            )
+        return torch.cat([part.reshape(rows, -1) for part in parts], dim=1)
+
+    @staticmethod
+    def _check_inputs(inputs: Any) -> Tensor:
+        if isinstance(inputs, tuple):
+            if len(inputs) != 1:
+                raise TypeError(
+                    f"inputs must be a tensor or a 1-tuple holding one; got a {len(inputs)}-tuple"
+                )
+            inputs = inputs[0]
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
+        if not inputs.is_floating_point():
+            raise TypeError(f"inputs must be a float tensor; got dtype {inputs.dtype}")
+        if inputs.dim() == 0 or inputs.shape[0] == 0:
+            raise ValueError(
+                f"inputs must have a non-empty batch dimension; got shape {tuple(inputs.shape)}"
+            )
+        if not bool(torch.isfinite(inputs).all()):
+            raise ValueError("inputs contains NaN or Inf values")
+        return inputs
+
+    @staticmethod
+    def _repeat_kwargs(kwargs: dict[str, Any], inputs: Tensor, samples: int) -> dict[str, Any]:
+        """The explanation arguments of the perturbed inputs, repeated as Captum repeats them."""
+        count = len(inputs)
+
+        def repeat(value: Any, dims: int | None = None) -> Any:
+            per_example = (
+                isinstance(value, Tensor)
+                and value.dim() > 0
+                and len(value) == count
+                and (dims is None or value.dim() == dims)
+            )
+            return value.repeat_interleave(samples, dim=0) if per_example else value
+
+        repeated = dict(kwargs)
+        if "target" in kwargs:
+            target = kwargs["target"]
+            # Captum's _expand_target: lists entry by entry, tensors of several targets by row.
+            if isinstance(target, list):
+                repeated["target"] = [entry for entry in target for _ in range(samples)]
+            elif isinstance(target, Tensor) and target.numel() > 1:
+                repeated["target"] = target.repeat_interleave(samples, dim=0)
+        if "additional_forward_args" in kwargs:
+            extra = kwargs["additional_forward_args"]
+            extra = extra if isinstance(extra, tuple) else (extra,)
+            repeated["additional_forward_args"] = tuple(repeat(arg) for arg in extra)
+        baselines = kwargs.get("baselines")
+        if count > 1 and isinstance(baselines, (Tensor, tuple)):
+            # Per-example baselines (as many dimensions as the inputs, N rows) follow their
+            # example; a shared one, such as a C x H x W image, broadcasts as it is. (Captum
+            # repeats them only when the first has the inputs' exact shape, and fails otherwise.)
+            if isinstance(baselines, tuple):
+                repeated["baselines"] = tuple(repeat(b, inputs.dim()) for b in baselines)
+            else:
+                repeated["baselines"] = repeat(baselines, inputs.dim())
+        return repeated
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,188 @@
+"""Insertion and deletion curves against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_polycam.metrics import Deletion, Insertion, InsertionDeletion
+
+X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])  # score = sum of the pixels
+
+
+class Sum(nn.Module):
+    """logits = [sum(x), 0]: with score_fn="logit" and target 0 the score is the pixel sum."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        total = x.sum(dim=(1, 2, 3))
+        return torch.stack([total, torch.zeros_like(total)], dim=1)
+
+
+def _metric(**options) -> InsertionDeletion:
+    settings = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit", **options}
+    return InsertionDeletion(Sum(), **settings)
+
+
+def test_perfect_map_by_hand() -> None:
+    result = _metric()(X, X, target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([[4.0, 7.0, 9.0, 10.0]]))
+    torch.testing.assert_close(result.deletion.curve, torch.tensor([[6.0, 3.0, 1.0, 0.0]]))
+    torch.testing.assert_close(result.insertion.auc, torch.tensor([7.5]))
+    torch.testing.assert_close(result.deletion.auc, torch.tensor([2.5]))
+    torch.testing.assert_close(result.difference, torch.tensor([5.0]))
+    torch.testing.assert_close(result.insertion.fractions, torch.tensor([0.25, 0.5, 0.75, 1.0]))
+
+
+def test_reversed_map_by_hand() -> None:
+    result = _metric()(X, -X, target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([[1.0, 3.0, 6.0, 10.0]]))
+    torch.testing.assert_close(result.deletion.curve, torch.tensor([[9.0, 7.0, 4.0, 0.0]]))
+    torch.testing.assert_close(result.difference, torch.tensor([0.0]))
+
+
+def test_constant_map_breaks_ties_by_the_later_pixel_first() -> None:
+    # Pixels in row-major order 0..3 carry 4, 3, 2, 1: the later pixel first means 1, 2, 3, 4.
+    result = _metric()(X, torch.ones(1, 1, 2, 2), target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([[1.0, 3.0, 6.0, 10.0]]))
+
+
+def test_several_pixels_per_step() -> None:
+    # 3 steps over 4 pixels: ceil(4 / 3) = 2 pixels per step, capped at 4.
+    result = _metric(n_steps=3)(X, X, target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([[7.0, 10.0, 10.0]]))
+    torch.testing.assert_close(result.insertion.fractions, torch.tensor([0.5, 1.0, 1.0]))
+
+
+def test_trapezoid_includes_the_empty_state() -> None:
+    result = _metric(auc="trapezoid")(X, X, target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([[0.0, 4.0, 7.0, 9.0, 10.0]]))
+    # 0.25 * ((0 + 4) + (4 + 7) + (7 + 9) + (9 + 10)) / 2
+    torch.testing.assert_close(result.insertion.auc, torch.tensor([6.25]))
+    torch.testing.assert_close(result.deletion.auc, torch.tensor([0.25 * (16 + 9 + 4 + 1) / 2]))
+
+
+@pytest.mark.parametrize(
+    ("baseline", "expected"),
+    [
+        ("mean", [3 * 2.5 + 4, 2 * 2.5 + 7, 2.5 + 9, 10.0]),  # mean pixel 2.5
+        (torch.full((1, 2, 2), 1.0), [3 + 4, 2 + 7, 1 + 9, 10.0]),
+        (lambda x: x * 0 - 1, [-3 + 4, -2 + 7, -1 + 9, 10.0]),
+    ],
+)
+def test_other_baselines(baseline, expected) -> None:
+    result = _metric(baseline=baseline)(X, X, target=0)
+    torch.testing.assert_close(result.insertion.curve, torch.tensor([expected]))
+
+
+def test_blur_baseline_is_the_papers_gaussian() -> None:
+    image = torch.zeros(1, 1, 16, 16)
+    image[0, 0, 3, 12] = 1.0
+    taps = torch.exp(-(torch.arange(-5.0, 6.0) ** 2) / (2 * 5.0**2))
+    kernel = (taps / taps.sum())[:, None] * (taps / taps.sum())[None, :]
+    expected = F.conv2d(F.pad(image, (5, 5, 5, 5), mode="reflect"), kernel[None, None])
+    # Insertion with nothing salient: every step shows the baseline except the moved pixels.
+    metric = InsertionDeletion(Sum(), n_steps=256, score_fn="logit")
+    result = metric(image, -torch.arange(256.0).reshape(1, 1, 16, 16), target=0)
+    first_step = expected.sum() - expected[0, 0, 0, 0] + image[0, 0, 0, 0]
+    torch.testing.assert_close(result.insertion.curve[0, 0], first_step)
+
+
+def test_softmax_is_the_default_score() -> None:
+    metric = InsertionDeletion(Sum(), n_steps=4, baseline="zeros")
+    result = metric(X, X, target=0)
+    expected = torch.tensor([[4.0, 7.0, 9.0, 10.0]]).sigmoid()  # softmax([s, 0])[0]
+    torch.testing.assert_close(result.insertion.curve, expected)
+
+
+def test_attribution_shapes() -> None:
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    metric = _metric(n_steps=16)
+    low_res = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    upsampled = F.interpolate(low_res, size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(metric(inputs, low_res, 0).insertion.curve,
+                               metric(inputs, upsampled, 0).insertion.curve)  # fmt: skip
+    torch.testing.assert_close(metric(inputs, upsampled[:, 0], 0).deletion.curve,
+                               metric(inputs, upsampled, 0).deletion.curve)  # fmt: skip
+    signed = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(metric(inputs, signed, 0).insertion.curve,
+                               metric(inputs, signed.sum(1), 0).insertion.curve)  # fmt: skip
+    absolute = _metric(n_steps=16, channel_reduction="abs_sum")(inputs, signed, 0)
+    torch.testing.assert_close(absolute.insertion.curve,
+                               metric(inputs, signed.abs().sum(1), 0).insertion.curve)  # fmt: skip
+
+
+def test_single_curves_equal_the_combined_metric(tiny_cnn, tiny_inputs) -> None:
+    saliency = tiny_inputs.abs().sum(dim=1, keepdim=True)
+    both = InsertionDeletion(tiny_cnn, n_steps=32)(tiny_inputs, saliency)
+    insertion = Insertion(tiny_cnn, n_steps=32)(tiny_inputs, saliency)
+    deletion = Deletion(tiny_cnn, n_steps=32)(tiny_inputs, saliency)
+    torch.testing.assert_close(insertion.curve, both.insertion.curve)
+    torch.testing.assert_close(deletion.auc, both.deletion.auc)
+
+
+@pytest.mark.parametrize("per_eval", [1, 7, 50, 1000])
+def test_chunk_size_and_batching_do_not_change_results(tiny_cnn, tiny_inputs, per_eval) -> None:
+    saliency = tiny_inputs[:, :1]
+    reference = InsertionDeletion(tiny_cnn, n_steps=20, perturbations_per_eval=64)
+    chunked = InsertionDeletion(tiny_cnn, n_steps=20, perturbations_per_eval=per_eval)
+    expected = reference(tiny_inputs, saliency, [0, 1, 2])
+    result = chunked(tiny_inputs, saliency, [0, 1, 2])
+    torch.testing.assert_close(result.insertion.curve, expected.insertion.curve, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.deletion.curve, expected.deletion.curve, atol=1e-5, rtol=0)
+    for i in range(3):
+        single = chunked(tiny_inputs[i : i + 1], saliency[i : i + 1], i)
+        torch.testing.assert_close(single.insertion.curve, expected.insertion.curve[i : i + 1],
+                                   atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_default_target_is_top1(tiny_cnn, tiny_inputs) -> None:
+    metric = InsertionDeletion(tiny_cnn, n_steps=8)
+    saliency = tiny_inputs[:, :1]
+    top1 = tiny_cnn(tiny_inputs).argmax(dim=1)
+    torch.testing.assert_close(metric(tiny_inputs, saliency).insertion.auc,
+                               metric(tiny_inputs, saliency, top1).insertion.auc)  # fmt: skip
+
+
+def test_last_step_is_the_full_image_and_the_baseline(tiny_cnn, tiny_inputs) -> None:
+    metric = InsertionDeletion(tiny_cnn, n_steps=10, baseline="zeros")
+    result = metric(tiny_inputs, tiny_inputs[:, :1], target=1)
+    probabilities = tiny_cnn(tiny_inputs).softmax(dim=1)[:, 1]
+    blank = tiny_cnn(torch.zeros_like(tiny_inputs)).softmax(dim=1)[:, 1]
+    torch.testing.assert_close(result.insertion.curve[:, -1], probabilities.detach())
+    torch.testing.assert_close(result.deletion.curve[:, -1], blank.detach())
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda m: m(X, torch.ones(2, 1, 2, 2), 0), ValueError, "attributions must be"),
+        (lambda m: m(X, torch.ones(1, 1, 1, 4), 0), ValueError, "aspect ratios differ"),
+        (lambda m: m(X, torch.ones(1, 2, 2, 2), 0), ValueError, "attributions with 2 channels"),
+        (lambda m: m(X, torch.full((1, 1, 2, 2), math.nan), 0), ValueError, "NaN"),
+        (lambda m: m(X, X, 2), ValueError, "target is out of range"),
+        (lambda m: m(X[0], X, 0), ValueError, "inputs must be"),
+        (lambda m: m(X, X.numpy(), 0), TypeError, "attributions must be a tensor"),
+    ],
+)
+def test_bad_calls(call, error, match) -> None:
+    with pytest.raises(error, match=match):
+        call(_metric())
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="n_steps must be a positive int"):
+        InsertionDeletion(Sum(), n_steps=0)
+    with pytest.raises(ValueError, match=r"n_steps \(5\) exceeds the 4 pixels"):
+        InsertionDeletion(Sum(), n_steps=5)(X, X, 0)
+    with pytest.raises(ValueError, match="baseline must be"):
+        InsertionDeletion(Sum(), baseline="noise")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"baseline of shape \(3, 2, 2\) cannot broadcast"):
+        _metric(baseline=torch.zeros(3, 2, 2))(X, X, 0)
+    with pytest.raises(ValueError, match="auc must be"):
+        InsertionDeletion(Sum(), auc="simpson")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channel_reduction"):
+        _metric(channel_reduction="max")(X, X, 0)  # type: ignore[arg-type]
