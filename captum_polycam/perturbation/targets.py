@@ -53,9 +53,6 @@ class ExampleTargets:
     def __init__(self, index: Tensor) -> None:
         self.index = index
 
-    def __len__(self) -> int:
-        return self.index.shape[0]
-
     @classmethod
     def resolve(cls, target: TargetType, scores: Tensor) -> ExampleTargets:
         """Validate a Captum ``TargetType`` against the clean scores ``(N, ...)``.
