@@ -20,14 +20,13 @@ import time
 import torch
 from _common import CountingModel, load_lite0, photo, plain_inference
 
-from captum_polycam import PolyCam, discover_layers
-from captum_polycam.attr.layers import capture_activations, resolve_layers
+from captum_polycam import PolyCam, describe_layers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="plus", choices=["plus", "minus", "plusminus"])
-    parser.add_argument("--per-eval", type=int, default=4)
+    parser.add_argument("--per-eval", type=int, default=4, help="masked images per pass")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
@@ -35,11 +34,9 @@ def main() -> None:
     model = load_lite0()
     counting = CountingModel(model).eval()
     x = photo()
-    names = [f"model.{name}" for name in discover_layers(model, x)]
-    channels = sum(
-        a.shape[1]
-        for a in capture_activations(lambda: counting(x), resolve_layers(counting, names))[1]
-    )
+    layers = describe_layers(model, x)
+    names = [f"model.{layer.name}" for layer in layers]
+    channels = sum(layer.channels for layer in layers)
     polycam = PolyCam(counting, names, args.variant)
     polycam.attribute(x, perturbations_per_eval=args.per_eval)  # warm-up
 

@@ -5,7 +5,7 @@ alternate for several rounds. Printed per round: plain inference in images per s
 forward-pass limit), the metric's step images per second (ranking, step building and scoring
 included), and their ratio.
 
-Run: ``python benchmarks/metrics_throughput.py [--per-eval 4] [--images 2] [--rounds 3]``
+Run: ``python benchmarks/metrics_throughput.py [--per-eval 2] [--images 2] [--rounds 3]``
 (needs the ``examples`` extra for the pretrained EfficientNet-Lite0).
 """
 
@@ -22,7 +22,9 @@ from captum_polycam.metrics import InsertionDeletion
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-eval", type=int, default=4)
+    parser.add_argument(
+        "--per-eval", type=int, default=2, help="step images per image and forward pass"
+    )
     parser.add_argument("--images", type=int, default=2, help="copies of the photo per batch")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -34,9 +36,9 @@ def main() -> None:
     metric = InsertionDeletion(counting, perturbations_per_eval=args.per_eval)
     metric(inputs, saliency)  # warm-up
 
-    threads = torch.get_num_threads()
+    threads, batch = torch.get_num_threads(), args.per_eval * args.images
     print(f"EfficientNet-Lite0, insertion + deletion, 224 steps, {args.images} images, "
-          f"batch {args.per_eval}, {threads} CPU threads")  # fmt: skip
+          f"batch {batch}, {threads} CPU threads")  # fmt: skip
     ratios = []
     for round_ in range(1, args.rounds + 1):
         counting.images = 0
@@ -44,7 +46,7 @@ def main() -> None:
         metric(inputs, saliency)
         metric_seconds = time.perf_counter() - start
         steps = counting.images - args.images  # less the clean pass that picks the targets
-        plain_seconds = plain_inference(model, inputs[:1], counting.images, args.per_eval)
+        plain_seconds = plain_inference(model, inputs[:1], counting.images, batch)
         metric_rate, plain_rate = counting.images / metric_seconds, counting.images / plain_seconds
         ratios.append(metric_rate / plain_rate)
         print(

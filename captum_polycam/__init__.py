@@ -1,7 +1,7 @@
 """captum-polycam: Poly-CAM high-resolution class activation maps for Captum, and the metrics
 that evaluate saliency maps (insertion, deletion, sensitivity, average drop)."""
 
-from captum_polycam.attr import PolyCam, discover_layers
+from captum_polycam.attr import LayerInfo, PolyCam, describe_layers, discover_layers
 from captum_polycam.metrics import (
     AverageDrop,
     ConfidenceChange,
@@ -12,20 +12,19 @@ from captum_polycam.metrics import (
     MetricSummary,
     Sensitivity,
 )
-from captum_polycam.perturbation import ExampleTargets, PerturbationScorer
 
 __all__ = [
     "AverageDrop",
     "ConfidenceChange",
     "Deletion",
-    "ExampleTargets",
     "IncreaseInConfidence",
     "Insertion",
     "InsertionDeletion",
+    "LayerInfo",
     "MetricSummary",
-    "PerturbationScorer",
     "PolyCam",
     "Sensitivity",
+    "describe_layers",
     "discover_layers",
 ]
 __version__ = "0.1.0"

@@ -35,6 +35,22 @@ def tiny_cnn() -> TinyCNN:
     return TinyCNN().eval()
 
 
+class DictOutput(nn.Module):
+    """Wraps a classifier so that it returns ``{"logits": ...}``, as Hugging Face models do."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.net(x)}
+
+
+@pytest.fixture
+def dict_output_cnn(tiny_cnn: TinyCNN) -> DictOutput:
+    return DictOutput(tiny_cnn).eval()
+
+
 @pytest.fixture
 def tiny_inputs() -> Tensor:
     generator = torch.Generator().manual_seed(1)

@@ -1,13 +1,16 @@
-"""PolyCam plugs into Captum's visualisation and metrics as any Captum attribution does."""
+"""PolyCam works with Captum's visualisation, metrics and wrappers as any Captum attribution."""
 
 from __future__ import annotations
+
+import inspect
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest
 import torch
-from captum.attr import LayerAttribution, visualization
+from captum.attr import LayerAttribution, NoiseTunnel, visualization
 from captum.metrics import infidelity, sensitivity_max
 from matplotlib import pyplot as plt
 from torch import Tensor, nn
@@ -62,3 +65,58 @@ def test_is_a_captum_layer_and_perturbation_attribution(tiny_cnn: nn.Module) -> 
     assert isinstance(polycam, LayerAttribution) and isinstance(polycam, PerturbationAttribution)
     assert polycam.layer == [tiny_cnn.block1, tiny_cnn.block2, tiny_cnn.block3]
     assert not polycam.has_convergence_delta()
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_noise_tunnel_averages_polycam_over_noisy_copies(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor, nt_type: str, batch_size: int | None
+) -> None:
+    polycam = PolyCam(tiny_cnn, LAYERS, "plus")
+    inputs, targets, samples, stdev = tiny_inputs[:2], torch.tensor([1, 3]), 3, 0.1
+    torch.manual_seed(0)
+    smoothed = NoiseTunnel(polycam).attribute(
+        inputs, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
+        stdevs=stdev, target=targets,
+    )  # fmt: skip
+
+    # The same noise, drawn as Captum draws it: one normal sample per element of each group of
+    # copies, the copies of an example next to each other.
+    torch.manual_seed(0)
+    group = batch_size or samples
+    maps = []
+    for size in [group] * (samples // group) + [samples % group] * (samples % group > 0):
+        noisy = inputs.repeat_interleave(size, dim=0)
+        noisy = noisy + torch.normal(0, torch.tensor(stdev).repeat(noisy.shape))
+        maps.append(polycam.attribute(noisy, target=targets.repeat_interleave(size))
+                    .view(len(inputs), size, 1, 16, 16))  # fmt: skip
+    stacked = torch.cat(maps, dim=1)
+    mean, mean_sq = stacked.mean(dim=1), (stacked**2).mean(dim=1)
+    expected = {"smoothgrad": mean, "smoothgrad_sq": mean_sq, "vargrad": mean_sq - mean**2}
+    assert smoothed.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(smoothed, expected[nt_type], atol=1e-5, rtol=0)
+
+
+def test_noise_tunnel_keeps_the_tuple_form(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
+    smoothed = NoiseTunnel(PolyCam(tiny_cnn, LAYERS, "plus")).attribute(
+        (tiny_inputs[:1],), nt_samples=2, target=0
+    )
+    assert isinstance(smoothed, tuple) and smoothed[0].shape == (1, 1, 16, 16)
+
+
+def test_help_shows_polycams_own_arguments() -> None:
+    init_doc = inspect.getdoc(PolyCam.__init__) or ""
+    assert "variant:" in init_doc and "score_fn:" in init_doc and "device_ids" not in init_doc
+    assert "Poly-CAM" in (inspect.getdoc(PolyCam) or "")
+    assert "perturbations_per_eval" in (inspect.getdoc(PolyCam.attribute) or "")
+
+
+def test_repr_names_layers_variant_and_score(tiny_cnn: nn.Module) -> None:
+    assert repr(PolyCam(tiny_cnn, LAYERS, "plus")) == (
+        "PolyCam(layers=['block1', 'block2', 'block3'], variant='plus', score_fn='softmax')"
+    )
+    assert repr(PolyCam(tiny_cnn, ["block1:0"], score_fn=torch.sigmoid)) == (
+        "PolyCam(layers=['block1:0'], variant='plusminus', score_fn=sigmoid)"
+    )
+    discovered = "PolyCam(layers=None, variant='plusminus', score_fn='softmax')"
+    assert repr(PolyCam(tiny_cnn)) == discovered

@@ -8,15 +8,17 @@ several times; the default is the last call, as a forward hook sees it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from itertools import pairwise
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerLike", "discover_layers"]
+__all__ = ["LayerInfo", "LayerLike", "describe_layers", "discover_layers"]
 
 LayerLike = str | nn.Module | tuple[str | nn.Module, int]
 
@@ -30,6 +32,13 @@ _ACTIVATION_NAMES = ("relu", "swish", "silu", "gelu", "mish")
 _PADDINGS = (
     nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d,
 )  # fmt: skip
+# Convolutional stacks halve the side from one stage to the next, or quarter it at a stem; a
+# larger step between two layers found means the stages in between could not be read.
+_MAX_SIDE_SHRINK = 4
+_WRAPPER_HINT = (
+    "for example small wrapper modules that reshape tokens, or permute channels-last maps, to "
+    "N x C x h x w (see 'Choosing the layers' in the documentation)"
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,67 @@ def capture_activations(
     return output, activations
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """The shape of one layer's output for one example, as :func:`describe_layers` reports it.
+
+    Attributes:
+        name: The layer as ``PolyCam(layers=...)`` takes it, ``"name"`` or ``"name:k"``.
+        channels: Number of channels ``C`` of the ``N x C x h x w`` output.
+        height: Its height ``h``.
+        width: Its width ``w``.
+    """
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channels}@{self.height}x{self.width})"
+
+
+def _layer_info(name: str, output: Tensor) -> LayerInfo:
+    channels, height, width = output.shape[1:]
+    return LayerInfo(name, channels, height, width)
+
+
+def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor, tuple[Any, ...]]:
+    """The first example of ``inputs`` and the forward arguments that go with it.
+
+    Tensor arguments with one row per example are sliced like ``inputs``; the others are passed
+    as they are.
+
+    Raises:
+        ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor.
+    """
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a non-empty N x C x H x W tensor; got {got}")
+    args = () if additional_forward_args is None else additional_forward_args
+    args = args if isinstance(args, tuple) else (args,)
+    return inputs[:1], tuple(
+        arg[:1] if isinstance(arg, Tensor) and arg.dim() > 0 and len(arg) == len(inputs) else arg
+        for arg in args
+    )
+
+
+@contextmanager
+def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in evaluation mode, then give every module back its own training flag.
+
+    A look at the model must not change it: in training mode a forward pass would update
+    batch-norm statistics.
+    """
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 @dataclass
 class _Call:
     """What the discovery pass records about one module call."""
@@ -149,6 +219,27 @@ class _Call:
     output: Any = None
     block: _Call | None = None  # innermost enclosing call that is not a plain Sequential
     passes_through: bool = False  # returned its input unchanged (Identity, eval-mode Dropout)
+
+
+class _Preference(NamedTuple):
+    """How well a candidate stands for its resolution: compared field by field, greater wins."""
+
+    on_main_path: bool
+    post_activation: bool
+    is_block: bool  # the output of a module with children rather than of a leaf
+    order: int  # when the tensor was computed: the latest is the deepest of its resolution
+
+
+class _Choice(NamedTuple):
+    """The candidate kept for one resolution, and the call that names it."""
+
+    preference: _Preference
+    call: _Call
+
+
+def _shallow_to_deep(choice: _Choice) -> tuple[int, int]:
+    """Sort key: decreasing spatial size, then computation order."""
+    return -math.prod(choice.call.output.shape[-2:]), choice.preference.order
 
 
 def _spatial(value: Any) -> tuple[int, ...] | None:
@@ -164,49 +255,14 @@ def _has_children(module: nn.Module) -> bool:
     return next(module.children(), None) is not None
 
 
-def discover_layers(
-    model: nn.Module, inputs: Tensor, additional_forward_args: Any = None
-) -> list[str]:
-    """Pick one layer per spatial resolution, the deepest of each, from one dry forward pass.
-
-    Every module call whose output is an ``N x C x h x w`` map with ``h x w`` more than one
-    position and within the input's size (and aspect ratio, which rules out channels-last
-    tensors) is a candidate. Among the candidates of a resolution the one chosen is, in order of
-    preference:
-
-    1. on the main path: not a tensor internal to a block that changes resolution, such as the
-       56 x 56 output of the first 1 x 1 convolution of ResNet's ``layer2.0``, which is
-       computed after ``layer1`` but is not part of the 56 x 56 stage;
-    2. a post-activation map (an activation module's output), since Poly-CAM assumes
-       non-negative activations;
-    3. the output of a block (a module with children) rather than of a single leaf;
-    4. the latest computed.
-
-    Calls are identified by the tensor they return, so a module object called several times
-    (ResNet's ``Bottleneck.relu``, EfficientNet's ``_swish``) is resolved to the right call,
-    and a tensor returned by nested modules is named after the outermost one (``layer1`` rather
-    than ``layer1.2.relu``). Padding modules never define a resolution.
-
-    Args:
-        model: The network. It runs once in evaluation mode; its training flags, parameters
-            and buffers are left as they were.
-        inputs: A batch shaped like the ones to explain; only its first example is used.
-        additional_forward_args: Extra arguments of ``model`` after the input.
+def _record_calls(
+    model: nn.Module, inputs: Tensor, args: tuple[Any, ...]
+) -> tuple[list[_Call], dict[int, int]]:
+    """Run ``model(inputs, *args)`` once and record every module call, in order of return.
 
     Returns:
-        Layer names ordered shallow to deep, ``name:k`` where the chosen output is not the last
-        call of a module object. Pass them, edited or not, as ``PolyCam(model, layers=...)``.
-
-    Example:
-        >>> from torchvision.models import resnet50
-        >>> discover_layers(resnet50().eval(), torch.rand(1, 3, 224, 224))
-        ['relu', 'layer1', 'layer2', 'layer3', 'layer4']
+        The calls, and how many times each module object (by ``id``) ran.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
-        raise ValueError("inputs must be a non-empty N x C x H x W tensor")
-    height, width = inputs.shape[-2:]
     records: list[_Call] = []
     stack: list[_Call] = []
     counts: dict[int, int] = {}
@@ -233,36 +289,43 @@ def discover_layers(
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
         handles.append(module.register_forward_hook(post_hook))
-    args = () if additional_forward_args is None else additional_forward_args
-    args = args if isinstance(args, tuple) else (args,)
-    # Per-example arguments follow the first example into the dry pass.
-    args = tuple(
-        arg[:1] if isinstance(arg, Tensor) and arg.dim() > 0 and len(arg) == len(inputs) else arg
-        for arg in args
-    )
-    # Evaluation mode, so that the dry pass cannot update batch-norm statistics.
-    modes = {module: module.training for module in model.modules()}
-    try:
-        with _hooks(handles), torch.no_grad():
-            model.eval()
-            model(inputs[:1], *args)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with _hooks(handles), _evaluation_mode(model), torch.no_grad():
+        model(inputs, *args)
+    return records, counts
+
+
+def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
+    """The call that names the preferred candidate of each resolution, shallow to deep."""
+    height, width = inputs.shape[-2:]
+
+    def map_size(size: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """``size`` if it can be a map's ``h x w``: within the input's size and aspect ratio.
+
+        The last two sizes of a channels-last ``N x h x w x C`` tensor are not ``h x w``.
+        """
+        if size is None:
+            return None
+        h, w = size
+        fits = h <= height and w <= width and abs(math.log((h / height) / (w / width))) < 0.5
+        return size if fits else None
 
     def is_candidate(call: _Call) -> bool:
-        size = _spatial(call.output)
+        size = map_size(_spatial(call.output))
         if size is None or math.prod(size) <= 1 or isinstance(call.module, _PADDINGS):
             return False
-        h, w = size
-        return h <= height and w <= width and abs(math.log((h / height) / (w / width))) < 0.5
+        # One map per example: RoI pooling, for one, returns one map per box.
+        return call.output.shape[0] == len(inputs)
 
     def is_main_path(call: _Call) -> bool:
         block = call.block
         if block is None or block.block is None:  # the model itself
             return True
-        block_out = _spatial(block.output)
-        return block_out is None or block.in_size == block_out or _spatial(call.output) == block_out
+        block_out = map_size(_spatial(block.output))
+        return (
+            block_out is None
+            or map_size(block.in_size) == block_out
+            or _spatial(call.output) == block_out
+        )
 
     # A tensor returned by nested modules is one candidate: the first call made it, the last
     # (outermost) one that did not merely pass it through names it.
@@ -271,32 +334,170 @@ def discover_layers(
         if is_candidate(call):
             groups.setdefault(id(call.output), []).append(call)
 
-    best: dict[tuple[int, ...], tuple[tuple[bool, bool, bool, int], _Call]] = {}
+    best: dict[tuple[int, ...], _Choice] = {}
     main_sizes = set()
     for members in groups.values():
         producers = [call for call in members if not call.passes_through]
         if not producers:  # the model's input, handed on unchanged
             continue
         size = _spatial(members[0].output)
-        main = any(is_main_path(call) for call in members)
-        if main:
-            main_sizes.add(size)
-        key = (
-            main,
-            any(_is_activation(call.module) for call in members),
-            any(_has_children(call.module) for call in members),
-            members[0].order,
+        preference = _Preference(
+            on_main_path=any(is_main_path(call) for call in members),
+            post_activation=any(_is_activation(call.module) for call in members),
+            is_block=any(_has_children(call.module) for call in members),
+            order=members[0].order,
         )
-        if size not in best or key > best[size][0]:
-            best[size] = (key, producers[-1])
+        if preference.on_main_path:
+            main_sizes.add(size)
+        if size not in best or preference > best[size].preference:
+            best[size] = _Choice(preference, producers[-1])
+    chosen = sorted((best[size] for size in main_sizes), key=_shallow_to_deep)
+    return [choice.call for choice in chosen]
 
-    # Shallow to deep: by decreasing resolution, then by when it was computed.
-    chosen = sorted(
-        (best[size] for size in main_sizes),
-        key=lambda item: (-math.prod(_spatial(item[1].output) or ()), item[0][3]),
-    )
-    names = []
-    for _, call in chosen:
+
+def _side_shrink(shallow: LayerInfo, deep: LayerInfo) -> float:
+    return max(shallow.height / deep.height, shallow.width / deep.width)
+
+
+def _discover(model: nn.Module, inputs: Tensor, additional_forward_args: Any) -> list[LayerInfo]:
+    """:func:`discover_layers`, with the shape of each layer found."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    first, args = _first_example(inputs, additional_forward_args)
+    records, counts = _record_calls(model, first, args)
+    layers = []
+    for call in _choose(records, first):
         last = counts[id(call.module)] - 1
-        names.append(call.name if call.index == last else f"{call.name}:{call.index}")
-    return names
+        name = call.name if call.index == last else f"{call.name}:{call.index}"
+        layers.append(_layer_info(name, call.output))
+
+    if len(layers) < 2:
+        found = (
+            f"N x C x h x w feature maps at one resolution only, {layers[0]}"
+            if layers
+            else "no N x C x h x w feature map of more than one position"
+        )
+        raise ValueError(
+            f"discover_layers: found {found}. Poly-CAM needs a convolutional stack of "
+            "N x C x h x w feature maps at several resolutions; models that work on tokens (ViT) "
+            "or on channels-last N x h x w x C maps (Swin) have none that discovery can read. "
+            f"Pass the layers explicitly, PolyCam(model, layers=[...]), {_WRAPPER_HINT}"
+        )
+    gaps = [
+        f"{shallow} is followed by {deep}, {_side_shrink(shallow, deep):.3g}x smaller"
+        for shallow, deep in pairwise(layers)
+        if _side_shrink(shallow, deep) > _MAX_SIDE_SHRINK
+    ]
+    if gaps:
+        warnings.warn(
+            f"discover_layers: the layers found skip resolutions: {'; '.join(gaps)}. The maps "
+            "in between are probably channels-last (N x h x w x C) or tokens, which discovery "
+            "cannot read. Pass the layers explicitly, PolyCam(model, layers=[...]), "
+            f"{_WRAPPER_HINT}",
+            UserWarning,
+            stacklevel=3,  # the caller of discover_layers or describe_layers
+        )
+    return layers
+
+
+def discover_layers(
+    model: nn.Module, inputs: Tensor, additional_forward_args: Any = None
+) -> list[str]:
+    """Pick one layer per spatial resolution, the deepest of each, from one dry forward pass.
+
+    Every module call whose output is an ``N x C x h x w`` map with one map per example, ``h x w``
+    more than one position and within the input's size (and aspect ratio, which rules out
+    channels-last tensors) is a candidate. Among the candidates of a resolution the one chosen
+    is, in order of preference:
+
+    1. on the main path: not a tensor internal to a block that changes resolution, such as the
+       56 x 56 output of the first 1 x 1 convolution of ResNet's ``layer2.0``, which is
+       computed after ``layer1`` but is not part of the 56 x 56 stage;
+    2. a post-activation map (an activation module's output), since Poly-CAM assumes
+       non-negative activations;
+    3. the output of a block (a module with children) rather than of a single leaf;
+    4. the latest computed.
+
+    Calls are identified by the tensor they return, so a module object called several times
+    (ResNet's ``Bottleneck.relu``, EfficientNet's ``_swish``) is resolved to the right call,
+    and a tensor returned by nested modules is named after the outermost one (``layer1`` rather
+    than ``layer1.2.relu``). Padding modules never define a resolution.
+
+    Args:
+        model: The network. It runs once in evaluation mode; its training flags, parameters
+            and buffers are left as they were.
+        inputs: A batch shaped like the ones to explain; only its first example is used.
+        additional_forward_args: Extra arguments of ``model`` after the input. Tensors with one
+            row per example are cut to the first example's row.
+
+    Returns:
+        Layer names ordered shallow to deep, ``name:k`` where the chosen output is not the last
+        call of a module object. Pass them, edited or not, as ``PolyCam(model, layers=...)``.
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``.
+        ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor, or if the model
+            has ``N x C x h x w`` maps at fewer than two resolutions (ViT, for one).
+
+    Warns:
+        UserWarning: If the layers found skip resolutions, the side shrinking more than four
+            times from one to the next (Swin, whose stages run channels-last).
+
+    Example:
+        >>> from torchvision.models import resnet50
+        >>> discover_layers(resnet50().eval(), torch.rand(1, 3, 224, 224))
+        ['relu', 'layer1', 'layer2', 'layer3', 'layer4']
+    """
+    return [layer.name for layer in _discover(model, inputs, additional_forward_args)]
+
+
+def describe_layers(
+    model: nn.Module,
+    inputs: Tensor,
+    layers: Sequence[LayerLike] | None = None,
+    additional_forward_args: Any = None,
+) -> list[LayerInfo]:
+    """Name and shape of each layer Poly-CAM would read, from one forward pass of one example.
+
+    Args:
+        model: The network. It runs once, without gradients and in evaluation mode; its
+            training flags, parameters and buffers are left as they were.
+        inputs: A batch shaped like the ones to explain; only its first example is used.
+        layers: The layers as ``PolyCam(layers=...)`` takes them: modules, dotted names,
+            ``"name:k"`` or ``(module, k)``. ``None`` describes what :func:`discover_layers`
+            picks.
+        additional_forward_args: Extra arguments of ``model`` after the input. Tensors with one
+            row per example are cut to the first example's row.
+
+    Returns:
+        One :class:`LayerInfo` per layer, in the order given (shallow to deep when discovered).
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``, or a layer is not a module, name or
+            ``(module, k)`` pair.
+        ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor, a layer is
+            unknown, never called or not ``N x C x h x w``, or, with ``layers=None``, as
+            :func:`discover_layers` raises.
+
+    Warns:
+        UserWarning: With ``layers=None``, as :func:`discover_layers` warns.
+
+    Example:
+        >>> from torchvision.models import resnet50
+        >>> for layer in describe_layers(resnet50(), torch.rand(1, 3, 224, 224)):
+        ...     print(layer)
+        relu (64@112x112)
+        layer1 (256@56x56)
+        layer2 (512@28x28)
+        layer3 (1024@14x14)
+        layer4 (2048@7x7)
+    """
+    if layers is None:
+        return _discover(model, inputs, additional_forward_args)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    calls = resolve_layers(model, layers)
+    first, args = _first_example(inputs, additional_forward_args)
+    with _evaluation_mode(model), torch.no_grad():
+        _, outputs = capture_activations(lambda: model(first, *args), calls)
+    return [_layer_info(str(call), output) for call, output in zip(calls, outputs, strict=True)]

@@ -6,25 +6,13 @@ the method can be checked on hand-computed values.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "backward_recursion",
-    "local_normalise",
-    "percentile",
-    "robust_normalise",
-    "upsample",
-]
+from captum_polycam._tensors import upsample
+
+__all__ = ["backward_recursion", "local_normalise", "percentile", "robust_normalise"]
 
 _EPS = 1e-12
-
-
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of ``(N, C, h, w)`` maps (``align_corners=False``, no antialias)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 def percentile(values: Tensor, q: float) -> Tensor:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from itertools import accumulate, pairwise
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
-from torch import Tensor, nn
+from captum.log import log_usage
+from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._repr import settings_repr
+from captum_polycam._tensors import upsample
 from captum_polycam.attr.layers import (
     LayerCall,
     LayerLike,
@@ -19,25 +22,35 @@ from captum_polycam.attr.layers import (
     discover_layers,
     resolve_layers,
 )
-from captum_polycam.attr.maps import backward_recursion, robust_normalise, upsample
-from captum_polycam.perturbation.scoring import (
-    PerturbationScorer,
+from captum_polycam.attr.maps import backward_recursion, robust_normalise
+from captum_polycam.perturbation.batch import (
+    PreparedBatch,
     check_inputs,
     check_perturbations_per_eval,
+    module_of,
+    unpack_single,
 )
-from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.targets import ScoreFn
 
-__all__ = ["PolyCam"]
+__all__ = ["PolyCam", "Variant"]
 
 Variant = Literal["plus", "minus", "plusminus"]
 _VARIANTS = ("plus", "minus", "plusminus")
+# Which masked inputs each variant scores: unveiled X * H (hide=False), hidden X * (1 - H).
+_HIDE_MODES: dict[str, tuple[bool, ...]] = {
+    "plus": (False,),
+    "minus": (True,),
+    "plusminus": (False, True),
+}
 
 
-def _model_of(forward_func: Callable[..., Any]) -> nn.Module | None:
-    if isinstance(forward_func, nn.Module):
-        return forward_func
-    owner = getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
+class _MaskRun(NamedTuple):
+    """A run of masked inputs: one layer's masks (or the black images), unveiled or hidden."""
+
+    masks: Tensor  # (N * K, 1, h, w), example-major: K masks per example
+    alive: Tensor  # indices into ``masks`` that need a forward pass of their own
+    hide: bool  # score X * (1 - H) rather than X * H
 
 
 class PolyCam(LayerAttribution, PerturbationAttribution):
@@ -58,22 +71,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
     ``LNorm(S, s) = S / max(Up(Down(S, s), size(S)), 1e-12)`` divides by a bilinear down-and-up
     resampling of ``S``. The attribution is ``N(M_1)`` upsampled to the input size.
 
-    PCAM+ and PCAM- cost one forward pass per channel of every layer, PCAM+- two; they are
-    run ``perturbations_per_eval`` at a time.
-
-    Args:
-        forward_func: The model, or a function of ``(inputs, *additional_forward_args)``
-            calling it. Layer names and automatic discovery need an ``nn.Module`` (or a bound
-            method of one).
-        layers: Modules or dotted names, ordered shallow to deep, each optionally followed by
-            ``":k"`` (or given as ``(layer, k)``) to read the ``k``-th call of a module object
-            called several times in a forward pass (the default is its last call). ``None``
-            picks one layer per resolution with :func:`~captum_polycam.discover_layers`.
-        variant: ``"plus"``, ``"minus"`` or ``"plusminus"``.
-        score_fn: What a forward pass is scored by: ``"softmax"`` (the paper's choice, a
-            sigmoid for a single output unit), ``"logit"``, or a callable mapping the model's
-            output to per-example values (or to an array the target indexes into), for
-            regression, detection or segmentation scores.
+    Cost: PCAM+ and PCAM- run one forward pass per live channel of every layer and example,
+    PCAM+- two (a channel that is zero on the whole input needs none), plus one clean pass.
 
     Example:
         >>> from captum_polycam import PolyCam
@@ -93,11 +92,27 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         *,
         score_fn: ScoreFn = "softmax",
     ) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
+        r"""
+        Args:
+            forward_func: The model, or a function of ``(inputs, *additional_forward_args)``
+                calling it. Layer names and automatic discovery need an ``nn.Module`` (or a
+                bound method of one).
+            layers: Modules or dotted names, ordered shallow to deep, each optionally followed
+                by ``":k"`` (or given as ``(layer, k)``) to read the ``k``-th call of a module
+                object called several times in a forward pass (the default is its last call).
+                ``None`` picks one layer per resolution with
+                :func:`~captum_polycam.discover_layers` on each batch.
+            variant: ``"plus"`` (PCAM+), ``"minus"`` (PCAM-) or ``"plusminus"`` (PCAM+-).
+            score_fn: What a forward pass is scored by: ``"softmax"`` (the paper's choice, a
+                sigmoid for a single output unit), ``"logit"``, or a callable mapping the
+                model's output to per-example values (or to an array the target indexes
+                into), for models whose output is not a tensor of class logits (a dict, a
+                detection or segmentation output) or for regression scores.
+        """
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
-        self.model = _model_of(forward_func)
+        scorer = PerturbationScorer(forward_func, score_fn)  # checks forward_func and score_fn
+        self.model = module_of(forward_func)
         if layers is None and self.model is None:
             raise TypeError(
                 "layers=None discovers layers from the model's modules, so forward_func must be "
@@ -110,7 +125,13 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         PerturbationAttribution.__init__(self, forward_func)
         self.variant: Variant = variant
         self.layer_calls = resolved
-        self._scorer = PerturbationScorer(forward_func, score_fn)
+        self._scorer = scorer
+
+    def __repr__(self) -> str:
+        layers = None if self.layer_calls is None else [str(c) for c in self.layer_calls]
+        return settings_repr(
+            "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn
+        )
 
     @overload
     def attribute(
@@ -148,6 +169,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         show_progress: bool = False,
     ) -> tuple[Tensor] | tuple[tuple[Tensor], list[Tensor]]: ...
 
+    # Captum's wrappers (NoiseTunnel) call ``attribute.__wrapped__``, which log_usage provides.
+    @log_usage()
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor],
@@ -169,9 +192,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             additional_forward_args: Extra arguments of ``forward_func`` after the inputs.
                 Tensors whose first dimension is ``N`` are treated as per-example and follow
                 their example into the masked batches; anything else is passed as is.
-            perturbations_per_eval: Masked inputs per forward pass. ``None`` uses 4 on the
-                CPU and 64 on a GPU. The result does not depend on it (beyond float
-                rounding).
+            perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
+                Captum's ``FeatureAblation``: a pass holds at most
+                ``perturbations_per_eval * N`` masked inputs, possibly of several examples.
+                ``None`` aims at about 4 inputs per pass on a CPU and 64 on a GPU. The maps do
+                not depend on it (beyond float rounding).
             return_stages: Also return the intermediate composites.
             show_progress: Show a progress bar counting masked forward passes.
 
@@ -181,68 +206,54 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             normalised composites deepest first (the deepest layer alone, the deepest two,
             ...), each ``N x 1 x H x W``; the last one equals ``maps``.
         """
-        as_tuple = isinstance(inputs, tuple) and len(inputs) == 1  # Captum's tuple form
-        if as_tuple:
-            inputs = inputs[0]
-        check_inputs(inputs)
+        inputs, was_tuple = unpack_single(inputs, "inputs")
+        check_inputs(inputs)  # before any forward pass, discovery's included
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
-        if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
-            additional_forward_args = (additional_forward_args,)
         self._warn_if_training()
         with torch.no_grad():
-            stages = self._stages(
-                inputs, target, additional_forward_args, perturbations_per_eval, show_progress
+            layers = self.layer_calls
+            if layers is None:
+                assert self.model is not None
+                names = discover_layers(self.model, inputs, additional_forward_args)
+                layers = resolve_layers(self.model, names)
+            batch, activations = capture_activations(
+                lambda: self._scorer.prepare(inputs, target, additional_forward_args), layers
             )
-        maps = (stages[-1],) if as_tuple else stages[-1]
+            self._check_resolutions(layers, activations)
+            stages = self._stages(batch, activations, perturbations_per_eval, show_progress)
+        maps = (stages[-1],) if was_tuple else stages[-1]
         return (maps, stages) if return_stages else maps
 
     def _stages(
         self,
-        inputs: Tensor,
-        target: TargetType,
-        additional_forward_args: tuple[Any, ...] | None,
+        batch: PreparedBatch,
+        activations: list[Tensor],
         perturbations_per_eval: int | None,
         show_progress: bool,
     ) -> list[Tensor]:
-        layers = self.layer_calls
-        if layers is None:
-            assert self.model is not None
-            names = discover_layers(self.model, inputs, additional_forward_args)
-            layers = resolve_layers(self.model, names)
-        output, activations = capture_activations(
-            lambda: self.forward_func(inputs, *(additional_forward_args or ())), layers
-        )
-        self._check_resolutions(layers, activations)
-        clean = self._scorer.score_output(output, len(inputs))
-        targets = ExampleTargets.resolve(target, clean)
-        baseline = targets.select(clean, torch.arange(len(inputs), device=clean.device))
-
         masks = [robust_normalise(activation) for activation in activations]
-        unveiled, hidden = self._score_masks(
-            inputs, masks, baseline, targets, additional_forward_args, perturbations_per_eval,
-            show_progress,
-        )  # fmt: skip
+        unveiled, hidden = self._score_masks(batch, masks, perturbations_per_eval, show_progress)
         layer_maps = []
         for index, activation in enumerate(activations):
             weights = self._channel_weights(
-                baseline, None if unveiled is None else unveiled[index],
+                batch.target_scores, None if unveiled is None else unveiled[index],
                 None if hidden is None else hidden[index],
             )  # fmt: skip
             weighted = torch.nansum(weights[:, :, None, None] * activation, dim=1, keepdim=True)
             layer_maps.append(weighted.relu())
 
-        size = tuple(inputs.shape[-2:])
+        size = tuple(batch.inputs.shape[-2:])
         return [upsample(robust_normalise(m), size) for m in backward_recursion(layer_maps)]
 
     def _channel_weights(
-        self, baseline: Tensor, unveiled: Tensor | None, hidden: Tensor | None
+        self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None
     ) -> Tensor:
         if self.variant == "plus":
             assert unveiled is not None
             return unveiled
         assert hidden is not None
-        drop = baseline[:, None] - hidden
+        drop = clean[:, None] - hidden
         if self.variant == "minus":
             return drop.relu()
         assert unveiled is not None
@@ -250,11 +261,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
     def _score_masks(
         self,
-        inputs: Tensor,
+        batch: PreparedBatch,
         masks: list[Tensor],
-        baseline: Tensor,
-        targets: ExampleTargets,
-        additional_forward_args: tuple[Any, ...] | None,
         perturbations_per_eval: int | None,
         show_progress: bool,
     ) -> tuple[list[Tensor] | None, list[Tensor] | None]:
@@ -262,49 +270,49 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
         An all-zero mask (a channel dead on this input, common after a ReLU) needs no forward
         pass of its own: unveiling it gives the black image, scored once per example, and
-        hiding it gives the clean input, whose score is ``baseline``.
+        hiding it gives the clean input, whose score the clean pass gave.
         """
-        modes = {"plus": (False,), "minus": (True,), "plusminus": (False, True)}[self.variant]
-        count, size, device = len(inputs), tuple(inputs.shape[-2:]), inputs.device
-        # Jobs: (masks as (N*K, 1, h, w), indices of the masks to score, hide). The first job,
-        # when unveiling, is one black image per example.
-        jobs: list[tuple[Tensor, Tensor, bool]] = []
-        if False in modes:
+        inputs, count = batch.inputs, len(batch)
+        modes = _HIDE_MODES[self.variant]
+        unveils = False in modes
+        runs: list[_MaskRun] = []
+        if unveils:  # the black image of each example, for the dead channels
             black = inputs.new_zeros(count, 1, 1, 1)
-            jobs.append((black, torch.arange(count, device=device), False))
+            runs.append(_MaskRun(black, torch.arange(count, device=inputs.device), hide=False))
         for layer_masks in masks:
             flat = layer_masks.flatten(0, 1)[:, None]
             alive = flat.flatten(1).amax(dim=1).gt(0).nonzero().squeeze(1)
-            jobs.extend((flat, alive, hide) for hide in modes)
-        sizes = [len(index) for _, index, _ in jobs]
-        firsts = list(accumulate(sizes, initial=0))
-        example_of = torch.cat([index // (len(flat) // count) for flat, index, _ in jobs])
+            runs.extend(_MaskRun(flat, alive, hide) for hide in modes)
+        run_sizes = [len(run.alive) for run in runs]
+        run_starts = list(accumulate(run_sizes, initial=0))
+        example_of = torch.cat([run.alive // (len(run.masks) // count) for run in runs])
+        size = tuple(inputs.shape[-2:])
 
         def fill(start: int, stop: int, out: Tensor) -> None:
-            for first, (flat, index, hide) in zip(firsts, jobs, strict=False):
-                lo, hi = max(start, first), min(stop, first + len(index))
+            for run_start, run in zip(run_starts, runs, strict=False):
+                lo, hi = max(start, run_start), min(stop, run_start + len(run.alive))
                 if lo >= hi:
                     continue
-                mask = upsample(flat[index[lo - first : hi - first]], size)
+                mask = upsample(run.masks[run.alive[lo - run_start : hi - run_start]], size)
                 rows = out[lo - start : hi - start]
                 torch.index_select(inputs, 0, example_of[lo:hi], out=rows)
-                rows.mul_(1.0 - mask if hide else mask)
+                rows.mul_(1.0 - mask if run.hide else mask)
 
-        scores = self._scorer.score_perturbations(
-            inputs, firsts[-1], example_of, fill, targets, additional_forward_args,
-            show_progress=show_progress, description="Poly-CAM forward passes",
-            perturbations_per_eval=perturbations_per_eval,
-        )  # fmt: skip
+        plan = PerturbationPlan(example_of, fill, "Poly-CAM forward passes")
+        scores = self._scorer.score(
+            batch, plan, perturbations_per_eval=perturbations_per_eval, show_progress=show_progress
+        )
 
-        per_job = list(zip(jobs, scores.split(sizes), strict=True))
-        black_scores = per_job.pop(0)[1] if False in modes else baseline
+        scored_runs = list(zip(runs, scores.split(run_sizes), strict=True))
+        black_scores = scored_runs.pop(0)[1] if unveils else batch.target_scores
         unveiled: list[Tensor] = []
         hidden: list[Tensor] = []
-        for (flat, index, hide), job_scores in per_job:
-            channels = len(flat) // count
-            full = (baseline if hide else black_scores).repeat_interleave(channels)
-            full[index] = job_scores
-            (hidden if hide else unveiled).append(full.view(count, channels))
+        for run, run_scores in scored_runs:
+            channels = len(run.masks) // count
+            # Dead channels score as the black image (unveiled) or the clean input (hidden).
+            full = (batch.target_scores if run.hide else black_scores).repeat_interleave(channels)
+            full[run.alive] = run_scores
+            (hidden if run.hide else unveiled).append(full.view(count, channels))
         return (unveiled or None), (hidden or None)
 
     def _warn_if_training(self) -> None:
@@ -313,7 +321,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 "the model is in training mode: dropout and batch statistics make the maps "
                 "noisy and run-dependent; call model.eval() first",
                 UserWarning,
-                stacklevel=3,  # the caller of attribute()
+                stacklevel=4,  # the caller of attribute(), past log_usage's wrapper
             )
 
     @staticmethod

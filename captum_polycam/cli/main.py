@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import captum_polycam
-from captum_polycam import PolyCam, discover_layers
-from captum_polycam.attr.layers import capture_activations, resolve_layers
+from captum_polycam import PolyCam, describe_layers
 from captum_polycam.cli import CliError
 from captum_polycam.cli.figure import save_figure
 from captum_polycam.cli.images import bundled_image, normalise, read_image
@@ -80,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain.add_argument(
         "--perturbations-per-eval", type=_positive_int, metavar="N",
-        help="masked images per forward pass (default: 4 on the CPU, 64 on a GPU)",
+        help="masked images per image and forward pass, as Captum's perturbations_per_eval "
+        "(default: about 4 images per pass on the CPU, 64 on a GPU)",
     )  # fmt: skip
     return parser
 
@@ -135,18 +134,17 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         explained = args.target * len(sources) if len(args.target) == 1 else args.target
 
-    layers = discover_layers(model, inputs)
-    if not layers:
-        raise CliError(f"--model {args.model}: Poly-CAM found no spatial feature maps in it")
-    sizes = _layer_sizes(model, inputs, layers)
+    try:
+        found = describe_layers(model, inputs)
+    except ValueError as error:  # no multi-resolution stack of feature maps
+        raise CliError(f"--model {args.model}: {error}") from None
+    layers = [layer.name for layer in found]
+    sizes = [f"{layer.height}x{layer.width}" for layer in found]
 
     # Report the classes before the attribution, which takes a while on a CPU.
     method = _METHOD_NAMES[args.variant]
     print(f"Model: {args.model} on {device}, method: {method}")
-    print(
-        "Layers, shallow to deep: "
-        + ", ".join(f"{n} ({s})" for n, s in zip(layers, sizes, strict=True))
-    )
+    print("Layers, shallow to deep: " + ", ".join(str(layer) for layer in found))
     for name, probs, target in zip(names, probabilities, explained, strict=True):
         _print_classes(name, probs, target, categories)
     sys.stdout.flush()
@@ -183,12 +181,6 @@ def _print_classes(name: str, probabilities: Tensor, target: int, categories: li
     for value, index in zip(values.tolist(), indices.tolist(), strict=True):
         print(f"  {index:>4}  {categories[index]:<28} {value:7.2%}")
     print(f"  explained: {target} {categories[target]}")
-
-
-def _layer_sizes(model: nn.Module, inputs: Tensor, layers: Sequence[str]) -> list[str]:
-    """Each layer's ``h x w``, read from one forward pass of the first image."""
-    _, activations = capture_activations(lambda: model(inputs[:1]), resolve_layers(model, layers))
-    return [f"{a.shape[-2]}x{a.shape[-1]}" for a in activations]
 
 
 if __name__ == "__main__":

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._repr import settings_repr
+from captum_polycam.metrics.keys import (
+    AVERAGE_DROP,
+    INCREASE_IN_CONFIDENCE,
+    SCORE_DIRECTIONS,
+    ScoreDirection,
+)
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.scoring import PerturbationScorer, check_inputs
-from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
+from captum_polycam.perturbation.batch import unpack_single
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = [
     "AverageDrop",
@@ -72,8 +80,8 @@ class ConfidenceChangeResult:
     def as_dict(self) -> dict[str, Tensor]:
         """Per-example values in percent, whose means over a dataset are the two metrics."""
         return {
-            "average_drop": self.drop,
-            "increase_in_confidence": self.increase.to(self.drop.dtype) * 100,
+            AVERAGE_DROP: self.drop,
+            INCREASE_IN_CONFIDENCE: self.increase.to(self.drop.dtype) * 100,
         }
 
 
@@ -102,14 +110,20 @@ class ConfidenceChange:
             to an array the target indexes into).
         channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
             ``"sum"`` or ``"abs_sum"``.
-        perturbations_per_eval: Masked inputs per forward pass (4 on the CPU and 64 on a GPU
-            by default); the results do not depend on it.
+        perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
+            Captum; each example has one masked input, so any value of 1 or more scores the
+            whole batch in one pass. ``None`` aims at about 4 inputs per pass on a CPU and 64
+            on a GPU. The results do not depend on it.
 
     Example:
         >>> metric = ConfidenceChange(model)
         >>> result = metric(inputs, PolyCam(model).attribute(inputs))
         >>> result.drop.mean(), result.increase.float().mean() * 100
     """
+
+    score_directions: ClassVar[dict[str, ScoreDirection]] = {
+        key: SCORE_DIRECTIONS[key] for key in (AVERAGE_DROP, INCREASE_IN_CONFIDENCE)
+    }
 
     def __init__(
         self,
@@ -118,8 +132,6 @@ class ConfidenceChange:
         channel_reduction: ChannelReduction = "sum",
         perturbations_per_eval: int | None = None,
     ) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
         if channel_reduction not in ("sum", "abs_sum"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
@@ -127,6 +139,17 @@ class ConfidenceChange:
         self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
         self.channel_reduction: ChannelReduction = channel_reduction
 
+    def __repr__(self) -> str:
+        return settings_repr(type(self).__name__, **self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "score_fn": self.scorer.score_fn,
+            "channel_reduction": self.channel_reduction,
+            "perturbations_per_eval": self.scorer.perturbations_per_eval,
+        }
+
+    @torch.no_grad()
     def __call__(
         self,
         inputs: Tensor | tuple[Tensor],
@@ -149,44 +172,19 @@ class ConfidenceChange:
         Returns:
             Per-example scores, drops and increases, on the inputs' device.
         """
-        return self._compare(inputs, attributions, target, additional_forward_args)
-
-    def _compare(
-        self,
-        inputs: Tensor | tuple[Tensor],
-        attributions: Tensor | tuple[Tensor],
-        target: TargetType,
-        additional_forward_args: Any,
-    ) -> ConfidenceChangeResult:
-        # Captum's tuple form, as PolyCam.attribute((x,)) returns it.
-        if isinstance(inputs, tuple) and len(inputs) == 1:
-            inputs = inputs[0]
-        if isinstance(attributions, tuple) and len(attributions) == 1:
-            attributions = attributions[0]
-        check_inputs(inputs)
+        batch = self.scorer.prepare(inputs, target, additional_forward_args)
+        inputs = batch.inputs
+        attributions = unpack_single(attributions, "attributions")[0]
         mask = min_max_mask(inputs, attributions, self.channel_reduction)
-        if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
-            additional_forward_args = (additional_forward_args,)
-        count = len(inputs)
-        rows = torch.arange(count, device=inputs.device)
 
-        with torch.no_grad():
-            output = self.scorer.forward_func(inputs, *(additional_forward_args or ()))
-            scores = self.scorer.score_output(output, count)
-            targets = ExampleTargets.resolve(target, scores)
-            clean = targets.select(scores, rows.to(scores.device)).to(inputs.device)
+        def fill(start: int, stop: int, out: Tensor) -> None:
+            torch.mul(inputs[start:stop], mask[start:stop, None], out=out)
 
-            def fill(start: int, stop: int, out: Tensor) -> None:
-                torch.mul(inputs[start:stop], mask[start:stop, None], out=out)
-
-            masked = self.scorer.score_perturbations(
-                inputs, count, rows, fill, targets, additional_forward_args,
-                description="masked inputs",
-            )  # fmt: skip
-
+        examples = torch.arange(len(inputs), device=inputs.device)
+        masked = self.scorer.score(batch, PerturbationPlan(examples, fill, "masked inputs"))
         # The masked scores are kept in the inputs' dtype: round the clean ones alike, so that
         # an unchanged score compares equal.
-        clean = clean.to(masked.dtype)
+        clean = batch.target_scores.to(masked.dtype)
         fell = masked < clean
         # Divide only where the score fell: elsewhere the drop is 0 whatever Y is.
         drop = torch.where(fell, (clean - masked) / torch.where(fell, clean, 1.0), 0.0)
@@ -194,36 +192,54 @@ class ConfidenceChange:
         return ConfidenceChangeResult(clean, masked, drop, masked > clean)
 
 
-class _OneValue(ConfidenceChange):
-    """A :class:`ConfidenceChange` that returns one of its per-example values."""
+class _ConfidenceValue:
+    """One per-example value of :class:`ConfidenceChange`, in percent."""
 
-    field: str
+    key: ClassVar[str]
 
-    def __call__(  # type: ignore[override]
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        score_fn: ScoreFn = "softmax",
+        channel_reduction: ChannelReduction = "sum",
+        perturbations_per_eval: int | None = None,
+    ) -> None:
+        """The arguments are those of :class:`ConfidenceChange`."""
+        self.metric = ConfidenceChange(
+            forward_func, score_fn, channel_reduction, perturbations_per_eval
+        )
+
+    def __repr__(self) -> str:
+        return settings_repr(type(self).__name__, **self.metric._settings())
+
+    def __call__(
         self,
         inputs: Tensor | tuple[Tensor],
         attributions: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
     ) -> Tensor:
-        """``(N,)`` values in percent, on the inputs' device."""
-        result = self._compare(inputs, attributions, target, additional_forward_args)
-        return result.as_dict()[self.field]
+        """``(N,)`` values in percent, on the inputs' device; arguments as
+        :meth:`ConfidenceChange.__call__`."""
+        result = self.metric(inputs, attributions, target, additional_forward_args)
+        return result.as_dict()[self.key]
 
 
-class AverageDrop(_OneValue):
+class AverageDrop(_ConfidenceValue):
     """The per-example drop ``100 * max(0, Y - O) / Y``; see :class:`ConfidenceChange`.
 
-    Its mean over a dataset is the average drop in percent.
+    Its mean over a dataset is the average drop in percent; lower is better.
     """
 
-    field = "average_drop"
+    key = AVERAGE_DROP
+    score_direction = SCORE_DIRECTIONS[AVERAGE_DROP]
 
 
-class IncreaseInConfidence(_OneValue):
+class IncreaseInConfidence(_ConfidenceValue):
     """The per-example increase ``100 * [O > Y]`` (100 or 0); see :class:`ConfidenceChange`.
 
-    Its mean over a dataset is the increase in confidence in percent.
+    Its mean over a dataset is the increase in confidence in percent; higher is better.
     """
 
-    field = "increase_in_confidence"
+    key = INCREASE_IN_CONFIDENCE
+    score_direction = SCORE_DIRECTIONS[INCREASE_IN_CONFIDENCE]

@@ -9,24 +9,36 @@ image: a faithful map makes insertion rise fast (high area) and deletion fall fa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
+from captum_polycam._repr import settings_repr
+from captum_polycam.metrics.keys import (
+    DELETION,
+    DELETION_CURVE,
+    INSERTION,
+    INSERTION_CURVE,
+    INSERTION_MINUS_DELETION,
+    SCORE_DIRECTIONS,
+    ScoreDirection,
+)
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.scoring import PerturbationScorer, check_inputs
-from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn
+from captum_polycam.perturbation.batch import unpack_single
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "InsertionDeletion", "InsertionDeletionResult"]
 
 Baseline = Literal["blur", "zeros", "mean"] | Tensor | Callable[[Tensor], Tensor]
 AreaRule = Literal["mean", "trapezoid"]
-_CURVES = ("insertion", "deletion")
+CurveKind = Literal["insertion", "deletion"]
+_CURVE_KEYS = {INSERTION: INSERTION_CURVE, DELETION: DELETION_CURVE}
 
 
 @dataclass(frozen=True)
@@ -34,14 +46,22 @@ class CurveResult:
     """One curve per example.
 
     Attributes:
+        kind: ``"insertion"`` or ``"deletion"``.
         auc: ``(N,)`` area under each curve.
         curve: ``(N, S)`` score after each step.
-        fractions: ``(S,)`` fraction of the pixels moved at each step (``1`` at the last).
+        fractions: ``(S,)`` fraction of the pixels moved at each step (``1`` at the last),
+            the x-axis of the curves.
     """
 
+    kind: CurveKind
     auc: Tensor
     curve: Tensor
     fractions: Tensor
+
+    def as_dict(self) -> dict[str, Tensor | CurveResult]:
+        """The areas and the curves (with their x-axis) by key, as :class:`MetricSummary`
+        takes them: ``"insertion"`` and ``"insertion_curve"``, or the deletion ones."""
+        return {self.kind: self.auc, _CURVE_KEYS[self.kind]: self}
 
 
 @dataclass(frozen=True)
@@ -55,14 +75,13 @@ class InsertionDeletionResult:
     def difference(self) -> Tensor:
         return self.insertion.auc - self.deletion.auc
 
-    def as_dict(self) -> dict[str, Tensor]:
-        """Per-example areas and curves by name, as :class:`MetricSummary` takes them."""
+    def as_dict(self) -> dict[str, Tensor | CurveResult]:
+        """Per-example areas and curves by key (:mod:`captum_polycam.metrics.keys`), as
+        :class:`MetricSummary` takes them."""
         return {
-            "insertion": self.insertion.auc,
-            "deletion": self.deletion.auc,
-            "insertion - deletion": self.difference,
-            "insertion curve": self.insertion.curve,
-            "deletion curve": self.deletion.curve,
+            **self.insertion.as_dict(),
+            **self.deletion.as_dict(),
+            INSERTION_MINUS_DELETION: self.difference,
         }
 
 
@@ -81,6 +100,8 @@ class InsertionDeletion:
     their mean; the empty state ``k = 0`` is not scored. With ``auc="trapezoid"`` the steps are
     ``k = 0 .. n`` and the area is the trapezoid rule over the fraction ``|T_k| / P``.
 
+    Higher insertion and lower deletion are better (``score_directions``).
+
     The defaults are the paper's: 224 steps, the input blurred by an 11 x 11 Gaussian of
     sigma 5 (reflect padding, torchvision's ``gaussian_blur``) as the baseline of both curves,
     scored by the softmax probability of the target.
@@ -95,8 +116,10 @@ class InsertionDeletion:
         auc: ``"mean"`` or ``"trapezoid"``.
         channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
             ``"sum"`` or ``"abs_sum"``.
-        perturbations_per_eval: Step images per forward pass (4 on the CPU and 64 on a GPU
-            by default); the results do not depend on it.
+        perturbations_per_eval: Step images **per example** in one forward pass, as in
+            Captum: a pass holds at most ``perturbations_per_eval * N`` images, possibly of
+            several examples and curves. ``None`` aims at about 4 images per pass on a CPU
+            and 64 on a GPU. The results do not depend on it.
         blur_kernel_size: Side of the blur kernel.
         blur_sigma: Standard deviation of the blur.
 
@@ -106,7 +129,10 @@ class InsertionDeletion:
         >>> result.insertion.auc, result.deletion.auc, result.difference
     """
 
-    curves: tuple[str, ...] = _CURVES
+
+    score_directions: ClassVar[dict[str, ScoreDirection]] = {
+        key: SCORE_DIRECTIONS[key] for key in (INSERTION, DELETION, INSERTION_MINUS_DELETION)
+    }
 
     def __init__(
         self,
@@ -131,6 +157,10 @@ class InsertionDeletion:
             )
         if not isinstance(baseline, (str, Tensor)) and not callable(baseline):
             raise TypeError(f"baseline must be a string, a tensor or a callable; got {baseline!r}")
+        if channel_reduction not in ("sum", "abs_sum"):
+            raise ValueError(
+                f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
+            )
         self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
         self.n_steps = n_steps
         self.baseline = baseline
@@ -139,19 +169,35 @@ class InsertionDeletion:
         self.blur_kernel_size = blur_kernel_size
         self.blur_sigma = blur_sigma
 
+    def __repr__(self) -> str:
+        return settings_repr(type(self).__name__, **self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "n_steps": self.n_steps,
+            "baseline": self.baseline,
+            "score_fn": self.scorer.score_fn,
+            "auc": self.auc,
+            "channel_reduction": self.channel_reduction,
+            "perturbations_per_eval": self.scorer.perturbations_per_eval,
+            "blur_kernel_size": self.blur_kernel_size,
+            "blur_sigma": self.blur_sigma,
+        }
+
     def __call__(
         self,
-        inputs: Tensor,
-        attributions: Tensor,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
     ) -> InsertionDeletionResult:
         """The curves of a batch; see the class docstring for the definitions.
 
         Args:
-            inputs: ``N x C x H x W`` float tensor, as the model expects it.
+            inputs: ``N x C x H x W`` float tensor, as the model expects it, or a 1-tuple
+                holding it (Captum's tuple form).
             attributions: ``N x 1 x h x w`` (upsampled bilinearly), ``N x h x w`` or
-                ``N x C x H x W`` saliency.
+                ``N x C x H x W`` saliency, or a 1-tuple holding it.
             target: Captum ``TargetType``; ``None`` for each example's top-1 class.
             additional_forward_args: Extra arguments of the model after the inputs; tensors
                 whose first dimension is ``N`` follow their example.
@@ -159,86 +205,76 @@ class InsertionDeletion:
         Returns:
             Per-example areas and curves, on the inputs' device.
         """
-        results = self._curves(inputs, attributions, target, additional_forward_args)
-        return InsertionDeletionResult(results["insertion"], results["deletion"])
+        curves = self.curves(inputs, attributions, target, additional_forward_args)
+        return InsertionDeletionResult(curves[INSERTION], curves[DELETION])
 
-    def _curves(
+    @torch.no_grad()
+    def curves(
         self,
-        inputs: Tensor,
-        attributions: Tensor,
-        target: TargetType,
-        additional_forward_args: Any,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        kinds: Sequence[CurveKind] = (INSERTION, DELETION),
     ) -> dict[str, CurveResult]:
-        check_inputs(inputs)
-        saliency = pixel_saliency(inputs, attributions, self.channel_reduction)
-        if additional_forward_args is not None and not isinstance(additional_forward_args, tuple):
-            additional_forward_args = (additional_forward_args,)
+        """The curves of ``kinds`` only, by kind; the arguments are those of ``__call__``."""
+        batch = self.scorer.prepare(inputs, target, additional_forward_args)
+        inputs = batch.inputs
+        saliency = pixel_saliency(inputs, unpack_single(attributions, "attributions")[0],
+                                  self.channel_reduction)  # fmt: skip
         count, pixels = len(inputs), inputs.shape[-2] * inputs.shape[-1]
         if self.n_steps > pixels:
             raise ValueError(f"n_steps ({self.n_steps}) exceeds the {pixels} pixels of the inputs")
 
-        with torch.no_grad():
-            baseline = self._baseline(inputs)
-            output = self.scorer.forward_func(inputs, *(additional_forward_args or ()))
-            targets = ExampleTargets.resolve(target, self.scorer.score_output(output, count))
-            # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
-            order = saliency.flatten(1).argsort(dim=1, stable=True).flip(1)
-            positions = torch.arange(pixels, device=inputs.device).expand(count, -1)
-            rank = torch.empty_like(order).scatter_(1, order, positions)
+        # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
+        order = saliency.flatten(1).argsort(dim=1, stable=True).flip(1)
+        positions = torch.arange(pixels, device=inputs.device).expand(count, -1)
+        rank = torch.empty_like(order).scatter_(1, order, positions)
 
-            per_step = math.ceil(pixels / self.n_steps)
-            first = 0 if self.auc == "trapezoid" else 1
-            steps = torch.arange(first, self.n_steps + 1, device=inputs.device)
-            moved = (steps * per_step).clamp(max=pixels)
-            scores = self._score_steps(
-                inputs, baseline, rank, moved, targets, additional_forward_args
-            ).view(count, len(self.curves), len(steps))
+        per_step = math.ceil(pixels / self.n_steps)
+        first = 0 if self.auc == "trapezoid" else 1
+        steps = torch.arange(first, self.n_steps + 1, device=inputs.device)
+        moved = (steps * per_step).clamp(max=pixels)
+        plan = self._step_plan(inputs, self._baseline(inputs), rank, moved, kinds)
+        scores = self.scorer.score(batch, plan).view(count, len(kinds), len(steps))
 
         fractions = moved.to(inputs.dtype) / pixels
         results = {}
-        for index, name in enumerate(self.curves):
+        for index, kind in enumerate(kinds):
             curve = scores[:, index]
             if self.auc == "mean":
                 area = curve.mean(dim=1)
             else:
                 area = torch.trapezoid(curve, fractions, dim=1)
-            results[name] = CurveResult(area, curve, fractions)
+            results[kind] = CurveResult(kind, area, curve, fractions)
         return results
 
-    def _score_steps(
-        self,
-        inputs: Tensor,
-        baseline: Tensor,
-        rank: Tensor,
-        moved: Tensor,
-        targets: ExampleTargets,
-        additional_forward_args: tuple[Any, ...] | None,
-    ) -> Tensor:
-        """Scores of every step image, ordered by example, then curve, then step."""
+    @staticmethod
+    def _step_plan(
+        inputs: Tensor, baseline: Tensor, rank: Tensor, moved: Tensor, kinds: Sequence[CurveKind]
+    ) -> PerturbationPlan:
+        """Every step image, ordered by example, then curve, then step."""
         steps, height, width = len(moved), inputs.shape[-2], inputs.shape[-1]
-        block = len(self.curves) * steps
-        count = len(inputs) * block
-        example_of = torch.arange(len(inputs), device=inputs.device).repeat_interleave(block)
+        per_example = len(kinds) * steps
+        example_of = torch.arange(len(inputs), device=inputs.device)
+        example_of = example_of.repeat_interleave(per_example)
 
         def fill(start: int, stop: int, out: Tensor) -> None:
             # A chunk spans a few (example, curve) runs of consecutive steps.
             position = start
             while position < stop:
                 run, step = divmod(position, steps)
-                example, curve = divmod(run, len(self.curves))
+                example, curve = divmod(run, len(kinds))
                 end = min(stop, (run + 1) * steps)
                 taken = rank[example] < moved[step : step + end - position, None]
                 taken = taken.view(-1, 1, height, width)
                 source, background = inputs[example], baseline[example]
-                if self.curves[curve] == "deletion":
+                if kinds[curve] == DELETION:
                     source, background = background, source
                 torch.where(taken, source, background, out=out[position - start : end - start])
                 position = end
 
-        return self.scorer.score_perturbations(
-            inputs, count, example_of, fill, targets, additional_forward_args,
-            description="insertion/deletion steps",
-        )  # fmt: skip
+        return PerturbationPlan(example_of, fill, "insertion/deletion steps")
 
     def _baseline(self, inputs: Tensor) -> Tensor:
         if isinstance(self.baseline, str):
@@ -260,28 +296,55 @@ class InsertionDeletion:
             ) from None
 
 
-class _OneCurve(InsertionDeletion):
-    """An :class:`InsertionDeletion` that computes and returns its one curve."""
+class _SingleCurve:
+    """One curve of :class:`InsertionDeletion`, computed alone (half the forward passes)."""
 
-    def __call__(  # type: ignore[override]
+    kind: ClassVar[CurveKind]
+
+    def __init__(
         self,
-        inputs: Tensor,
-        attributions: Tensor,
+        forward_func: Callable[..., Any],
+        n_steps: int = 224,
+        baseline: Baseline = "blur",
+        score_fn: ScoreFn = "softmax",
+        auc: AreaRule = "mean",
+        channel_reduction: ChannelReduction = "sum",
+        perturbations_per_eval: int | None = None,
+        blur_kernel_size: int = 11,
+        blur_sigma: float = 5.0,
+    ) -> None:
+        """The arguments are those of :class:`InsertionDeletion`."""
+        self.metric = InsertionDeletion(
+            forward_func, n_steps, baseline, score_fn, auc, channel_reduction,
+            perturbations_per_eval, blur_kernel_size, blur_sigma,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return settings_repr(type(self).__name__, **self.metric._settings())
+
+    def __call__(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
     ) -> CurveResult:
         """The curve of a batch; see :class:`InsertionDeletion` for the arguments."""
-        (curve,) = self.curves
-        return self._curves(inputs, attributions, target, additional_forward_args)[curve]
+        curves = self.metric.curves(
+            inputs, attributions, target, additional_forward_args, kinds=(self.kind,)
+        )
+        return curves[self.kind]
 
 
-class Insertion(_OneCurve):
-    """The insertion curve alone; see :class:`InsertionDeletion` for the definition."""
+class Insertion(_SingleCurve):
+    """The insertion curve alone; higher is better. See :class:`InsertionDeletion`."""
 
-    curves = ("insertion",)
+    kind = INSERTION
+    score_direction = SCORE_DIRECTIONS[INSERTION]
 
 
-class Deletion(_OneCurve):
-    """The deletion curve alone; see :class:`InsertionDeletion` for the definition."""
+class Deletion(_SingleCurve):
+    """The deletion curve alone; lower is better. See :class:`InsertionDeletion`."""
 
-    curves = ("deletion",)
+    kind = DELETION
+    score_direction = SCORE_DIRECTIONS[DELETION]

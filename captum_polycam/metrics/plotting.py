@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from captum_polycam.metrics.insertion_deletion import InsertionDeletionResult
+from captum_polycam.metrics.keys import DELETION, DELETION_CURVE, INSERTION, INSERTION_CURVE
+from captum_polycam.metrics.summary import MeanCurve
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,7 +21,8 @@ def plot_insertion_deletion(
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Axes:
-    """Draw the insertion and deletion curves, with their areas in the legend.
+    """Draw the insertion and deletion curves against the fraction of pixels moved, with
+    their areas in the legend.
 
     Args:
         result: An :class:`InsertionDeletionResult` (one batch), or the dictionary that
@@ -37,25 +38,32 @@ def plot_insertion_deletion(
     from matplotlib import pyplot as plt
 
     if isinstance(result, InsertionDeletionResult):
-        fractions = result.insertion.fractions.cpu()
-        curves = {}
-        for name, curve in (("insertion", result.insertion), ("deletion", result.deletion)):
-            pick = slice(None) if index is None else slice(index, index + 1)
-            curves[name] = (curve.curve[pick].mean(dim=0).cpu(), float(curve.auc[pick].mean()))
-    elif isinstance(result, Mapping) and "insertion curve" in result:
-        steps = len(result["insertion curve"])
-        fractions = torch.arange(1, steps + 1) / steps
+        pick = slice(None) if index is None else slice(index, index + 1)
         curves = {
-            name: (result[f"{name} curve"], result[name].mean) for name in ("insertion", "deletion")
+            one.kind: (one.fractions, one.curve[pick].mean(dim=0), float(one.auc[pick].mean()))
+            for one in (result.insertion, result.deletion)
         }
+    elif isinstance(result, Mapping) and isinstance(result.get(INSERTION_CURVE), MeanCurve):
+        curves = {}
+        for kind, key in ((INSERTION, INSERTION_CURVE), (DELETION, DELETION_CURVE)):
+            mean_curve: MeanCurve = result[key]
+            if mean_curve.fractions is None:
+                raise ValueError(
+                    f"result[{key!r}] has no fractions: update the summary with the metric's "
+                    "results (CurveResult or InsertionDeletionResult), not bare tensors"
+                )
+            curves[kind] = (mean_curve.fractions, mean_curve.mean, result[kind].mean)
     else:
         raise TypeError(
             "result must be an InsertionDeletionResult or MetricSummary.compute()'s dictionary"
         )
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
-    for name, (curve, area) in curves.items():
-        ax.plot(fractions.numpy(), curve.numpy(), label=f"{name} (AUC {area:.3f})")
+    for kind, (fractions, curve, area) in curves.items():
+        ax.plot(
+            fractions.detach().cpu().numpy(), curve.detach().cpu().numpy(),
+            label=f"{kind} (AUC {area:.3f})",
+        )  # fmt: skip
     ax.set_xlabel("fraction of pixels inserted or deleted")
     ax.set_ylabel("score of the target")
     ax.set_xlim(0, 1)

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from captum_polycam.attr.maps import upsample
+from captum_polycam._tensors import upsample
 
 __all__ = ["ChannelReduction", "pixel_saliency"]
 

@@ -13,12 +13,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._repr import settings_repr
+from captum_polycam.metrics.keys import (
+    SCORE_DIRECTIONS,
+    SENSITIVITY_AVG,
+    SENSITIVITY_MAX,
+    ScoreDirection,
+)
+from captum_polycam.perturbation.batch import unpack_single
 
 __all__ = ["Sensitivity", "SensitivityResult"]
 
@@ -37,7 +45,7 @@ class SensitivityResult:
 
     def as_dict(self) -> dict[str, Tensor]:
         """Per-example values by name, as :class:`MetricSummary` takes them."""
-        return {"sensitivity_max": self.max, "sensitivity_avg": self.avg}
+        return {SENSITIVITY_MAX: self.max, SENSITIVITY_AVG: self.avg}
 
 
 class Sensitivity:
@@ -78,9 +86,12 @@ class Sensitivity:
         norm_ord: ``"fro"`` (the Euclidean norm of the flattened explanation) or a number
             ``p`` for the vector ``p``-norm (``math.inf`` for the largest absolute value).
         max_examples_per_batch: Most perturbed inputs per explanation call, Captum's
-            argument: the samples are explained ``k = min(max(max_examples_per_batch // N,
-            1), n)`` per example at a time (so at least one per example and at least ``N``
-            inputs per call, even when ``max_examples_per_batch < N``). ``None`` explains
+            argument of :func:`~captum.metrics.sensitivity_max`, kept under its name because
+            it counts something else than ``perturbations_per_eval`` (which the other metrics
+            and Poly-CAM take: perturbed inputs per example and forward pass). The samples
+            are explained ``k = min(max(max_examples_per_batch // N, 1), n)`` per example at
+            a time (so at least one per example and at least ``N`` inputs per call, even when
+            ``max_examples_per_batch < N``). ``None`` explains
             all ``N * n`` perturbed inputs in one call.
 
     Example:
@@ -88,6 +99,10 @@ class Sensitivity:
         >>> result = sensitivity(inputs, target=labels)
         >>> result.max, result.avg
     """
+
+    score_directions: ClassVar[dict[str, ScoreDirection]] = {
+        key: SCORE_DIRECTIONS[key] for key in (SENSITIVITY_MAX, SENSITIVITY_AVG)
+    }
 
     def __init__(
         self,
@@ -130,6 +145,13 @@ class Sensitivity:
         self.perturb_radius = float(perturb_radius)
         self.norm_ord = norm_ord
         self.max_examples_per_batch = max_examples_per_batch
+
+    def __repr__(self) -> str:
+        return settings_repr(
+            "Sensitivity", explanation_func=self.explanation_func,
+            n_perturb_samples=self.n_perturb_samples, perturb_radius=self.perturb_radius,
+            norm_ord=self.norm_ord, max_examples_per_batch=self.max_examples_per_batch,
+        )  # fmt: skip
 
     def __call__(
         self,
@@ -221,12 +243,7 @@ class Sensitivity:
 
     @staticmethod
     def _check_inputs(inputs: Any) -> Tensor:
-        if isinstance(inputs, tuple):
-            if len(inputs) != 1:
-                raise TypeError(
-                    f"inputs must be a tensor or a 1-tuple holding one; got a {len(inputs)}-tuple"
-                )
-            inputs = inputs[0]
+        inputs = unpack_single(inputs, "inputs")[0]
         if not isinstance(inputs, Tensor):
             raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
         if not inputs.is_floating_point():

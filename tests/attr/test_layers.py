@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from captum_polycam import discover_layers
-from captum_polycam.attr.layers import capture_activations, resolve_layers
+from captum_polycam.attr.layers import (
+    LayerInfo,
+    capture_activations,
+    describe_layers,
+    resolve_layers,
+)
 
 IMAGE = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -37,6 +45,7 @@ def _shapes(model: nn.Module, names: list[str]) -> list[tuple[int, int]]:
     return [(a.shape[1], a.shape[2]) for a in activations]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # no resolution skipped
 @pytest.mark.parametrize("name", sorted(TORCHVISION_LAYERS))
 def test_discovery_on_torchvision_models(name: str) -> None:
     model = torchvision.models.get_model(name, weights=None).eval()
@@ -45,6 +54,7 @@ def test_discovery_on_torchvision_models(name: str) -> None:
     assert _shapes(model, names) == SHAPES[name]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_discovery_on_efficientnet_lite0_avoids_the_reference_pitfalls(lite0: nn.Module) -> None:
     names = discover_layers(lite0, IMAGE)
     # The post-activation map after each depthwise convolution (the second call of the
@@ -115,3 +125,248 @@ def test_capture_copies_outputs_before_in_place_changes() -> None:
     x = torch.rand(1, 3, 4, 4)
     _, (activation,) = capture_activations(lambda: model(x), resolve_layers(model, ["conv"]))
     torch.testing.assert_close(activation, model.conv(x))
+
+
+# Models without a multi-resolution N x C x h x w stack.
+
+
+def test_discovery_rejects_a_vision_transformer() -> None:
+    model = torchvision.models.vit_b_16(weights=None).eval()
+    with pytest.raises(ValueError) as error:
+        discover_layers(model, IMAGE)
+    message = str(error.value)
+    # The patch embedding is the only map: the encoder works on N x 197 x 768 tokens.
+    assert "at one resolution only, conv_proj (768@14x14)" in message
+    assert "needs a convolutional stack of N x C x h x w feature maps at several resolutions" in (
+        message
+    )
+    assert "PolyCam(model, layers=[...])" in message
+    assert "reshape tokens" in message
+
+
+def test_discovery_warns_that_swin_skips_its_channels_last_stages() -> None:
+    model = torchvision.models.swin_t(weights=None).eval()
+    with pytest.warns(UserWarning, match="skip resolutions") as record:
+        names = discover_layers(model, IMAGE)
+    # Only the patch embedding's convolution and the permute before the pooling are
+    # N x C x h x w: the stages in between run channels-last.
+    assert names == ["features.0.0", "permute"]
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    message = str(record[0].message)
+    assert "features.0.0 (96@56x56) is followed by permute (768@7x7), 8x smaller" in message
+    assert "channels-last (N x h x w x C) or tokens" in message
+    assert "PolyCam(model, layers=[...])" in message
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_discovery_on_faster_rcnn_leaves_out_per_box_maps() -> None:
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None
+    ).eval()
+    roi_pool_batches: list[int] = []
+    handle = model.roi_heads.box_roi_pool.register_forward_hook(
+        lambda _module, _args, output: roi_pool_batches.append(len(output))
+    )
+    try:
+        names = discover_layers(model, torch.rand(1, 3, 320, 320))
+    finally:
+        handle.remove()
+    assert roi_pool_batches and roi_pool_batches[0] > 1  # one 7 x 7 map per box
+    assert "roi_heads.box_roi_pool" not in names
+    assert names == [
+        "backbone.body.1.block.0",
+        "backbone.body.3.block.1",
+        "backbone.body.6.block.1",
+        "backbone.body.12.block.1",
+        "rpn.head.conv:1",
+        "rpn.head.conv",
+    ]
+
+
+class _BoxPool(nn.Module):
+    """Pools two fixed boxes of each example to 3 x 3, one map per box, as RoI pooling does."""
+
+    def forward(self, maps: Tensor) -> Tensor:
+        boxes = [maps[..., :4, :4], maps[..., 4:, 4:]]
+        return torch.cat([nn.functional.adaptive_max_pool2d(box, 3) for box in boxes])
+
+
+def test_discovery_ignores_maps_that_are_not_one_per_example() -> None:
+    class Detector(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stage1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())  # 16 x 16
+            self.stage2 = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+            self.box_pool = _BoxPool()  # 2N x 4 x 3 x 3
+            self.box_head = nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            boxes = self.box_pool(self.stage2(self.stage1(x)))
+            return self.box_head(boxes.mean(dim=(2, 3)))
+
+    assert discover_layers(Detector().eval(), torch.rand(2, 3, 16, 16)) == ["stage1", "stage2"]
+
+
+def test_discovery_raises_when_there_is_one_resolution_or_none() -> None:
+    one_resolution = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten())
+    with pytest.raises(ValueError) as error:
+        discover_layers(one_resolution, torch.rand(2, 3, 8, 8))
+    assert "found N x C x h x w feature maps at one resolution only, 1 (4@8x8)" in str(error.value)
+    assert "several resolutions" in str(error.value)
+
+    no_map = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    with pytest.raises(ValueError, match="found no N x C x h x w feature map") as error:
+        discover_layers(no_map, torch.rand(2, 3, 8, 8))
+    assert "PolyCam(model, layers=[...])" in str(error.value)
+
+
+class _ChannelsFirst(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+class _HalveChannelsLast(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, ::2, ::2]
+
+
+class _ChannelsLastStages(nn.Module):
+    """Swin-like: a 16 x 16 stem, three stages on N x h x w x C maps (8, 4, 2), a 2 x 2 map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # 32 channels: wider than the input, so that no channels-last tensor looks spatial.
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU())
+        self.stages = nn.Sequential(*(_HalveChannelsLast() for _ in range(3)))
+        self.channels_first = _ChannelsFirst()
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.channels_first(self.stages(self.stem(x).permute(0, 2, 3, 1)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class _Tap(nn.Module):
+    """Runs ``module`` and returns its output unchanged; ``map`` shows it to hooks."""
+
+    def __init__(self, module: nn.Module, to_map: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.map = to_map
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.module(x)
+        self.map(out)
+        return out
+
+
+def test_discovery_warns_about_skipped_resolutions() -> None:
+    model, inputs = _ChannelsLastStages().eval(), torch.rand(1, 3, 16, 16)
+    with pytest.warns(UserWarning) as record:
+        names = discover_layers(model, inputs)
+        described = describe_layers(model, inputs)
+    assert names == ["stem", "channels_first"]
+    assert [layer.name for layer in described] == names
+    assert len(record) == 2
+    assert [warning.filename for warning in record] == [__file__, __file__]
+    assert str(record[0].message).startswith(
+        "discover_layers: the layers found skip resolutions: stem (32@16x16) is followed by "
+        "channels_first (32@2x2), 8x smaller. The maps in between are probably channels-last"
+    )
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_discovery_reads_channels_last_stages_through_taps() -> None:
+    # The recipe of docs/layers.rst: each stage shows its output, permuted, to the hooks.
+    model = _ChannelsLastStages().eval()
+    for index, stage in enumerate(model.stages):
+        model.stages[index] = _Tap(stage, _ChannelsFirst())
+    names = discover_layers(model, torch.rand(1, 3, 16, 16))
+    assert names == ["stem", "stages.0.map", "stages.1.map", "channels_first"]
+
+
+def test_discovery_accepts_a_stem_that_quarters_the_side() -> None:
+    # 16 -> 4, as ResNet's stem goes from 224 to 56: a factor of 4 is not a gap.
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 4, stride=4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert discover_layers(model.eval(), torch.rand(1, 3, 16, 16)) == ["1", "3"]
+
+
+# describe_layers
+
+
+def test_layer_info_reads_as_channels_at_resolution() -> None:
+    assert str(LayerInfo("layer1", 256, 56, 56)) == "layer1 (256@56x56)"
+    assert str(LayerInfo("act:0", 4, 8, 6)) == "act:0 (4@8x6)"
+
+
+def test_describe_layers_on_resnet50() -> None:
+    model = torchvision.models.resnet50(weights=None).eval()
+    assert [str(layer) for layer in describe_layers(model, IMAGE)] == [
+        "relu (64@112x112)",
+        "layer1 (256@56x56)",
+        "layer2 (512@28x28)",
+        "layer3 (1024@14x14)",
+        "layer4 (2048@7x7)",
+    ]
+    # Bottleneck.relu runs three times per block: after conv1, after conv2, after the sum.
+    explicit = ["layer2.0.relu:0", (model.layer2[0].relu, 1), "layer2.0.relu", model.layer4]
+    assert describe_layers(model, IMAGE, explicit) == [
+        LayerInfo("layer2.0.relu:0", 128, 56, 56),
+        LayerInfo("layer2.0.relu:1", 128, 28, 28),
+        LayerInfo("layer2.0.relu", 512, 28, 28),
+        LayerInfo("layer4", 2048, 7, 7),
+    ]
+
+
+class _TwoStages(nn.Module):
+    """Batch norm at 16 x 16, then 8 x 8; ``scale`` has one value per example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.batch_sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        self.batch_sizes.append((len(x), len(scale)))
+        return self.stage2(self.stage1(x) * scale[:, None, None, None]).mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        (None, [LayerInfo("stage1", 4, 16, 16), LayerInfo("stage2", 6, 8, 8)]),
+        (["stage2.0", ("stage1", -1)], [LayerInfo("stage2.0", 6, 8, 8),
+                                         LayerInfo("stage1", 4, 16, 16)]),
+        ("stage1.2", [LayerInfo("stage1.2", 4, 16, 16)]),
+    ],
+)  # fmt: skip
+def test_describe_layers_runs_the_first_example_and_leaves_the_model_untouched(
+    layers: list | str | None, expected: list[LayerInfo]
+) -> None:
+    torch.manual_seed(0)
+    model = _TwoStages().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs, scale = torch.rand(3, 3, 16, 16), torch.rand(3)
+    assert describe_layers(model, inputs, layers, additional_forward_args=scale) == expected
+    assert model.batch_sizes == [(1, 1)]  # one pass, with the first example's scale
+    assert all(module.training for module in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_describe_layers_reports_bad_arguments(tiny_cnn: nn.Module) -> None:
+    with pytest.raises(TypeError, match=re.escape("model must be an nn.Module; got function")):
+        describe_layers(lambda x: x, IMAGE, ["block1"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=re.escape("inputs must be a non-empty N x C x H x W")):
+        describe_layers(tiny_cnn, torch.rand(3, 16, 16), ["block1"])
+    with pytest.raises(ValueError, match="no module named 'block9'"):
+        describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["block9"])
+    with pytest.raises(ValueError, match=re.escape("must be an N x C x h x w tensor; got (1, 5)")):
+        describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["head"])

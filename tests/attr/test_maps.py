@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from captum_polycam._tensors import upsample
 from captum_polycam.attr.maps import (
     backward_recursion,
     local_normalise,
     percentile,
     robust_normalise,
-    upsample,
 )
 
 

@@ -148,3 +148,62 @@ def test_training_mode_warns_and_is_kept(tiny_cnn, tiny_inputs) -> None:
         PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
     assert record[0].filename == __file__
     assert tiny_cnn.training
+
+
+def test_model_with_a_dict_output_is_told_to_pass_score_fn(
+    tiny_cnn, dict_output_cnn, tiny_inputs
+) -> None:
+    model = dict_output_cnn
+    layers = [f"net.{name}" for name in LAYERS]
+    with pytest.raises(TypeError, match=r"returned a dict.*score_fn=lambda out: out\['logits'\]"):
+        PolyCam(model, layers).attribute(tiny_inputs)
+    assert _no_hooks(model)
+    by_key = PolyCam(model, layers, score_fn=lambda out: out["logits"].softmax(dim=-1))
+    torch.testing.assert_close(
+        by_key.attribute(tiny_inputs), PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
+    )
+
+
+def test_nan_in_the_clean_output_stops(tiny_cnn, tiny_inputs) -> None:
+    tiny_cnn.head.bias.data[2] = float("nan")
+    with pytest.raises(ValueError, match="clean inputs contain NaN or Inf"):
+        PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
+
+
+def test_nan_on_masked_inputs_stops(tiny_cnn, tiny_inputs) -> None:
+    forward = tiny_cnn.forward
+
+    def unstable(x: Tensor) -> Tensor:  # finite on the clean batch, NaN on masked inputs
+        logits = forward(x)
+        return logits if len(x) == 3 else logits / 0 * 0
+
+    tiny_cnn.forward = unstable  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"NaN or Inf on some of the \d+ perturbed inputs "
+                                         r"\(Poly-CAM forward passes\)"):  # fmt: skip
+        PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, perturbations_per_eval=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_inputs_of_another_dtype_than_the_model(tiny_cnn, tiny_inputs, dtype) -> None:
+    with pytest.raises(TypeError, match=rf"inputs are {dtype} but the model's parameters are "
+                                        r"torch.float32: convert"):  # fmt: skip
+        PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs.to(dtype))
+    assert _no_hooks(tiny_cnn)
+
+
+def test_forward_func_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="forward_func must be callable; got str"):
+        PolyCam("resnet50", LAYERS)  # type: ignore[arg-type]
+
+
+def test_a_pass_holds_perturbations_per_eval_per_example(tiny_cnn, tiny_inputs) -> None:
+    sizes = []
+    forward = tiny_cnn.forward
+
+    def counting(x: Tensor) -> Tensor:
+        sizes.append(len(x))
+        return forward(x)
+
+    tiny_cnn.forward = counting  # type: ignore[method-assign]
+    PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, perturbations_per_eval=2)
+    assert sizes[0] == 3 and max(sizes[1:]) == 6 and len(set(sizes[1:-1])) == 1

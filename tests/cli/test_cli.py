@@ -156,9 +156,27 @@ def test_whole_command_on_a_stub_model(tmp_path, capsys, monkeypatch) -> None:
     stdout = capsys.readouterr().out
     explained = [line.split()[1:] for line in stdout.splitlines() if "explained:" in line]
     assert explained == [["4", "class4"], ["2", "class2"]]
-    assert "features.1 (56x56), features (14x14)" in stdout
+    assert "Layers, shallow to deep: features.1 (2@56x56), features (2@14x14)" in stdout
     # Two rows of 300 px; photo, overlay and two stages of 300 px each.
     assert _png_size(out) == (600, 1200)
+
+
+def test_model_without_a_multi_resolution_stack_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    class OneResolution(nn.Module):  # a patch embedding, then tokens: no stack of maps
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 4, 16, stride=16)
+            self.head = nn.Linear(4, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.embed(x).flatten(2).mean(dim=2))
+
+    categories = [f"class{i}" for i in range(5)]
+    monkeypatch.setattr(
+        cli_main, "load_model", lambda name, device: (OneResolution().eval(), categories)
+    )
+    assert main(["explain", "--out", str(tmp_path / "maps.png")]) == 2
+    assert "--model efficientnet-lite0: " in _error_line(capsys)
 
 
 def test_figure_from_synthetic_tensors(tmp_path: Path) -> None:

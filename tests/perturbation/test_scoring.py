@@ -1,4 +1,4 @@
-"""The batched perturbation engine and per-example targets."""
+"""The batched perturbation engine: batch preparation, plans, per-example targets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_polycam import ExampleTargets, PerturbationScorer
+from captum_polycam.perturbation import (
+    ExampleTargets,
+    PerturbationPlan,
+    PerturbationScorer,
+    PreparedBatch,
+)
 
 
 class Linear(nn.Module):
@@ -17,12 +22,14 @@ class Linear(nn.Module):
         return torch.stack([total, 2 * total, torch.zeros_like(total)], dim=1)
 
 
-def _scale_fill(inputs: Tensor, factors: Tensor, example_of: Tensor):
+def _scaling_plan(inputs: Tensor, factors: Tensor, example_of: Tensor) -> PerturbationPlan:
+    """Item ``i`` is its example multiplied by ``factors[i]``."""
+
     def fill(start: int, stop: int, out: Tensor) -> None:
         rows = example_of[start:stop]
         out.copy_(inputs[rows] * factors[start:stop, None, None, None])
 
-    return fill
+    return PerturbationPlan(example_of, fill)
 
 
 @pytest.mark.parametrize("per_eval", [1, 2, 5, 100])
@@ -30,52 +37,151 @@ def test_scores_every_item_by_hand(per_eval: int) -> None:
     inputs = torch.tensor([1.0, -2.0]).reshape(2, 1, 1, 1)
     example_of = torch.tensor([0, 0, 1, 1, 1])
     factors = torch.tensor([1.0, 0.5, 1.0, 0.0, 3.0])
-    targets = ExampleTargets(torch.tensor([[1], [0]]))
     scorer = PerturbationScorer(Linear(), "logit", per_eval)
-    scores = scorer.score_perturbations(
-        inputs, 5, example_of, _scale_fill(inputs, factors, example_of), targets
-    )
+    batch = scorer.prepare(inputs, target=[1, 0])
+    scores = scorer.score(batch, _scaling_plan(inputs, factors, example_of))
     # Example 0 scores 2 * x, example 1 scores x.
     torch.testing.assert_close(scores, torch.tensor([2.0, 1.0, -2.0, 0.0, -6.0]))
+
+
+def test_prepare_runs_the_clean_pass_and_resolves_targets() -> None:
+    inputs = torch.tensor([1.0, -2.0]).reshape(2, 1, 1, 1)
+    batch = PerturbationScorer(Linear(), "logit").prepare((inputs,), None, torch.tensor([1, 3]))
+    assert isinstance(batch, PreparedBatch) and batch.was_tuple and len(batch) == 2
+    torch.testing.assert_close(batch.scores, torch.tensor([[1.0, 2.0, 0.0], [-6.0, -12.0, 0.0]]))
+    assert batch.targets.index.tolist() == [[1], [2]]  # top-1 of each example
+    torch.testing.assert_close(batch.target_scores, torch.tensor([2.0, 0.0]))
+    assert batch.per_example == (True,)
 
 
 def test_softmax_scores_by_hand() -> None:
     inputs = torch.tensor([0.5]).reshape(1, 1, 1, 1)
     scorer = PerturbationScorer(Linear(), "softmax", 4)
-    targets = ExampleTargets(torch.tensor([[2]]))
-    scores = scorer.score_perturbations(
-        inputs, 1, torch.tensor([0]), _scale_fill(inputs, torch.ones(1), torch.tensor([0])), targets
-    )
+    batch = scorer.prepare(inputs, target=2)
+    scores = scorer.score(batch, _scaling_plan(inputs, torch.ones(1), torch.tensor([0])))
     expected = 1 / (torch.exp(torch.tensor(0.5)) + torch.exp(torch.tensor(1.0)) + 1)
     torch.testing.assert_close(scores, expected.reshape(1))
+    torch.testing.assert_close(batch.target_scores, expected.reshape(1))
 
 
 def test_per_example_forward_args_follow_their_rows() -> None:
     inputs = torch.tensor([1.0, 1.0]).reshape(2, 1, 1, 1)
     example_of = torch.tensor([1, 0, 1])
     scale = torch.tensor([10.0, -1.0])
-    scorer = PerturbationScorer(Linear(), "logit", 2)
-    scores = scorer.score_perturbations(
-        inputs, 3, example_of, _scale_fill(inputs, torch.ones(3), example_of),
-        ExampleTargets(torch.tensor([[0], [0]])), (scale,),
-    )  # fmt: skip
+    scorer = PerturbationScorer(Linear(), "logit", 1)
+    batch = scorer.prepare(inputs, [0, 0], (scale,))
+    scores = scorer.score(batch, _scaling_plan(inputs, torch.ones(3), example_of))
     torch.testing.assert_close(scores, torch.tensor([-1.0, 10.0, -1.0]))
 
 
-def test_batches_never_exceed_perturbations_per_eval() -> None:
-    sizes = []
+@pytest.mark.parametrize(("per_eval", "sizes"), [(1, [3, 3, 3, 3]), (2, [6, 6]), (5, [12])])
+def test_a_pass_holds_perturbations_per_eval_per_example(per_eval: int, sizes: list[int]):
+    seen = []
 
     def forward(x: Tensor) -> Tensor:
-        sizes.append(len(x))
+        seen.append(len(x))
         return torch.zeros(len(x), 2)
 
     inputs = torch.rand(3, 1, 2, 2)
     example_of = torch.arange(3).repeat_interleave(4)
-    PerturbationScorer(forward, "logit", 5).score_perturbations(
-        inputs, 12, example_of, _scale_fill(inputs, torch.ones(12), example_of),
-        ExampleTargets(torch.zeros(3, 1, dtype=torch.long)),
-    )  # fmt: skip
-    assert sizes == [5, 5, 2]
+    scorer = PerturbationScorer(forward, "logit", per_eval)
+    batch = scorer.prepare(inputs, 0)
+    scorer.score(batch, _scaling_plan(inputs, torch.ones(12), example_of))
+    assert seen == [3, *sizes]  # the clean pass, then the perturbed ones
+
+
+def test_default_aims_at_four_inputs_per_pass_on_the_cpu() -> None:
+    seen = []
+
+    def forward(x: Tensor) -> Tensor:
+        seen.append(len(x))
+        return torch.zeros(len(x), 2)
+
+    for count in (1, 3, 8):
+        seen.clear()
+        inputs = torch.rand(count, 1, 2, 2)
+        example_of = torch.arange(count).repeat_interleave(5)
+        scorer = PerturbationScorer(forward, "logit")
+        scorer.score(scorer.prepare(inputs, 0), _scaling_plan(inputs, torch.ones(5 * count),
+                                                                example_of))  # fmt: skip
+        assert max(seen[1:]) == max(4 // count, 1) * count
+
+
+def test_call_overrides_the_constructor_budget() -> None:
+    seen = []
+
+    def forward(x: Tensor) -> Tensor:
+        seen.append(len(x))
+        return torch.zeros(len(x), 2)
+
+    inputs = torch.rand(1, 1, 2, 2)
+    scorer = PerturbationScorer(forward, "logit", 1)
+    plan = _scaling_plan(inputs, torch.ones(6), torch.zeros(6, dtype=torch.long))
+    scorer.score(scorer.prepare(inputs, 0), plan, perturbations_per_eval=4)
+    assert seen == [1, 4, 2]
+
+
+class TestBadModels:
+    """Models that misbehave get an error that says what is wrong, not a deep traceback."""
+
+    inputs = torch.rand(2, 3, 4, 4)
+
+    def test_dict_output_asks_for_score_fn(self) -> None:
+        def dict_model(x: Tensor) -> dict[str, Tensor]:
+            return {"logits": x.sum(dim=(2, 3))}
+
+        with pytest.raises(TypeError, match=r"returned a dict.*pass score_fn.*out\['logits'\]"):
+            PerturbationScorer(dict_model).prepare(self.inputs)
+        scorer = PerturbationScorer(dict_model, lambda out: out["logits"].softmax(dim=-1))
+        assert scorer.prepare(self.inputs).scores.shape == (2, 3)
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+    def test_non_finite_clean_output(self, bad: float) -> None:
+        def model(x: Tensor) -> Tensor:
+            logits = x.sum(dim=(2, 3))
+            logits[0, 1] = bad
+            return logits
+
+        with pytest.raises(ValueError, match="clean inputs contain NaN or Inf"):
+            PerturbationScorer(model, "logit").prepare(self.inputs)
+
+    def test_non_finite_perturbed_output_is_caught_after_the_loop(self) -> None:
+        calls = []
+
+        def model(x: Tensor) -> Tensor:
+            calls.append(len(x))
+            logits = x.sum(dim=(2, 3))
+            return torch.where(x.sum(dim=(1, 2, 3))[:, None] == 0, torch.nan, logits)
+
+        scorer = PerturbationScorer(model, "logit", 1)
+        batch = scorer.prepare(self.inputs, 0)
+        plan = _scaling_plan(self.inputs, torch.tensor([1.0, 0.0, 1.0, 1.0]),
+                             torch.tensor([0, 0, 1, 1]))  # fmt: skip
+        with pytest.raises(ValueError, match=r"NaN or Inf on some of the 4 perturbed inputs"):
+            scorer.score(batch, plan)
+        assert calls == [2, 2, 2]  # every chunk ran: the check waits for the end
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+    def test_inputs_of_another_dtype_than_the_model(self, dtype: torch.dtype) -> None:
+        model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten()).eval()
+        with pytest.raises(TypeError, match=rf"inputs are {dtype} but the model's parameters "
+                                            r"are torch.float32"):  # fmt: skip
+            PerturbationScorer(model).prepare(self.inputs.to(dtype))
+
+    def test_other_runtime_errors_pass_through(self) -> None:
+        def model(x: Tensor) -> Tensor:
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            PerturbationScorer(model).prepare(self.inputs)
+
+    def test_forward_func_must_be_callable(self) -> None:
+        with pytest.raises(TypeError, match="forward_func must be callable; got int"):
+            PerturbationScorer(3)  # type: ignore[arg-type]
+
+    def test_inputs_tuple_of_two_is_refused(self) -> None:
+        with pytest.raises(TypeError, match="inputs must be a tensor or a 1-tuple"):
+            PerturbationScorer(Linear()).prepare((self.inputs, self.inputs))
 
 
 class TestExampleTargets:

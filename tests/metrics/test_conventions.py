@@ -1,0 +1,129 @@
+"""What every metric shares: Captum's input forms, score directions, repr, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from captum_polycam.metrics import (
+    SCORE_DIRECTIONS,
+    AverageDrop,
+    ConfidenceChange,
+    Deletion,
+    IncreaseInConfidence,
+    Insertion,
+    InsertionDeletion,
+    ScoreDirection,
+    Sensitivity,
+)
+
+PERTURBATION_METRICS = [
+    InsertionDeletion, Insertion, Deletion, ConfidenceChange, AverageDrop, IncreaseInConfidence,
+]  # fmt: skip
+FEW_STEPS = {metric: {"n_steps": 8} for metric in (InsertionDeletion, Insertion, Deletion)}
+
+
+def _values(result) -> dict[str, Tensor]:
+    if isinstance(result, Tensor):
+        return {"value": result}
+    return {k: v if isinstance(v, Tensor) else v.curve for k, v in result.as_dict().items()}
+
+
+@pytest.mark.parametrize("metric_class", PERTURBATION_METRICS)
+def test_captum_tuple_form_gives_the_same_values(metric_class, tiny_cnn, tiny_inputs) -> None:
+    metric = metric_class(tiny_cnn, **FEW_STEPS.get(metric_class, {}))
+    maps = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    plain = _values(metric(tiny_inputs, maps, [0, 1, 2]))
+    tupled = _values(metric((tiny_inputs,), (maps,), [0, 1, 2]))
+    assert plain.keys() == tupled.keys()
+    for key, value in plain.items():
+        torch.testing.assert_close(tupled[key], value, equal_nan=True)
+        assert value.device == tiny_inputs.device
+
+
+@pytest.mark.parametrize("metric_class", PERTURBATION_METRICS)
+def test_forward_func_must_be_callable(metric_class) -> None:
+    with pytest.raises(TypeError, match="forward_func must be callable; got str"):
+        metric_class("resnet50")
+
+
+def test_each_metric_says_which_direction_is_better() -> None:
+    assert Insertion.score_direction is ScoreDirection.HIGHER
+    assert Deletion.score_direction is ScoreDirection.LOWER
+    assert AverageDrop.score_direction is ScoreDirection.LOWER
+    assert IncreaseInConfidence.score_direction is ScoreDirection.HIGHER
+    assert InsertionDeletion.score_directions == {
+        "insertion": ScoreDirection.HIGHER,
+        "deletion": ScoreDirection.LOWER,
+        "insertion_minus_deletion": ScoreDirection.HIGHER,
+    }
+    assert ConfidenceChange.score_directions == {
+        "average_drop": ScoreDirection.LOWER, "increase_in_confidence": ScoreDirection.HIGHER,
+    }  # fmt: skip
+    assert Sensitivity.score_directions == {
+        "sensitivity_max": ScoreDirection.LOWER, "sensitivity_avg": ScoreDirection.LOWER,
+    }  # fmt: skip
+    # Every scalar key a result reports has a direction.
+    assert set(SCORE_DIRECTIONS) == {
+        *InsertionDeletion.score_directions, *ConfidenceChange.score_directions,
+        *Sensitivity.score_directions,
+    }  # fmt: skip
+
+
+def test_results_use_the_shared_keys(tiny_cnn, tiny_inputs) -> None:
+    maps = torch.rand(3, 1, 4, 4)
+    curves = InsertionDeletion(tiny_cnn, n_steps=4)(tiny_inputs, maps)
+    assert set(curves.as_dict()) == {
+        "insertion", "deletion", "insertion_minus_deletion", "insertion_curve", "deletion_curve",
+    }  # fmt: skip
+    assert set(ConfidenceChange(tiny_cnn)(tiny_inputs, maps).as_dict()) == {
+        "average_drop", "increase_in_confidence",
+    }  # fmt: skip
+
+
+def test_reprs_give_the_protocol(tiny_cnn) -> None:
+    assert repr(InsertionDeletion(tiny_cnn)) == (
+        "InsertionDeletion(n_steps=224, baseline='blur', score_fn='softmax', auc='mean', "
+        "channel_reduction='sum', perturbations_per_eval=None, blur_kernel_size=11, "
+        "blur_sigma=5.0)"
+    )
+    assert repr(Deletion(tiny_cnn, n_steps=10, baseline=torch.zeros(3, 1, 1))).startswith(
+        "Deletion(n_steps=10, baseline=<tensor of shape (3, 1, 1)>, score_fn='softmax'"
+    )
+    assert repr(AverageDrop(tiny_cnn, score_fn="logit", perturbations_per_eval=2)) == (
+        "AverageDrop(score_fn='logit', channel_reduction='sum', perturbations_per_eval=2)"
+    )
+
+    def explain(x: Tensor) -> Tensor:
+        return x
+
+    assert repr(Sensitivity(explain)) == (
+        "Sensitivity(explanation_func=explain, n_perturb_samples=10, perturb_radius=0.02, "
+        "norm_ord='fro', max_examples_per_batch=None)"
+    )
+
+
+def test_perturbations_per_eval_counts_per_example(tiny_cnn, tiny_inputs) -> None:
+    sizes = []
+
+    def counting(x: Tensor) -> Tensor:
+        sizes.append(len(x))
+        return tiny_cnn(x)
+
+    InsertionDeletion(counting, n_steps=5, perturbations_per_eval=2)(tiny_inputs, tiny_inputs)
+    # One clean pass of 3, then 3 examples x 2 curves x 5 steps = 30 images, 2 x 3 at a time.
+    assert sizes == [3] + [6] * 5
+
+
+def test_model_with_a_dict_output_is_told_to_pass_score_fn(
+    tiny_cnn, dict_output_cnn, tiny_inputs
+) -> None:
+    model = dict_output_cnn
+    with pytest.raises(TypeError, match="returned a dict, not a tensor of scores: pass score_fn"):
+        InsertionDeletion(model)(tiny_inputs, tiny_inputs)
+    with_score = ConfidenceChange(model, score_fn=lambda out: out["logits"].softmax(dim=-1))
+    plain = ConfidenceChange(tiny_cnn)
+    maps = torch.rand(3, 1, 4, 4)
+    torch.testing.assert_close(with_score(tiny_inputs, maps).masked,
+                               plain(tiny_inputs, maps).masked)  # fmt: skip
