@@ -31,6 +31,7 @@ def reference_polycam(
     target: int,
     variant: str,
     score=lambda out: out.softmax(dim=1),
+    local_normalisation: bool = True,
 ) -> list[np.ndarray]:
     """The stages (deepest first, each H x W) of one example ``x`` (1 x C x H x W)."""
     captured: dict[int, Tensor] = {}
@@ -65,7 +66,7 @@ def reference_polycam(
     for s in reversed(saliencies[:-1]):
         coarse = composite.shape
         smoothed = _up(_up(s, coarse), s.shape)
-        lnorm = s / np.maximum(smoothed, 1e-12)
+        lnorm = s / np.maximum(smoothed, 1e-12) if local_normalisation else s
         composite = np.maximum(lnorm * _up(composite, s.shape), 0)
         composites.append(composite)
     return [_up(normalise(c), size) for c in composites]

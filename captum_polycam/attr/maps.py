@@ -58,10 +58,15 @@ def local_normalise(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     return saliency / smoothed.clamp_min(_EPS)
 
 
-def backward_recursion(layer_maps: list[Tensor]) -> list[Tensor]:
+def backward_recursion(
+    layer_maps: list[Tensor], local_normalisation: bool = True
+) -> list[Tensor]:
     """Combine per-layer maps, ordered shallow to deep, from the deepest one up.
 
     ``M_L = relu(S_L)`` and ``M_l = relu(LNorm(S_l, size(M_{l+1})) * Up(M_{l+1}, size(S_l)))``.
+    With ``local_normalisation=False`` (the paper's ablation),
+    ``M_l = relu(S_l * Up(M_{l+1}, size(S_l)))``: the finer layer then changes how much, not
+    only where.
 
     Returns:
         The composites ``M_L, M_{L-1}, ..., M_1`` (deepest first), each at its layer's
@@ -72,6 +77,7 @@ def backward_recursion(layer_maps: list[Tensor]) -> list[Tensor]:
     for saliency in reversed(layer_maps[:-1]):
         native = tuple(saliency.shape[-2:])
         coarse = tuple(composite.shape[-2:])
-        composite = (local_normalise(saliency, coarse) * upsample(composite, native)).relu()
+        detail = local_normalise(saliency, coarse) if local_normalisation else saliency
+        composite = (detail * upsample(composite, native)).relu()
         composites.append(composite)
     return composites

@@ -91,6 +91,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         variant: Variant = "plusminus",
         *,
         score_fn: ScoreFn = "softmax",
+        local_normalisation: bool = True,
     ) -> None:
         r"""
         Args:
@@ -108,6 +109,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 model's output to per-example values (or to an array the target indexes
                 into), for models whose output is not a tensor of class logits (a dict, a
                 detection or segmentation output) or for regression scores.
+            local_normalisation: ``False`` skips ``LNorm`` in the recursion, multiplying each
+                layer's raw map ``S_l`` by the upsampled composite: the paper's ablation.
         """
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
@@ -124,14 +127,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         )
         PerturbationAttribution.__init__(self, forward_func)
         self.variant: Variant = variant
+        self.local_normalisation = local_normalisation
         self.layer_calls = resolved
         self._scorer = scorer
 
     def __repr__(self) -> str:
         layers = None if self.layer_calls is None else [str(c) for c in self.layer_calls]
         return settings_repr(
-            "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn
-        )
+            "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn,
+            local_normalisation=self.local_normalisation,
+        )  # fmt: skip
 
     @overload
     def attribute(
@@ -244,7 +249,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             layer_maps.append(weighted.relu())
 
         size = tuple(batch.inputs.shape[-2:])
-        return [upsample(robust_normalise(m), size) for m in backward_recursion(layer_maps)]
+        composites = backward_recursion(layer_maps, self.local_normalisation)
+        return [upsample(robust_normalise(m), size) for m in composites]
 
     def _channel_weights(
         self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None

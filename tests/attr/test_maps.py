@@ -91,3 +91,13 @@ def test_backward_recursion_three_layers_and_relu() -> None:
     # Down(s1, 1x2) = [2, 0] -> Up to 4 = [2, 1.5, 0.5, 0] -> LNorm = [0.5, 2, 0, 0];
     # Up(M2, 4) = [4, 3, 1, 0] -> M1 = [2, 6, 0, 0].
     torch.testing.assert_close(stages[2], torch.tensor([[[[2.0, 6.0, 0.0, 0.0]]]]))
+
+
+def test_backward_recursion_without_local_normalisation_by_hand() -> None:
+    s1 = torch.tensor([[[[1.0, 3.0, 0.0, 0.0]]]])  # 1 x 4
+    s2 = torch.tensor([[[[2.0, 0.0]]]])  # 1 x 2
+    s3 = torch.tensor([[[[2.0]]]])  # 1 x 1
+    stages = backward_recursion([s1, s2, s3], local_normalisation=False)
+    # M2 = s2 * Up(M3) = [4, 0]; Up(M2, 4) = [4, 3, 1, 0] -> M1 = [4, 9, 0, 0].
+    torch.testing.assert_close(stages[1], torch.tensor([[[[4.0, 0.0]]]]))
+    torch.testing.assert_close(stages[2], torch.tensor([[[[4.0, 9.0, 0.0, 0.0]]]]))

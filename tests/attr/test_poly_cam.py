@@ -254,3 +254,16 @@ def test_cuda_inputs_give_cuda_maps_equal_to_cpu(tiny_cnn, tiny_inputs) -> None:
     gpu = PolyCam(model, LAYERS).attribute(tiny_inputs.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_without_local_normalisation_matches_the_reference(tiny_cnn, tiny_inputs) -> None:
+    ablated = PolyCam(tiny_cnn, LAYERS, "plus", local_normalisation=False)
+    maps, stages = ablated.attribute(tiny_inputs, target=[0, 3, 4], return_stages=True)
+    with_lnorm = PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, target=[0, 3, 4])
+    assert not torch.allclose(maps, with_lnorm, atol=1e-3)
+    layers = [getattr(tiny_cnn, name) for name in LAYERS]
+    for i, target in enumerate([0, 3, 4]):
+        expected = reference_polycam(tiny_cnn, tiny_inputs[i : i + 1], layers, target, "plus",
+                                     local_normalisation=False)  # fmt: skip
+        for stage, reference in zip(stages, expected, strict=True):
+            np.testing.assert_allclose(stage[i, 0].numpy(), reference, atol=1e-4)
