@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -33,6 +35,23 @@ class TinyCNN(nn.Module):
 def tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)
     return TinyCNN().eval()
+
+
+class BatchSizes:
+    """Wraps a forward function and records the batch size of every call."""
+
+    def __init__(self, forward: Callable[..., Any]) -> None:
+        self.forward = forward
+        self.sizes: list[int] = []
+
+    def __call__(self, x: Tensor, *args: Any) -> Any:
+        self.sizes.append(len(x))
+        return self.forward(x, *args)
+
+
+def zero_logits(x: Tensor) -> Tensor:
+    """A two-class model whose logits are always zero."""
+    return torch.zeros(len(x), 2)
 
 
 class DictOutput(nn.Module):

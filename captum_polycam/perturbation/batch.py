@@ -73,7 +73,6 @@ class PreparedBatch:
         forward_args: The additional forward arguments, as a tuple.
         per_example: For each forward argument, whether it is a tensor with one row per
             example, which then follows its example into the perturbed batches.
-        was_tuple: Whether the caller passed Captum's 1-tuple form ``(inputs,)``.
     """
 
     inputs: Tensor
@@ -83,7 +82,6 @@ class PreparedBatch:
     target_scores: Tensor
     forward_args: tuple[Any, ...]
     per_example: tuple[bool, ...]
-    was_tuple: bool
 
     def __len__(self) -> int:
         return len(self.inputs)

@@ -115,7 +115,7 @@ class PerturbationScorer:
                 scores, NaN or Inf in the scores, inputs of another dtype or device than
                 the model's parameters.
         """
-        inputs, was_tuple = unpack_single(inputs, "inputs")
+        inputs = unpack_single(inputs, "inputs")[0]
         check_inputs(inputs)
         if additional_forward_args is None:
             forward_args: tuple[Any, ...] = ()
@@ -138,7 +138,7 @@ class PerturbationScorer:
         rows = torch.arange(len(inputs), device=scores.device)
         target_scores = targets.select(scores, rows).to(inputs.device)
         return PreparedBatch(
-            inputs, output, scores, targets, target_scores, forward_args, per_example, was_tuple
+            inputs, output, scores, targets, target_scores, forward_args, per_example
         )
 
     @torch.no_grad()

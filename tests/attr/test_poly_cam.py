@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
+from tests.conftest import BatchSizes
 from tests.reference import normalise, reference_polycam
 
 LAYERS = ["block1", "block2", "block3"]
@@ -156,14 +157,9 @@ def test_chunk_size_does_not_change_the_result(tiny_cnn, tiny_inputs, per_eval: 
 
 
 def test_forward_pass_count_and_progress(tiny_cnn, tiny_inputs, capsys) -> None:
-    calls = []
-    forward = tiny_cnn.forward
-
-    def counting(x: Tensor) -> Tensor:
-        calls.append(len(x))
-        return forward(x)
-
+    counting = BatchSizes(tiny_cnn.forward)
     tiny_cnn.forward = counting  # type: ignore[method-assign]
+    calls = counting.sizes
     PolyCam(tiny_cnn, LAYERS, "plusminus").attribute(
         tiny_inputs[:1], perturbations_per_eval=5, show_progress=True
     )

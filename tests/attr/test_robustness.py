@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
+from tests.conftest import BatchSizes
 
 LAYERS = ["block1", "block2", "block3"]
 
@@ -197,13 +198,8 @@ def test_forward_func_must_be_callable() -> None:
 
 
 def test_a_pass_holds_perturbations_per_eval_per_example(tiny_cnn, tiny_inputs) -> None:
-    sizes = []
-    forward = tiny_cnn.forward
-
-    def counting(x: Tensor) -> Tensor:
-        sizes.append(len(x))
-        return forward(x)
-
+    counting = BatchSizes(tiny_cnn.forward)
     tiny_cnn.forward = counting  # type: ignore[method-assign]
     PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, perturbations_per_eval=2)
+    sizes = counting.sizes
     assert sizes[0] == 3 and max(sizes[1:]) == 6 and len(set(sizes[1:-1])) == 1

@@ -17,6 +17,7 @@ from captum_polycam.metrics import (
     ScoreDirection,
     Sensitivity,
 )
+from tests.conftest import BatchSizes
 
 PERTURBATION_METRICS = [
     InsertionDeletion, Insertion, Deletion, ConfidenceChange, AverageDrop, IncreaseInConfidence,
@@ -105,15 +106,10 @@ def test_reprs_give_the_protocol(tiny_cnn) -> None:
 
 
 def test_perturbations_per_eval_counts_per_example(tiny_cnn, tiny_inputs) -> None:
-    sizes = []
-
-    def counting(x: Tensor) -> Tensor:
-        sizes.append(len(x))
-        return tiny_cnn(x)
-
+    counting = BatchSizes(tiny_cnn)
     InsertionDeletion(counting, n_steps=5, perturbations_per_eval=2)(tiny_inputs, tiny_inputs)
     # One clean pass of 3, then 3 examples x 2 curves x 5 steps = 30 images, 2 x 3 at a time.
-    assert sizes == [3] + [6] * 5
+    assert counting.sizes == [3] + [6] * 5
 
 
 def test_model_with_a_dict_output_is_told_to_pass_score_fn(

@@ -12,6 +12,7 @@ from captum_polycam.perturbation import (
     PerturbationScorer,
     PreparedBatch,
 )
+from tests.conftest import BatchSizes, zero_logits
 
 
 class Linear(nn.Module):
@@ -47,7 +48,8 @@ def test_scores_every_item_by_hand(per_eval: int) -> None:
 def test_prepare_runs_the_clean_pass_and_resolves_targets() -> None:
     inputs = torch.tensor([1.0, -2.0]).reshape(2, 1, 1, 1)
     batch = PerturbationScorer(Linear(), "logit").prepare((inputs,), None, torch.tensor([1, 3]))
-    assert isinstance(batch, PreparedBatch) and batch.was_tuple and len(batch) == 2
+    assert isinstance(batch, PreparedBatch) and len(batch) == 2
+    assert batch.inputs is inputs  # Captum's 1-tuple form, unpacked
     torch.testing.assert_close(batch.scores, torch.tensor([[1.0, 2.0, 0.0], [-6.0, -12.0, 0.0]]))
     assert batch.targets.index.tolist() == [[1], [2]]  # top-1 of each example
     torch.testing.assert_close(batch.target_scores, torch.tensor([2.0, 0.0]))
@@ -76,49 +78,33 @@ def test_per_example_forward_args_follow_their_rows() -> None:
 
 @pytest.mark.parametrize(("per_eval", "sizes"), [(1, [3, 3, 3, 3]), (2, [6, 6]), (5, [12])])
 def test_a_pass_holds_perturbations_per_eval_per_example(per_eval: int, sizes: list[int]):
-    seen = []
-
-    def forward(x: Tensor) -> Tensor:
-        seen.append(len(x))
-        return torch.zeros(len(x), 2)
-
+    forward = BatchSizes(zero_logits)
     inputs = torch.rand(3, 1, 2, 2)
     example_of = torch.arange(3).repeat_interleave(4)
     scorer = PerturbationScorer(forward, "logit", per_eval)
     batch = scorer.prepare(inputs, 0)
     scorer.score(batch, _scaling_plan(inputs, torch.ones(12), example_of))
-    assert seen == [3, *sizes]  # the clean pass, then the perturbed ones
+    assert forward.sizes == [3, *sizes]  # the clean pass, then the perturbed ones
 
 
 def test_default_aims_at_four_inputs_per_pass_on_the_cpu() -> None:
-    seen = []
-
-    def forward(x: Tensor) -> Tensor:
-        seen.append(len(x))
-        return torch.zeros(len(x), 2)
-
     for count in (1, 3, 8):
-        seen.clear()
+        forward = BatchSizes(zero_logits)
         inputs = torch.rand(count, 1, 2, 2)
         example_of = torch.arange(count).repeat_interleave(5)
         scorer = PerturbationScorer(forward, "logit")
         scorer.score(scorer.prepare(inputs, 0), _scaling_plan(inputs, torch.ones(5 * count),
                                                                 example_of))  # fmt: skip
-        assert max(seen[1:]) == max(4 // count, 1) * count
+        assert max(forward.sizes[1:]) == max(4 // count, 1) * count
 
 
 def test_call_overrides_the_constructor_budget() -> None:
-    seen = []
-
-    def forward(x: Tensor) -> Tensor:
-        seen.append(len(x))
-        return torch.zeros(len(x), 2)
-
+    forward = BatchSizes(zero_logits)
     inputs = torch.rand(1, 1, 2, 2)
     scorer = PerturbationScorer(forward, "logit", 1)
     plan = _scaling_plan(inputs, torch.ones(6), torch.zeros(6, dtype=torch.long))
     scorer.score(scorer.prepare(inputs, 0), plan, perturbations_per_eval=4)
-    assert seen == [1, 4, 2]
+    assert forward.sizes == [1, 4, 2]
 
 
 class TestBadModels:
