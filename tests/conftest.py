@@ -49,6 +49,14 @@ class BatchSizes:
         return self.forward(x, *args)
 
 
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The command line's error message, checked to be one line on standard error."""
+    err = capsys.readouterr().err
+    assert err.startswith("captum-polycam: error: "), err
+    assert err.count("\n") == 1, f"expected one line, got {err!r}"
+    return err
+
+
 def zero_logits(x: Tensor) -> Tensor:
     """A two-class model whose logits are always zero."""
     return torch.zeros(len(x), 2)

@@ -7,6 +7,8 @@ the formulas rather than against itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,8 +34,10 @@ def reference_polycam(
     variant: str,
     score=lambda out: out.softmax(dim=1),
     local_normalisation: bool = True,
-) -> list[np.ndarray]:
-    """The stages (deepest first, each H x W) of one example ``x`` (1 x C x H x W)."""
+    with_layer_maps: bool = False,
+) -> Any:
+    """The stages (deepest first, each H x W) of one example ``x`` (1 x C x H x W); with
+    ``with_layer_maps``, also each layer's own normalised map (shallow to deep)."""
     captured: dict[int, Tensor] = {}
     handles = [
         m.register_forward_hook(lambda m, i, o: captured.__setitem__(id(m), o.detach().clone()))
@@ -69,4 +73,7 @@ def reference_polycam(
         lnorm = s / np.maximum(smoothed, 1e-12) if local_normalisation else s
         composite = np.maximum(lnorm * _up(composite, s.shape), 0)
         composites.append(composite)
-    return [_up(normalise(c), size) for c in composites]
+    stages = [_up(normalise(c), size) for c in composites]
+    if with_layer_maps:
+        return stages, [_up(normalise(s), size) for s in saliencies]
+    return stages

@@ -58,9 +58,7 @@ def local_normalise(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     return saliency / smoothed.clamp_min(_EPS)
 
 
-def backward_recursion(
-    layer_maps: list[Tensor], local_normalisation: bool = True
-) -> list[Tensor]:
+def backward_recursion(layer_maps: list[Tensor], local_normalisation: bool = True) -> list[Tensor]:
     """Combine per-layer maps, ordered shallow to deep, from the deepest one up.
 
     ``M_L = relu(S_L)`` and ``M_l = relu(LNorm(S_l, size(M_{l+1})) * Up(M_{l+1}, size(S_l)))``.

@@ -33,7 +33,7 @@ from captum_polycam.perturbation.batch import (
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ScoreFn
 
-__all__ = ["PolyCam", "Variant"]
+__all__ = ["PolyCam", "PolyCamMaps", "Variant"]
 
 Variant = Literal["plus", "minus", "plusminus"]
 _VARIANTS = ("plus", "minus", "plusminus")
@@ -43,6 +43,22 @@ _HIDE_MODES: dict[str, tuple[bool, ...]] = {
     "minus": (True,),
     "plusminus": (False, True),
 }
+
+
+class PolyCamMaps(NamedTuple):
+    """Everything one Poly-CAM run computes, each ``N x 1 x H x W`` in ``[0, 1]``.
+
+    Attributes:
+        maps: The attribution, fusing every layer (what :meth:`PolyCam.attribute` returns).
+        stages: The composites deepest first: the deepest layer alone, the deepest two, ...;
+            the last one equals ``maps``.
+        layer_maps: Each layer's own map ``S_l``, shallow to deep, without the recursion
+            (the paper's single-layer ablation).
+    """
+
+    maps: Tensor
+    stages: list[Tensor]
+    layer_maps: list[Tensor]
 
 
 class _MaskRun(NamedTuple):
@@ -212,10 +228,52 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             ...), each ``N x 1 x H x W``; the last one equals ``maps``.
         """
         inputs, was_tuple = unpack_single(inputs, "inputs")
+        # The warning names attribute()'s caller, past log_usage's wrapper.
+        result = self._run(inputs, target, additional_forward_args, perturbations_per_eval,
+                           show_progress, warning_stacklevel=4)  # fmt: skip
+        maps = (result.maps,) if was_tuple else result.maps
+        return (maps, result.stages) if return_stages else maps
+
+    def decompose(
+        self,
+        inputs: Tensor,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+    ) -> PolyCamMaps:
+        """The map, every stage and every layer's own map, from one run.
+
+        The arguments are those of :meth:`attribute`. One run serves the attribution and the
+        paper's ablations (each stage; each layer without the recursion) at no extra cost.
+
+        Example:
+            >>> result = PolyCam(model).decompose(inputs)
+            >>> result.maps, result.stages[0], result.layer_maps[-1]
+        """
+        return self._run(inputs, target, additional_forward_args, perturbations_per_eval,
+                         show_progress, warning_stacklevel=3)  # fmt: skip
+
+    def _run(
+        self,
+        inputs: Tensor,
+        target: TargetType,
+        additional_forward_args: Any,
+        perturbations_per_eval: int | None,
+        show_progress: bool,
+        warning_stacklevel: int,
+    ) -> PolyCamMaps:
         check_inputs(inputs)  # before any forward pass, discovery's included
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
-        self._warn_if_training()
+        if self.model is not None and self.model.training:
+            warnings.warn(
+                "the model is in training mode: dropout and batch statistics make the maps "
+                "noisy and run-dependent; call model.eval() first",
+                UserWarning,
+                stacklevel=warning_stacklevel,
+            )
         with torch.no_grad():
             layers = self.layer_calls
             if layers is None:
@@ -226,17 +284,15 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 lambda: self._scorer.prepare(inputs, target, additional_forward_args), layers
             )
             self._check_resolutions(layers, activations)
-            stages = self._stages(batch, activations, perturbations_per_eval, show_progress)
-        maps = (stages[-1],) if was_tuple else stages[-1]
-        return (maps, stages) if return_stages else maps
+            return self._maps(batch, activations, perturbations_per_eval, show_progress)
 
-    def _stages(
+    def _maps(
         self,
         batch: PreparedBatch,
         activations: list[Tensor],
         perturbations_per_eval: int | None,
         show_progress: bool,
-    ) -> list[Tensor]:
+    ) -> PolyCamMaps:
         masks = [robust_normalise(activation) for activation in activations]
         unveiled, hidden = self._score_masks(batch, masks, perturbations_per_eval, show_progress)
         layer_maps = []
@@ -250,7 +306,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
         size = tuple(batch.inputs.shape[-2:])
         composites = backward_recursion(layer_maps, self.local_normalisation)
-        return [upsample(robust_normalise(m), size) for m in composites]
+        stages = [upsample(robust_normalise(m), size) for m in composites]
+        singles = [upsample(robust_normalise(m), size) for m in layer_maps]
+        return PolyCamMaps(stages[-1], stages, singles)
 
     def _channel_weights(
         self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None
@@ -320,15 +378,6 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             full[run.alive] = run_scores
             (hidden if run.hide else unveiled).append(full.view(count, channels))
         return (unveiled or None), (hidden or None)
-
-    def _warn_if_training(self) -> None:
-        if self.model is not None and self.model.training:
-            warnings.warn(
-                "the model is in training mode: dropout and batch statistics make the maps "
-                "noisy and run-dependent; call model.eval() first",
-                UserWarning,
-                stacklevel=4,  # the caller of attribute(), past log_usage's wrapper
-            )
 
     @staticmethod
     def _check_resolutions(layers: list[LayerCall], activations: list[Tensor]) -> None:

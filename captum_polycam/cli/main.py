@@ -1,86 +1,32 @@
-"""``captum-polycam explain``: Poly-CAM maps of pretrained ImageNet classifiers, from the shell.
+"""The ``captum-polycam`` command line: ``explain``, ``evaluate`` and ``sanity``.
 
-Example::
-
-    captum-polycam explain cat.jpg dog.png --variant plus --out maps.png
+Each subcommand lives in its own module, a thin layer over the Python API, and registers
+itself with ``add_parser``; this module parses and reports errors in one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
-
-import torch
-from torch import Tensor
 
 import captum_polycam
-from captum_polycam import PolyCam, describe_layers
-from captum_polycam.cli import CliError
-from captum_polycam.cli.figure import save_figure
-from captum_polycam.cli.images import bundled_image, normalise, read_image
-from captum_polycam.cli.models import DEFAULT_MODEL, load_model
+from captum_polycam.cli import evaluate, explain, sanity
+from captum_polycam.evaluation.errors import EvaluationError
 
-__all__ = ["main"]
+__all__ = ["PROG", "build_parser", "main"]
 
 PROG = "captum-polycam"
-_METHOD_NAMES = {"plus": "PCAM+", "minus": "PCAM-", "plusminus": "PCAM+/-"}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, with the ``explain`` subcommand."""
+    """The argument parser, with every subcommand."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="Poly-CAM high-resolution class activation maps."
     )
     parser.add_argument("--version", action="version", version=captum_polycam.__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    explain = commands.add_parser(
-        "explain",
-        help="explain images with a pretrained ImageNet classifier",
-        description="Explain each image's class with Poly-CAM and save a figure of the maps.",
-    )
-    explain.add_argument(
-        "images", nargs="*", type=Path, metavar="IMAGE",
-        help="JPEG, PNG, WebP or GIF files (default: a bundled photo of a cat)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="NAME",
-        help=f"{DEFAULT_MODEL} (offline) or a torchvision classifier name such as resnet50, "
-        "whose weights are downloaded (default: %(default)s)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--variant", choices=tuple(_METHOD_NAMES), default="plus",
-        # PCAM+ by default: one masked pass per channel keeps the CPU demo near 25 s, where
-        # PCAM+- (the library's default) takes about twice as long.
-        help="Poly-CAM channel weights: PCAM+, PCAM- or PCAM+- (default: %(default)s)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--target", type=int, nargs="+", metavar="CLASS",
-        help="ImageNet class index to explain: one per image, or one for all "
-        "(default: each image's top-1 class)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--out", type=Path, default=Path("polycam.png"), metavar="PATH",
-        help="PNG figure to write (default: %(default)s)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--device", choices=("cpu", "cuda"),
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="where to run the model (default: %(default)s)",
-    )  # fmt: skip
-    explain.add_argument(
-        "--perturbations-per-eval", type=_positive_int, metavar="N",
-        help="masked images per image and forward pass, as Captum's perturbations_per_eval "
-        "(default: about 4 images per pass on the CPU, 64 on a GPU)",
-    )  # fmt: skip
+    for command in (explain, evaluate, sanity):
+        command.add_parser(commands).set_defaults(run=command.run)
     return parser
 
 
@@ -92,95 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version and argparse's own usage errors
         return exit_.code if isinstance(exit_.code, int) else 1
     try:
-        return _explain(args)
-    except CliError as error:
+        return args.run(args)
+    except EvaluationError as error:
         # One line, however the underlying library formatted its message.
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        # An evaluation keeps every finished batch; say how to go on.
+        resume = "; run the same command again to continue" * (args.command == "evaluate")
+        print(f"{PROG}: interrupted{resume}", file=sys.stderr)
         return 130
-
-
-def _check_arguments(args: argparse.Namespace, image_count: int) -> None:
-    """The checks that need no model, run first so that mistakes fail in a second."""
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: CUDA is not available on this machine; use --device cpu")
-    if args.target is not None and len(args.target) not in (1, image_count):
-        raise CliError(
-            f"--target: give one class for all images or one per image; got {len(args.target)} "
-            f"classes for {image_count} images"
-        )
-    if not args.out.parent.is_dir():
-        raise CliError(f"--out: the folder {str(args.out.parent)!r} does not exist")
-
-
-def _explain(args: argparse.Namespace) -> int:
-    sources = args.images or [bundled_image()]
-    _check_arguments(args, len(sources))
-    pixels = torch.cat([read_image(source) for source in sources])
-    names = [str(path) for path in args.images] or [f"{sources[0].name} (bundled)"]
-
-    device = torch.device(args.device)
-    model, categories = load_model(args.model, device)
-    for target in args.target or ():
-        if not 0 <= target < len(categories):
-            raise CliError(f"--target {target}: classes run from 0 to {len(categories) - 1}")
-    inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        probabilities = model(inputs).softmax(dim=-1)
-    if args.target is None:
-        explained = probabilities.argmax(dim=-1).tolist()
-    else:
-        explained = args.target * len(sources) if len(args.target) == 1 else args.target
-
-    try:
-        found = describe_layers(model, inputs)
-    except ValueError as error:  # no multi-resolution stack of feature maps
-        raise CliError(f"--model {args.model}: {error}") from None
-    layers = [layer.name for layer in found]
-    sizes = [f"{layer.height}x{layer.width}" for layer in found]
-
-    # Report the classes before the attribution, which takes a while on a CPU.
-    method = _METHOD_NAMES[args.variant]
-    print(f"Model: {args.model} on {device}, method: {method}")
-    print("Layers, shallow to deep: " + ", ".join(str(layer) for layer in found))
-    for name, probs, target in zip(names, probabilities, explained, strict=True):
-        _print_classes(name, probs, target, categories)
-    sys.stdout.flush()
-
-    polycam = PolyCam(model, layers=layers, variant=args.variant)
-    start = time.perf_counter()
-    maps, stages = polycam.attribute(
-        inputs, target=explained, perturbations_per_eval=args.perturbations_per_eval,
-        return_stages=True, show_progress=sys.stderr.isatty(),
-    )  # fmt: skip
-    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s)")
-
-    # Stage k fuses the k deepest layers, at the resolution of the shallowest of them.
-    stage_titles = [
-        f"deepest {k} layer{'s' * (k > 1)} ({sizes[-k]})" for k in range(1, len(stages) + 1)
-    ]
-    try:
-        save_figure(
-            args.out, pixels, maps, stages, image_names=[source.name for source in sources],
-            class_names=[categories[t] for t in explained], stage_titles=stage_titles,
-            method=method,
-        )  # fmt: skip
-    except OSError as error:
-        raise CliError(
-            f"--out: cannot write {str(args.out)!r}: {error.strerror or error}"
-        ) from None
-    print(f"Figure: {args.out}")
-    return 0
-
-
-def _print_classes(name: str, probabilities: Tensor, target: int, categories: list[str]) -> None:
-    print(f"\n{name}")
-    values, indices = probabilities.topk(min(5, len(probabilities)))
-    for value, index in zip(values.tolist(), indices.tolist(), strict=True):
-        print(f"  {index:>4}  {categories[index]:<28} {value:7.2%}")
-    print(f"  explained: {target} {categories[target]}")
 
 
 if __name__ == "__main__":

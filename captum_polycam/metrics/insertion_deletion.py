@@ -129,7 +129,6 @@ class InsertionDeletion:
         >>> result.insertion.auc, result.deletion.auc, result.difference
     """
 
-
     score_directions: ClassVar[dict[str, ScoreDirection]] = {
         key: SCORE_DIRECTIONS[key] for key in (INSERTION, DELETION, INSERTION_MINUS_DELETION)
     }

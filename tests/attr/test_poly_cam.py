@@ -78,6 +78,25 @@ def test_matches_reference_transcription(tiny_cnn: nn.Module, tiny_inputs: Tenso
         torch.testing.assert_close(maps, stages[-1])
 
 
+@pytest.mark.parametrize("variant", ["plus", "plusminus"])
+def test_decompose_gives_the_reference_stages_and_single_layer_maps(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor, variant: str
+) -> None:
+    result = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs, target=[1, 0, 2])
+    layers = [getattr(tiny_cnn, name) for name in LAYERS]
+    for i, target in enumerate([1, 0, 2]):
+        stages, singles = reference_polycam(tiny_cnn, tiny_inputs[i : i + 1], layers, target,
+                                            variant, with_layer_maps=True)  # fmt: skip
+        for ours, reference in zip([*result.stages, *result.layer_maps], [*stages, *singles],
+                                   strict=True):  # fmt: skip
+            assert ours.shape == (3, 1, 16, 16)
+            np.testing.assert_allclose(ours[i, 0].numpy(), reference, atol=1e-4)
+    # The deepest stage is the deepest layer alone: the recursion starts there.
+    torch.testing.assert_close(result.stages[0], result.layer_maps[-1])
+    torch.testing.assert_close(result.maps, PolyCam(tiny_cnn, LAYERS, variant).attribute(
+        tiny_inputs, target=[1, 0, 2]))  # fmt: skip
+
+
 def test_output_contract(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
     maps, stages = PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs, return_stages=True)
     assert maps.shape == (3, 1, 16, 16)

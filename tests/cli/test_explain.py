@@ -12,10 +12,11 @@ from PIL import Image
 from torch import nn
 
 import captum_polycam
-from captum_polycam.cli import main as cli_main
+from captum_polycam.cli import explain as cli_explain
 from captum_polycam.cli.figure import save_figure
-from captum_polycam.cli.images import load_image, read_image
 from captum_polycam.cli.main import main
+from captum_polycam.evaluation.images import load_image, read_image
+from tests.conftest import error_line
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -29,13 +30,6 @@ def _png(path: Path, pixels: list[int], height: int = 6, width: int = 10) -> Pat
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[len(pixels)]
     Image.new(mode, (width, height), tuple(pixels)).save(path)
     return path
-
-
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("captum-polycam: error: "), err
-    assert err.count("\n") == 1, f"expected one line, got {err!r}"
-    return err
 
 
 class _StubClassifier(nn.Module):
@@ -88,19 +82,19 @@ def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
 
 def test_missing_file_is_a_usage_error(tmp_path, capsys) -> None:
     assert main(["explain", str(tmp_path / "no_such_cat.jpg")]) == 2
-    assert "no_such_cat.jpg" in _error_line(capsys)
+    assert "no_such_cat.jpg" in error_line(capsys)
 
 
 def test_undecodable_file_is_a_usage_error(tmp_path, capsys) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     assert main(["explain", str(tmp_path / "notes.png")]) == 2
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "notes.png" in err and "decode" in err
 
 
 def test_unknown_model_says_how_to_list_models(tmp_path, capsys) -> None:
     assert main(["explain", "--model", "resnet5O", "--out", str(tmp_path / "x.png")]) == 2
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "unknown model 'resnet5O'" in err and "list_models" in err
 
 
@@ -110,7 +104,7 @@ def test_weights_that_cannot_be_downloaded(tmp_path, capsys, monkeypatch) -> Non
 
     monkeypatch.setattr(torchvision.models, "get_model", offline)
     assert main(["explain", "--model", "resnet18", "--out", str(tmp_path / "x.png")]) == 2
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "weights for resnet18 could not be downloaded" in err
     assert "efficientnet-lite0 works offline" in err
 
@@ -118,25 +112,26 @@ def test_weights_that_cannot_be_downloaded(tmp_path, capsys, monkeypatch) -> Non
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_a_usage_error(tmp_path, capsys) -> None:
     assert main(["explain", "--device", "cuda", "--out", str(tmp_path / "x.png")]) == 2
-    assert "CUDA is not available" in _error_line(capsys)
+    assert "CUDA is not available" in error_line(capsys)
 
 
 def test_target_count_must_match_the_images(tmp_path, capsys) -> None:
     images = [str(_png(tmp_path / f"{i}.png", [i, i, i])) for i in range(2)]
     assert main(["explain", *images, "--target", "1", "2", "3"]) == 2
-    assert "got 3 classes for 2 images" in _error_line(capsys)
+    assert "got 3 classes for 2 images" in error_line(capsys)
 
 
 def test_target_out_of_range(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli_main, "load_model", lambda name, device: (_StubClassifier(), "abcde"))
+    stub = (_StubClassifier(), "abcde")
+    monkeypatch.setattr(cli_explain, "load_model", lambda name, device: stub)
     image = str(_png(tmp_path / "a.png", [9, 9, 9]))
     assert main(["explain", image, "--target", "5", "--out", str(tmp_path / "x.png")]) == 2
-    assert "classes run from 0 to 4" in _error_line(capsys)
+    assert "classes run from 0 to 4" in error_line(capsys)
 
 
 def test_missing_output_folder(tmp_path, capsys) -> None:
     assert main(["explain", "--out", str(tmp_path / "missing" / "x.png")]) == 2
-    assert "does not exist" in _error_line(capsys)
+    assert "does not exist" in error_line(capsys)
 
 
 def test_version(capsys) -> None:
@@ -148,7 +143,7 @@ def test_whole_command_on_a_stub_model(tmp_path, capsys, monkeypatch) -> None:
     torch.manual_seed(0)
     categories = [f"class{i}" for i in range(5)]
     monkeypatch.setattr(
-        cli_main, "load_model", lambda name, device: (_StubClassifier().eval(), categories)
+        cli_explain, "load_model", lambda name, device: (_StubClassifier().eval(), categories)
     )
     images = [str(_png(tmp_path / f"{c}.png", [c * 60, 50, 200 - c * 60])) for c in range(2)]
     out = tmp_path / "maps.png"
@@ -173,10 +168,10 @@ def test_model_without_a_multi_resolution_stack_is_a_usage_error(tmp_path, capsy
 
     categories = [f"class{i}" for i in range(5)]
     monkeypatch.setattr(
-        cli_main, "load_model", lambda name, device: (OneResolution().eval(), categories)
+        cli_explain, "load_model", lambda name, device: (OneResolution().eval(), categories)
     )
     assert main(["explain", "--out", str(tmp_path / "maps.png")]) == 2
-    assert "--model efficientnet-lite0: " in _error_line(capsys)
+    assert "--model efficientnet-lite0: " in error_line(capsys)
 
 
 def test_figure_from_synthetic_tensors(tmp_path: Path) -> None:

@@ -1,0 +1,56 @@
+"""Argument types and options that several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.evaluation.models import DEFAULT_MODEL
+
+__all__ = [
+    "add_device_option",
+    "add_model_option",
+    "check_device",
+    "non_negative_int",
+    "positive_int",
+]
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="NAME",
+        help=f"{DEFAULT_MODEL} (offline), a torchvision classifier such as vgg16 or resnet50 "
+        "(ImageNet weights downloaded or cached), or package.module:callable returning a model "
+        "(default: %(default)s)",
+    )  # fmt: skip
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"),
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where to run the model (default: %(default)s)",
+    )  # fmt: skip
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(
+            "--device cuda: CUDA is not available on this machine; use --device cpu"
+        )

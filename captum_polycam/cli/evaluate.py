@@ -1,0 +1,153 @@
+"""``captum-polycam evaluate``: the paper's evaluation on a folder of images, from the shell.
+
+Example::
+
+    captum-polycam evaluate --images val --image-list images.txt --model resnet50 \\
+        --methods pcam+-,gradcam,ig --out results
+    torchrun --nproc_per_node 4 -m captum_polycam evaluate ...   # the same, on 4 processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from captum_polycam.cli.arguments import (
+    add_device_option,
+    add_model_option,
+    check_device,
+    non_negative_int,
+    positive_int,
+)
+from captum_polycam.evaluation.images import Preprocessing, bundled_folder
+from captum_polycam.evaluation.methods import BASELINES
+from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
+
+__all__ = ["add_parser", "run"]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``evaluate`` subcommand."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate saliency methods on a folder of images (the paper's protocol)",
+        description="Compute each method's maps on every image, their insertion and deletion "
+        "curves, average drop, increase in confidence and (on a subset) max-sensitivity; write "
+        "the paper's .npz and .csv artefacts, a summary and the mean curves. A run stopped at "
+        "any moment continues when the same command is run again.",
+    )
+    parser.add_argument(
+        "--images", type=Path, metavar="DIR",
+        help="folder of JPEG or PNG images (default: the four bundled photographs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--image-list", type=Path, metavar="FILE",
+        help="file names to use, one a line (as the paper's images.txt; default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--labels", type=Path, metavar="FILE",
+        help="'file_name class_index' lines (as the paper's imagenet_validation_imagename_labels"
+        ".txt)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--target", choices=("top1", "label"), default="top1",
+        help="explain the model's top-1 class (the paper's) or the label (default: %(default)s)",
+    )  # fmt: skip
+    add_model_option(parser)
+    parser.add_argument(
+        "--methods", type=_names, default=DEFAULT_METHODS, metavar="A,B,...",
+        help="pcam+, pcam-, pcam+- (options :no-lnorm, :stageK, :layerK), "
+        f"{', '.join(BASELINES)}, or package.module:callable (default: "
+        f"{','.join(DEFAULT_METHODS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--layers", type=_names, metavar="A,B,...",
+        help="Poly-CAM's layers, shallow to deep (default: discovered)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=Path("captum-polycam-evaluation"), metavar="DIR",
+        help="output folder; rerunning into it resumes (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps", type=positive_int, default=224, metavar="N",
+        help="insertion and deletion steps (default: the paper's %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", choices=("blur", "zeros", "mean"), default="blur",
+        help="insertion's start and deletion's end (default: the paper's Gaussian blur)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sensitivity-images", type=non_negative_int, default=0, metavar="K",
+        help="max-sensitivity on the first K images; each costs 10 more maps (default: 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, metavar="N",
+        help="images attributed together, the unit of resuming (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"),
+        help="images are squashed to this size, not cropped (default: 224 224)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mean", type=_floats, default=Preprocessing().mean, metavar="R,G,B",
+        help="normalisation mean (default: ImageNet's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--std", type=_floats, default=Preprocessing().std, metavar="R,G,B",
+        help="normalisation standard deviation (default: ImageNet's)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random parts")
+    add_device_option(parser)
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=1, metavar="N",
+        help="processes reading images while the model runs (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--perturbations-per-eval", type=positive_int, metavar="N",
+        help="masked images per image and forward pass (default: about 4 images per pass on "
+        "the CPU, 64 on a GPU); the results do not depend on it",
+    )  # fmt: skip
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation of ``args``, print its summary; return the exit status."""
+    check_device(args.device)
+    images = args.images
+    if images is None:  # the embedded default: the bundled photographs
+        images = bundled_folder()
+        print("Images: the four bundled photographs (no --images given)")
+    config = EvaluationConfig(
+        model=args.model, methods=args.methods, target=args.target, n_steps=args.steps,
+        baseline=args.baseline, batch_size=args.batch_size,
+        sensitivity_images=args.sensitivity_images, layers=args.layers,
+        preprocessing=Preprocessing(tuple(args.size), args.mean, args.std), seed=args.seed,
+    )  # fmt: skip
+    started = time.perf_counter()
+    report = evaluate(
+        images, args.out, config, image_list=args.image_list, labels=args.labels,
+        device=args.device, num_workers=args.workers,
+        perturbations_per_eval=args.perturbations_per_eval,
+    )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process reports
+        print(f"\n{report.markdown}")
+        print(f"Artefacts: {args.out}/ ({time.perf_counter() - started:.0f} s)")
+    return 0

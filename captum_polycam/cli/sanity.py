@@ -1,0 +1,108 @@
+"""``captum-polycam sanity``: the cascading-randomisation sanity check, from the shell.
+
+Example::
+
+    captum-polycam sanity cat.jpg --methods pcam+,gradcam --steps 1,2,5,21 --out sanity
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from captum_polycam.cli.arguments import add_device_option, add_model_option, check_device
+from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.evaluation.images import bundled_images, normalise, read_image
+from captum_polycam.evaluation.models import load_model
+from captum_polycam.evaluation.sanity import sanity_check
+
+__all__ = ["add_parser", "run"]
+
+_OUTPUTS = ("sanity.csv", "sanity.md", "sanity.png")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``sanity`` subcommand."""
+    sanity = commands.add_parser(
+        "sanity",
+        help="check that saliency maps change when the model's weights are randomised",
+        description="Re-initialise the model's blocks from the output backwards, one at a "
+        "time, and measure how similar each method's maps stay to the original ones "
+        "(Adebayo et al., 2018). Writes sanity.csv, sanity.md and sanity.png.",
+    )  # fmt: skip
+    sanity.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE",
+        help="JPEG, PNG, WebP or GIF files (default: the four bundled photos)",
+    )  # fmt: skip
+    add_model_option(sanity)
+    sanity.add_argument(
+        "--methods", default="pcam+,gradcam", metavar="A,B",
+        help="comma-separated saliency methods, as for evaluate (default: %(default)s)",
+    )  # fmt: skip
+    sanity.add_argument(
+        "--steps", metavar="K,L",
+        help="comma-separated numbers of blocks to randomise, from the output, at which to "
+        "explain, such as 1,2,4,8 (default: every block; the original model is always shown)",
+    )  # fmt: skip
+    sanity.add_argument(
+        "--out", type=Path, default=Path("sanity"), metavar="DIR",
+        help="folder for sanity.csv, sanity.md and sanity.png, created if missing "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    add_device_option(sanity)
+    sanity.add_argument(
+        "--seed", type=int, default=0, metavar="N",
+        help="seed of the re-initialisation and of random methods (default: %(default)s)",
+    )  # fmt: skip
+    return sanity
+
+
+def _comma_list(text: str, option: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise EvaluationError(f"{option}: give a comma-separated list; got {text!r}")
+    return items
+
+
+def _steps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    items = _comma_list(text, "--steps")
+    if not all(item.isdigit() for item in items):
+        raise EvaluationError(f"--steps: expected comma-separated whole numbers; got {text!r}")
+    return [int(item) for item in items]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sanity check of ``args``, write its table and figure; return the exit status."""
+    # Every check that needs no model first, so that mistakes fail in a second.
+    check_device(args.device)
+    methods = _comma_list(args.methods, "--methods")
+    steps = _steps(args.steps)
+    if args.out.exists() and not args.out.is_dir():
+        raise EvaluationError(f"--out: {str(args.out)!r} exists and is not a folder")
+    sources = args.images or bundled_images()
+    pixels = torch.cat([read_image(source) for source in sources])
+
+    device = torch.device(args.device)
+    model, _ = load_model(args.model, device)
+    inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
+    result = sanity_check(model, inputs, methods, steps=steps, seed=args.seed,
+                          show_progress=sys.stderr.isatty())  # fmt: skip
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result.to_csv(args.out / _OUTPUTS[0])
+        (args.out / _OUTPUTS[1]).write_text(result.to_markdown(), encoding="utf-8")
+        result.plot(args.out / _OUTPUTS[2])
+    except OSError as error:
+        raise EvaluationError(
+            f"--out: cannot write to {str(args.out)!r}: {error.strerror or error}"
+        ) from None
+    print(f"Sanity check of {args.model} on {len(sources)} image(s), blocks randomised from "
+          f"the output: {', '.join(result.blocks)}\n")  # fmt: skip
+    print(result.to_markdown())
+    print("Written: " + ", ".join(str(args.out / name) for name in _OUTPUTS))
+    return 0

@@ -1,0 +1,327 @@
+"""Saliency methods by name: Poly-CAM, its ablations, Captum's baselines and a random floor.
+
+Every method maps a batch and its targets to ``N x 1 x H x W`` maps in ``[0, 1]`` at the
+input's resolution, and records every parameter its maps depend on. Names:
+
+- ``pcam+``, ``pcam-``, ``pcam+-``: Poly-CAM's three variants, on the run's layers;
+  options follow colons: ``:no-lnorm`` (no local normalisation), ``:stageK`` (the
+  composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
+  from 1, alone, without the recursion). Methods that differ only by ``:stageK`` or
+  ``:layerK`` share one Poly-CAM run.
+- ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly.
+- ``ig``, ``ixg``, ``saliency``, ``smoothgrad``, ``occlusion``: Captum's
+  ``IntegratedGradients``, ``InputXGradient``, ``Saliency``, ``NoiseTunnel(Saliency)`` and
+  ``Occlusion``.
+- ``random``: uniform noise, the floor every method should beat.
+- ``package.module:callable``: ``callable(model)`` returns a Captum attribution whose
+  ``attribute(inputs, target=...)`` gives the maps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from captum.attr import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import Tensor, nn
+
+from captum_polycam.attr import PolyCam, PolyCamMaps
+from captum_polycam.evaluation.errors import EvaluationError
+
+__all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
+
+BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random")
+_VARIANTS = {"pcam+": "plus", "pcam-": "minus", "pcam+-": "plusminus"}
+_INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
+
+
+def scale_to_unit(maps: Tensor, *, signed: bool = False) -> Tensor:
+    """Per map, divide by the maximum (``signed=False``, for non-negative maps) or rescale
+    the range to ``[0, 1]`` (``signed=True``); a constant or all-zero map becomes zeros."""
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1, keepdim=True) if signed else torch.zeros_like(flat[:, :1])
+    span = flat.amax(dim=1, keepdim=True) - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-30), torch.zeros_like(flat))
+    return scaled.view_as(maps)
+
+
+def method_file_stem(name: str) -> str:
+    """The method's part of artefact names: ``pcam+-_no-lnorm`` for ``pcam+-:no-lnorm``."""
+    return re.sub(r"[^A-Za-z0-9+.=-]", "_", name)
+
+
+class Method:
+    """A named saliency method bound to a model: ``explain(inputs, targets)`` gives maps.
+
+    Attributes:
+        name: The name it was asked for, such as ``"pcam+-:no-lnorm"``.
+        parameters: Everything its maps depend on, JSON-serialisable (recorded in run.json).
+    """
+
+    def __init__(self, name: str, parameters: dict[str, Any],
+                 explain: Callable[[Tensor, Tensor], Tensor]) -> None:  # fmt: skip
+        self.name = name
+        self.parameters = parameters
+        self._explain = explain
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
+
+    def explain(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """``N x 1 x H x W`` maps in ``[0, 1]`` of ``inputs`` (``N x C x H x W``) for the
+        class indices ``targets`` (``(N,)``, or one for all, as Captum broadcasts a single
+        target), on the inputs' device, in float32."""
+        if targets.numel() == 1:
+            targets = targets.reshape(1).expand(len(inputs))
+        maps = self._explain(inputs, targets)
+        return maps.detach().float()
+
+
+class _SharedPolyCam:
+    """One Poly-CAM configuration serving several outputs (the map, stages, single layers):
+    the last batch's run is kept, so that each output costs nothing after the first."""
+
+    def __init__(self, polycam: PolyCam, perturbations_per_eval: int | None) -> None:
+        self.polycam = polycam
+        self.perturbations_per_eval = perturbations_per_eval
+        self._last: tuple[Tensor, Tensor, PolyCamMaps] | None = None
+
+    def __call__(self, inputs: Tensor, targets: Tensor) -> PolyCamMaps:
+        if self._last is not None:
+            last_inputs, last_targets, result = self._last
+            if last_inputs is inputs and torch.equal(last_targets, targets):
+                return result
+        result = self.polycam.decompose(
+            inputs, targets, perturbations_per_eval=self.perturbations_per_eval
+        )
+        self._last = (inputs, targets, result)
+        return result
+
+
+def build_methods(
+    names: Sequence[str],
+    model: nn.Module,
+    layers: Sequence[str],
+    perturbations_per_eval: int | None = None,
+) -> list[Method]:
+    """Bind each named method to ``model``.
+
+    Args:
+        names: Method names (see the module's documentation).
+        model: The classifier, in eval mode.
+        layers: Poly-CAM's layers, shallow to deep; Grad-CAM uses the deepest.
+        perturbations_per_eval: Masked inputs per example and forward pass for Poly-CAM and
+            occlusion; ``None`` for Poly-CAM's default.
+
+    Raises:
+        EvaluationError: A name is unknown or malformed, or appears twice.
+    """
+    if not names:
+        raise EvaluationError("methods: give at least one method")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise EvaluationError(f"methods: {', '.join(repeated)} given twice")
+    shared: dict[tuple[str, bool], _SharedPolyCam] = {}
+    methods = []
+    for name in names:
+        if name.split(":")[0] in _VARIANTS:
+            methods.append(_poly_cam(name, model, list(layers), perturbations_per_eval, shared))
+        elif name in BASELINES:
+            methods.append(_baseline(name, model, layers[-1], perturbations_per_eval))
+        elif ":" in name:
+            methods.append(_custom(name, model))
+        else:
+            raise EvaluationError(
+                f"methods: unknown method {name!r}; use pcam+, pcam-, pcam+- (with :no-lnorm, "
+                f":stageK or :layerK), {', '.join(BASELINES)} or package.module:callable"
+            )
+    return methods
+
+
+def _poly_cam(
+    name: str,
+    model: nn.Module,
+    layers: list[str],
+    perturbations_per_eval: int | None,
+    shared: dict[tuple[str, bool], _SharedPolyCam],
+) -> Method:
+    head, *options = name.split(":")
+    variant = _VARIANTS[head]
+    local_normalisation = True
+    output: tuple[str, int] | None = None  # ("stage" | "layer", K)
+    for option in options:
+        indexed = _INDEXED_OPTION.fullmatch(option)
+        if option == "no-lnorm" and local_normalisation:
+            local_normalisation = False
+        elif indexed and output is None:
+            output = (indexed[1], int(indexed[2]))
+            if output[1] > len(layers):
+                raise EvaluationError(
+                    f"methods: {name!r} asks for {option}, but Poly-CAM runs on "
+                    f"{len(layers)} layers ({', '.join(layers)})"
+                )
+        else:
+            raise EvaluationError(
+                f"methods: {name!r}: options after {head} are :no-lnorm and one of :stageK or "
+                f":layerK, each at most once; got {option!r}"
+            )
+    key = (variant, local_normalisation)
+    if key not in shared:
+        polycam = PolyCam(model, layers, variant, local_normalisation=local_normalisation)
+        shared[key] = _SharedPolyCam(polycam, perturbations_per_eval)
+    run = shared[key]
+
+    parameters: dict[str, Any] = {
+        "method": "PolyCam", "variant": variant, "layers": layers, "score_fn": "softmax",
+        "local_normalisation": local_normalisation,
+    }  # fmt: skip
+    if output is None:
+        parameters["output"] = "maps"
+        return Method(name, parameters, lambda x, t: run(x, t).maps)
+    kind, k = output
+    if kind == "stage":
+        parameters["output"] = f"stage {k}: the deepest {k} layer(s), {', '.join(layers[-k:])}"
+        return Method(name, parameters, lambda x, t: run(x, t).stages[k - 1])
+    parameters["output"] = f"layer {k} alone, without the recursion: {layers[k - 1]}"
+    return Method(name, parameters, lambda x, t: run(x, t).layer_maps[k - 1])
+
+
+def _requiring_gradients(inputs: Tensor) -> Tensor:
+    # Captum warns once per call site when it has to switch gradients on for the inputs.
+    return inputs.detach().requires_grad_()
+
+
+def _upsampled(maps: Tensor, inputs: Tensor) -> Tensor:
+    return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), "bilinear")
+
+
+def _baseline(
+    name: str, model: nn.Module, deepest: str, perturbations_per_eval: int | None
+) -> Method:
+    parameters: dict[str, Any]
+    explain: Callable[[Tensor, Tensor], Tensor]
+    if name == "gradcam":
+        gradcam = LayerGradCam(model, model.get_submodule(deepest))
+        parameters = {"method": "LayerGradCam", "layer": deepest, "relu_attributions": True,
+                      "upsampling": "bilinear", "scaling": "divide by the maximum"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            maps = gradcam.attribute(inputs, targets, relu_attributions=True)
+            return scale_to_unit(_upsampled(maps, inputs))
+    elif name == "ig":
+        ig = IntegratedGradients(model)
+        settings = {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre"}
+        parameters = {"method": "IntegratedGradients", **settings,
+                      "channels": "sum of absolute values",
+                      "scaling": "divide by the maximum"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            attributions = ig.attribute(inputs, target=targets, internal_batch_size=50, **settings)
+            return scale_to_unit(attributions.abs().sum(dim=1, keepdim=True))
+    elif name == "ixg":
+        ixg = InputXGradient(model)
+        parameters = {"method": "InputXGradient", "channels": "sum of absolute values",
+                      "scaling": "divide by the maximum"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            attributions = ixg.attribute(_requiring_gradients(inputs), target=targets)
+            return scale_to_unit(attributions.abs().sum(dim=1, keepdim=True))
+    elif name == "saliency":
+        saliency = Saliency(model)
+        parameters = {"method": "Saliency", "abs": True, "channels": "maximum",
+                      "scaling": "divide by the maximum"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            gradients = saliency.attribute(_requiring_gradients(inputs), target=targets, abs=True)
+            return scale_to_unit(gradients.amax(dim=1, keepdim=True))
+    elif name == "smoothgrad":
+        explain, parameters = _smoothgrad(model)
+    elif name == "occlusion":
+        occlusion = Occlusion(model)
+        per_eval = perturbations_per_eval or 8
+        parameters = {"method": "Occlusion", "sliding_window_shapes": [3, 16, 16],
+                      "strides": [3, 8, 8], "baselines": 0.0, "channels": "mean",
+                      "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            attributions = occlusion.attribute(
+                inputs, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0,
+                target=targets, perturbations_per_eval=per_eval,
+            )  # fmt: skip
+            return scale_to_unit(attributions.mean(dim=1, keepdim=True), signed=True)
+    else:  # random
+        parameters = {"method": "random", "distribution": "uniform on [0, 1)",
+                      "seed": "the run's seed and the batch"}  # fmt: skip
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            maps = torch.rand(len(inputs), 1, *inputs.shape[-2:])  # CPU: the same on any device
+            return maps.to(inputs.device)
+
+    return Method(name, parameters, explain)
+
+
+def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], dict[str, Any]]:
+    tunnel = NoiseTunnel(Saliency(model))
+    samples, noise_level = 25, 0.15
+    parameters = {"method": "NoiseTunnel(Saliency)", "nt_type": "smoothgrad",
+                  "nt_samples": samples, "abs": True,
+                  "stdevs": f"{noise_level} x (max - min) of each input",
+                  "channels": "maximum", "scaling": "divide by the maximum"}  # fmt: skip
+
+    def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+        # SmoothGrad's noise level is relative to each image's range, and Captum takes one
+        # standard deviation per call, so each example gets its own call.
+        maps = []
+        for example, target in zip(inputs, targets, strict=True):
+            stdev = noise_level * float(example.max() - example.min())
+            gradients = tunnel.attribute(
+                _requiring_gradients(example[None]), nt_type="smoothgrad", nt_samples=samples,
+                nt_samples_batch_size=samples, stdevs=stdev, target=target[None], abs=True,
+            )  # fmt: skip
+            maps.append(gradients.amax(dim=1, keepdim=True))
+        return scale_to_unit(torch.cat(maps))
+
+    return explain, parameters
+
+
+def _custom(name: str, model: nn.Module) -> Method:
+    module_name, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise EvaluationError(f"methods: cannot import {name!r} ({error})") from None
+    attribution = factory(model)
+    if not isinstance(attribution, Attribution) and not callable(
+        getattr(attribution, "attribute", None)
+    ):
+        raise EvaluationError(
+            f"methods: {name!r} must return a Captum attribution (an object with "
+            f"attribute()); got {type(attribution).__name__}"
+        )
+    parameters = {"method": name, "attribution": repr(attribution),
+                  "channels": "sum of absolute values when several",
+                  "upsampling": "bilinear", "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
+
+    def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+        maps = attribution.attribute(inputs, target=targets)
+        if isinstance(maps, tuple):
+            maps = maps[0]
+        if maps.dim() == 3:
+            maps = maps[:, None]
+        if maps.shape[1] > 1:
+            maps = maps.abs().sum(dim=1, keepdim=True)
+        return scale_to_unit(_upsampled(maps, inputs), signed=True)
+
+    return Method(name, parameters, explain)

@@ -1,0 +1,515 @@
+"""The paper's evaluation at dataset scale: maps, metrics and artefacts, resumable and sharded.
+
+A run cuts the image list into batches of ``batch_size`` consecutive images. For every
+method and batch it computes the maps and their metrics and saves them as one *shard*
+(``OUT/shards/{method}/{batch}.npz``, written atomically); a shard that exists is never
+computed again, so a run killed at any moment and restarted loses at most the batches in
+flight. Once every shard exists, they are merged into the final artefacts. Batches, seeds
+and merge order depend only on the configuration, never on how many processes ran them or
+when, so every way of running ends with the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import captum
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+import captum_polycam
+from captum_polycam.attr import describe_layers
+from captum_polycam.evaluation import _distributed
+from captum_polycam.evaluation.artefacts import (
+    read_npz,
+    remove_temporary_files,
+    write_json,
+    write_npz,
+)
+from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.evaluation.images import (
+    ImageFolder,
+    Preprocessing,
+    Sample,
+    image_list_digest,
+)
+from captum_polycam.evaluation.methods import Method, build_methods, method_file_stem
+from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model, model_file_stem
+from captum_polycam.evaluation.report import Report, write_report
+from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
+from captum_polycam.metrics.keys import DELETION, INSERTION
+
+__all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
+
+DEFAULT_METHODS = ("pcam+", "gradcam", "random")
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything the artefacts depend on. A rerun into the same folder must match it.
+
+    Attributes:
+        model: ``"efficientnet-lite0"`` (pretrained, offline), a torchvision classifier name
+            (ImageNet weights downloaded or cached) or ``"package.module:callable"``; with a
+            model object passed to :func:`evaluate`, the name its artefacts carry.
+        methods: Method names (:mod:`captum_polycam.evaluation.methods`).
+        target: ``"top1"``, the model's top-1 class on the clean image (the paper's), or
+            ``"label"``, the image's label.
+        n_steps: Insertion and deletion steps (the paper's 224).
+        baseline: The image that insertion starts from and deletion ends at: ``"blur"`` (the
+            paper's Gaussian blur), ``"zeros"`` or ``"mean"``.
+        batch_size: Images attributed together, and the unit of resuming and sharding.
+        sensitivity_images: Max-sensitivity on the first this many images (10 more maps
+            each).
+        layers: Poly-CAM's layers, shallow to deep; ``None`` discovers them.
+        preprocessing: How photos become inputs (the paper's by default); ``None`` takes a
+            dataset's images as model inputs as they are (its own transform prepared them).
+        seed: Seed of the random parts (the random floor, SmoothGrad, sensitivity's noise).
+    """
+
+    model: str = DEFAULT_MODEL
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    target: Literal["top1", "label"] = "top1"
+    n_steps: int = 224
+    baseline: Literal["blur", "zeros", "mean"] = "blur"
+    batch_size: int = 8
+    sensitivity_images: int = 0
+    layers: tuple[str, ...] | None = None
+    preprocessing: Preprocessing | None = field(default_factory=Preprocessing)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EvaluationError(f"{name} must be a positive int; got {value!r}")
+        if self.sensitivity_images < 0:
+            raise EvaluationError(
+                f"sensitivity_images must be 0 or more; got {self.sensitivity_images!r}"
+            )
+        if self.target not in ("top1", "label"):
+            raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
+        if self.baseline not in ("blur", "zeros", "mean"):
+            raise EvaluationError(
+                f"baseline must be 'blur', 'zeros' or 'mean'; got {self.baseline!r}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        settings = asdict(self)
+        settings["methods"] = list(self.methods)
+        settings["layers"] = None if self.layers is None else list(self.layers)
+        settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
+        return settings
+
+
+class _Batch:
+    """One batch of the image list: its readable samples, their inputs on the device and the
+    classes to explain (the labels, or the model's top-1 from one clean pass)."""
+
+    def __init__(self, index: int, samples: list[Sample], target: str, device: torch.device,
+                 model: nn.Module) -> None:  # fmt: skip
+        self.index = index
+        self.errors: list[tuple[str, str]] = []
+        self.offsets: list[int] = []  # the usable samples' places within the batch
+        for offset, sample in enumerate(samples):
+            if sample.error is not None:
+                self.errors.append((sample.name, sample.error))
+            elif target == "label" and sample.label is None:
+                self.errors.append((sample.name, "no label"))
+            else:
+                self.offsets.append(offset)
+        self.samples = [samples[offset] for offset in self.offsets]
+        self.names = [s.name for s in self.samples]
+        self.inputs = torch.empty(0)
+        self.targets = torch.empty(0, dtype=torch.long)
+        if self.samples:
+            inputs = torch.stack([s.inputs for s in self.samples if s.inputs is not None])
+            self.inputs = inputs.to(device)
+            if target == "label":
+                labels = [s.label for s in self.samples]
+                self.targets = torch.tensor(labels, device=device)
+            else:
+                with torch.no_grad():
+                    self.targets = model(self.inputs).argmax(dim=-1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def evaluate(
+    images: str | Path | Dataset[Any],
+    out: str | Path,
+    config: EvaluationConfig | None = None,
+    *,
+    model: nn.Module | None = None,
+    image_list: str | Path | Sequence[str] | None = None,
+    labels: str | Path | dict[str, int] | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int = 1,
+    perturbations_per_eval: int | None = None,
+    show_progress: bool | None = None,
+) -> Report:
+    """Evaluate saliency methods on a set of images, writing the paper's artefacts to ``out``.
+
+    For each method and image: the map (``OUT/npz/{model}_{method}.npz``), the insertion
+    and deletion curves and areas (``OUT/csv/``), average drop, increase in confidence and,
+    on the first ``sensitivity_images``, max-sensitivity; then ``summary.csv``,
+    ``summary.md``, ``curves.png``, ``errors.csv`` and ``run.json``. Under ``torchrun`` the
+    batches are shared among the processes and the artefacts are the same.
+
+    Args:
+        images: A folder of photos (see :class:`~captum_polycam.evaluation.ImageFolder`), or
+            a dataset whose items are ``(image, name)`` or ``(image, label, name)``, an image
+            being a PIL image or a ``3 x H x W`` tensor in ``[0, 1]``, preprocessed by
+            ``config.preprocessing`` (or, when that is ``None``, a model input as it is).
+        out: The output folder. A rerun with the same configuration resumes; another
+            configuration is refused.
+        config: The protocol (:class:`EvaluationConfig`); the paper's by default.
+        model: A model object to evaluate instead of loading ``config.model``.
+        image_list: With a folder, the file names to use (a file, one name a line).
+        labels: With a folder, the classes (a ``file_name class_index`` file or a mapping).
+        device: ``"cpu"``, ``"cuda"``...; the GPU when there is one by default.
+        num_workers: Processes reading images while the model runs (0 reads in this one).
+        perturbations_per_eval: Masked inputs per example and forward pass, for Poly-CAM and
+            the metrics (``None``: their default); the results do not depend on it beyond
+            float rounding.
+        show_progress: A progress bar of images done, their rate and the time left
+            (default: when standard error is a terminal).
+
+    Returns:
+        The summary: per method and metric, the mean, standard deviation, 95% interval and
+        the number of images.
+
+    Raises:
+        EvaluationError: An argument is invalid, or ``out`` holds a run of another
+            configuration.
+
+    Example:
+        >>> report = evaluate("val", "results", EvaluationConfig(model="resnet50",
+        ...                   methods=("pcam+-", "gradcam")), image_list="images.txt")
+        >>> print(report.markdown)
+    """
+    config = config or EvaluationConfig()
+    out = Path(out)
+    dataset = _dataset(images, image_list, labels, config)
+    if config.target == "label" and getattr(dataset, "labels", True) is None:
+        raise EvaluationError("target 'label' needs labels: pass a labels file")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("device: CUDA is not available on this machine; use 'cpu'")
+    ranks, device = _distributed.start(device)
+    try:
+        model = load_model(config.model, device)[0] if model is None else model.eval().to(device)
+        layers = list(config.layers) if config.layers is not None else [
+            layer.name for layer in describe_layers(model, _first_input(dataset).to(device))
+        ]  # fmt: skip
+        methods = build_methods(config.methods, model, layers, perturbations_per_eval)
+        run = _Run(out, config, dataset, model, methods, layers, device, ranks)
+        run.claim_folder()
+        run.compute(num_workers, perturbations_per_eval,
+                    sys.stderr.isatty() if show_progress is None else show_progress)  # fmt: skip
+        ranks.barrier()
+        if ranks.is_main:
+            run.merge()
+        ranks.barrier()
+        return Report.read(out)
+    finally:
+        _distributed.stop(ranks)
+
+
+def _dataset(
+    images: str | Path | Dataset[Any],
+    image_list: str | Path | Sequence[str] | None,
+    labels: str | Path | dict[str, int] | None,
+    config: EvaluationConfig,
+) -> Dataset[Sample]:
+    if isinstance(images, (str, Path)):
+        if config.preprocessing is None:
+            raise EvaluationError("preprocessing: a folder of photos needs one; got None")
+        return ImageFolder(images, image_list, labels, config.preprocessing)
+    if image_list is not None or labels is not None:
+        raise EvaluationError("image_list and labels apply to a folder of images, not a dataset")
+    if not isinstance(images, Dataset) or not hasattr(images, "__len__"):
+        raise EvaluationError(
+            f"images must be a folder or a torch Dataset with a length; got {type(images)}"
+        )
+    return _NamedDataset(images, config.preprocessing)
+
+
+class _NamedDataset(Dataset[Sample]):
+    """A user's dataset of ``(image, name)`` or ``(image, label, name)`` as samples."""
+
+    def __init__(self, dataset: Dataset[Any], preprocessing: Preprocessing | None) -> None:
+        self.dataset = dataset
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample:
+        from torchvision.transforms.v2 import functional as F
+
+        item = self.dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise EvaluationError(
+                f"images: dataset items must be (image, name) or (image, label, name); item "
+                f"{index} is {type(item).__name__}"
+            )
+        image, *label, name = item
+        label = int(label[0]) if label and label[0] is not None else None
+        if not isinstance(image, Tensor):
+            image = F.to_dtype(F.to_image(image.convert("RGB")), torch.float32, scale=True)
+        inputs = image if self.preprocessing is None else self.preprocessing(image)
+        return Sample(str(name), inputs, label)
+
+
+def _first_input(dataset: Dataset[Sample]) -> Tensor:
+    """An input of the dataset's size, for discovering the layers."""
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        sample = dataset[index]
+        if sample.inputs is not None:
+            return sample.inputs[None]
+    raise EvaluationError("images: none of the images can be read (see their errors)")
+
+
+def _as_list(samples: list[Sample]) -> list[Sample]:
+    return samples
+
+
+def _seed(seed: int, method: str, batch: int) -> int:
+    # Per method and batch, so that a batch's maps are the same whoever computes it, when.
+    return zlib.crc32(f"{seed}/{method}/{batch}".encode())
+
+
+class _Run:
+    """One evaluation in one output folder: its shards, the share of this process, the merge."""
+
+    def __init__(self, out: Path, config: EvaluationConfig, dataset: Dataset[Sample],
+                 model: nn.Module, methods: list[Method], layers: list[str],
+                 device: torch.device, ranks: _distributed.Ranks) -> None:  # fmt: skip
+        self.out = out
+        self.config = config
+        self.dataset = dataset
+        self.model = model
+        self.methods = methods
+        self.layers = layers
+        self.device = device
+        self.ranks = ranks
+        self.count = len(dataset)  # type: ignore[arg-type]
+        self.batches = range((self.count + config.batch_size - 1) // config.batch_size)
+        self.model_stem = model_file_stem(config.model)
+
+    def shard(self, method: Method, batch: int) -> Path:
+        return self.out / "shards" / method_file_stem(method.name) / f"{batch:06d}.npz"
+
+    def configuration(self) -> dict[str, Any]:
+        names = getattr(self.dataset, "names", None)
+        labels = getattr(self.dataset, "labels", None) or {}
+        digest = None if names is None else image_list_digest(
+            names, [labels.get(name) for name in names])  # fmt: skip
+        return {
+            **self.config.as_dict(),
+            "layers": self.layers,
+            "device": self.device.type,
+            "dtype": "float32",
+            "images": {"count": self.count, "sha256": digest},
+            "method_parameters": {m.name: m.parameters for m in self.methods},
+        }
+
+    def claim_folder(self) -> None:
+        """Start a new run in ``out``, or resume the one there if its configuration matches."""
+        configuration = json.loads(json.dumps(self.configuration()))  # as JSON reads it back
+        record = self.out / RUN_FILE
+        if self.ranks.is_main:
+            if record.exists():
+                self._check_same(configuration, record)
+                remove_temporary_files(self.out)
+            elif self.out.exists() and any(self.out.iterdir()):
+                raise EvaluationError(
+                    f"out: {str(self.out)!r} is not empty and holds no {RUN_FILE}; choose a new "
+                    "or empty folder"
+                )
+            else:
+                write_json(record, {"configuration": configuration, "started": _now()})
+        self.ranks.barrier()
+        if not self.ranks.is_main:
+            self._check_same(configuration, record)
+
+    def _check_same(self, configuration: dict[str, Any], record: Path) -> None:
+        try:
+            previous = json.loads(record.read_text())["configuration"]
+        except (OSError, ValueError, KeyError) as error:
+            raise EvaluationError(f"out: cannot read {str(record)!r} ({error})") from None
+        changed = sorted(key for key in configuration.keys() | previous.keys()
+                         if configuration.get(key) != previous.get(key))  # fmt: skip
+        if changed:
+            raise EvaluationError(
+                f"out: {str(self.out)!r} holds a run of another configuration (it differs in "
+                f"{', '.join(changed)}); use a new folder, or the same settings to resume it"
+            )
+
+    def pending(self) -> list[int]:
+        mine = self.batches[self.ranks.rank :: self.ranks.world]
+        return [b for b in mine if not all(self.shard(m, b).exists() for m in self.methods)]
+
+    def compute(self, num_workers: int, perturbations_per_eval: int | None,
+                show_progress: bool) -> None:  # fmt: skip
+        from tqdm.auto import tqdm
+
+        pending = self.pending()
+        size = self.config.batch_size
+        indices = [list(range(b * size, min((b + 1) * size, self.count))) for b in pending]
+        loader = DataLoader(self.dataset, batch_sampler=indices, num_workers=num_workers,
+                            collate_fn=_as_list)  # fmt: skip
+        mine = sum(len(range(b * size, min((b + 1) * size, self.count)))
+                   for b in self.batches[self.ranks.rank :: self.ranks.world])  # fmt: skip
+        bar = tqdm(total=mine, initial=mine - sum(map(len, indices)), unit="image",
+                   desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
+                   disable=not show_progress, dynamic_ncols=True)  # fmt: skip
+        insertion_deletion = InsertionDeletion(
+            self.model, self.config.n_steps, self.config.baseline,
+            perturbations_per_eval=perturbations_per_eval,
+        )  # fmt: skip
+        confidence = ConfidenceChange(self.model, perturbations_per_eval=perturbations_per_eval)
+        with bar:
+            for index, samples in zip(pending, loader, strict=True):
+                batch = _Batch(index, samples, self.config.target, self.device, self.model)
+                self._compute_batch(batch, insertion_deletion, confidence)
+                bar.update(len(samples))
+
+    def _compute_batch(self, batch: _Batch, insertion_deletion: InsertionDeletion,
+                       confidence: ConfidenceChange) -> None:  # fmt: skip
+        todo = [m for m in self.methods if not self.shard(m, batch.index).exists()]
+        # Rows of this batch among the first `sensitivity_images` images of the list.
+        start = batch.index * self.config.batch_size
+        sensitive = [row for row, offset in enumerate(batch.offsets)
+                     if start + offset < self.config.sensitivity_images]  # fmt: skip
+        # All maps first: the Poly-CAM methods of one configuration share a run on the batch,
+        # which the sensitivity's noisy inputs would otherwise replace.
+        maps: dict[str, Tensor] = {}
+        seconds: dict[str, float] = {}
+        for method in todo:
+            started = time.perf_counter()
+            maps[method.name] = (
+                self._seeded(method, batch, method.explain, batch.inputs, batch.targets)
+                if len(batch) else torch.empty(0, 1, 1, 1)
+            )  # fmt: skip
+            seconds[method.name] = time.perf_counter() - started
+        rows = torch.tensor(sensitive, dtype=torch.long, device=self.device)
+        for method in todo:
+            started = time.perf_counter()
+            arrays = self._metrics(batch, maps[method.name], insertion_deletion, confidence)
+            sensitivity = np.full(len(batch), np.nan, dtype=np.float32)
+            if sensitive:
+                result = self._seeded(method, batch, _sensitivity, method, batch.inputs[rows],
+                                      batch.targets[rows], maps[method.name][rows])  # fmt: skip
+                sensitivity[sensitive] = result.cpu().numpy()
+            arrays["sensitivity_max"] = sensitivity
+            # Wall times, for planning runs (run.json); the artefacts never include them.
+            arrays["map_seconds"] = np.float64(seconds[method.name])
+            arrays["metric_seconds"] = np.float64(time.perf_counter() - started)
+            write_npz(self.shard(method, batch.index), arrays.items())
+
+    def _seeded(self, method: Method, batch: _Batch, compute: Callable[..., Tensor],
+                *args: Any) -> Tensor:  # fmt: skip
+        """``compute(*args)`` with the random generators seeded for this method and batch."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_seed(self.config.seed, method.name, batch.index))
+            return compute(*args)
+
+    def _metrics(self, batch: _Batch, maps: Tensor, insertion_deletion: InsertionDeletion,
+                 confidence: ConfidenceChange) -> dict[str, np.ndarray]:  # fmt: skip
+        steps = self.config.n_steps
+        arrays: dict[str, Any] = {
+            "names": np.array(batch.names, dtype=str),
+            "maps": maps.squeeze(1).cpu().numpy().astype(np.float32),
+            "targets": batch.targets.cpu().numpy().astype(np.int64),
+            "error_names": np.array([name for name, _ in batch.errors], dtype=str),
+            "error_messages": np.array([message for _, message in batch.errors], dtype=str),
+        }
+        if not len(batch):
+            empty = np.zeros(0, dtype=np.float32)
+            arrays |= {"insertion": empty, "deletion": empty, "average_drop": empty,
+                       "increase_in_confidence": empty, "clean_score": empty,
+                       "insertion_curve": np.zeros((0, steps), np.float32),
+                       "deletion_curve": np.zeros((0, steps), np.float32),
+                       "fractions": np.zeros(0, np.float32)}  # fmt: skip
+            return arrays
+        curves = insertion_deletion.curves(batch.inputs, maps, batch.targets)
+        change = confidence(batch.inputs, maps, batch.targets)
+        arrays |= {
+            "insertion": curves[INSERTION].auc, "deletion": curves[DELETION].auc,
+            "insertion_curve": curves[INSERTION].curve, "deletion_curve": curves[DELETION].curve,
+            "fractions": curves[INSERTION].fractions, "clean_score": change.clean,
+            "average_drop": change.drop,
+            "increase_in_confidence": change.increase.float() * 100,
+        }  # fmt: skip
+        return {key: v.cpu().numpy() if isinstance(v, Tensor) else v for key, v in arrays.items()}
+
+    def shards(self, method: Method) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self.batches:
+            path = self.shard(method, batch)
+            if not path.exists():
+                raise EvaluationError(f"out: the shard {str(path)!r} is missing; rerun to finish")
+            yield read_npz(path)
+
+    def merge(self) -> None:
+        """Write the final artefacts from the shards, in the order of the image list."""
+        write_report(self.out, self.model_stem, [(m.name, self.shards(m)) for m in self.methods],
+                     self.config.n_steps)  # fmt: skip
+        record = json.loads((self.out / RUN_FILE).read_text())
+        timings = {}
+        for method in self.methods:
+            totals = {"map_seconds": 0.0, "metric_seconds": 0.0, "images": 0}
+            for shard in self.shards(method):
+                totals["map_seconds"] += float(shard["map_seconds"])
+                totals["metric_seconds"] += float(shard["metric_seconds"])
+                totals["images"] += len(shard["names"])
+            images = max(totals["images"], 1)
+            timings[method.name] = {
+                "map_seconds_per_image": totals["map_seconds"] / images,
+                "metric_seconds_per_image": totals["metric_seconds"] / images,
+            }
+        record |= {
+            "finished": _now(),
+            "versions": {"captum_polycam": captum_polycam.__version__,
+                         "torch": torch.__version__, "captum": captum.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+            "device_name": _device_name(self.device),
+            "processes": self.ranks.world,
+            "timings": timings,
+        }  # fmt: skip
+        write_json(self.out / RUN_FILE, record)
+
+
+def _sensitivity(method: Method, inputs: Tensor, targets: Tensor, maps: Tensor) -> Tensor:
+    # The clean maps are known: Sensitivity's first call reuses them instead of a new run.
+    def explain(batch: Tensor, target: Tensor) -> Tensor:
+        return maps if batch is inputs else method.explain(batch, target)
+
+    return Sensitivity(explain, n_perturb_samples=10, perturb_radius=0.02)(
+        inputs, target=targets
+    ).max
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,115 @@
+"""The ``captum-polycam evaluate`` command: a thin layer over the evaluation API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from captum_polycam.cli.main import main
+from tests.conftest import error_line
+
+TINY = "tests.evaluation.tiny_models:tiny_classifier"
+
+
+def _images(folder: Path) -> Path:
+    folder.mkdir()
+    for index, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        Image.new("RGB", (20 + index, 30), colour).save(folder / f"image{index}.png")
+    return folder
+
+
+def _small(images: Path, out: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--images", str(images), "--model", TINY, "--size", "32", "32",
+            "--steps", "8", "--workers", "0", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_evaluate_writes_the_artefacts_and_prints_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    assert main(_small(images, out, "--methods", "pcam+,gradcam", "--sensitivity-images", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "| pcam+ |" in printed and "| gradcam |" in printed and "max-sensitivity" in printed
+    assert (out / "npz" / "tiny_classifier_pcam+.npz").exists()
+    assert (out / "csv" / "ins_auc_tiny_classifier_gradcam.csv").exists()
+    assert (out / "summary.md").read_text() in printed
+
+
+def test_the_same_command_again_resumes_and_another_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    command = _small(images, out, "--methods", "random")
+    assert main(command) == 0
+    assert main(command) == 0
+    assert main([*command, "--steps", "4"]) == 2
+    assert "differs in n_steps" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "gradcm"], "unknown method 'gradcm'"),
+        (["--images", "nowhere"], "images: 'nowhere' is not a folder"),
+        (["--target", "label"], "target 'label' needs labels"),
+        (["--model", "resnet-9000"], "unknown model 'resnet-9000'"),
+        (["--image-list", "missing.txt"], "image_list: cannot read 'missing.txt'"),
+    ],
+)
+def test_mistakes_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    images = _images(tmp_path / "images")
+    assert main([*_small(images, tmp_path / "out"), *extra]) == 2
+    assert message in error_line(capsys)
+
+
+def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--steps", "0"]) == 2
+    assert "--steps: must be at least 1" in capsys.readouterr().err
+    assert main(["evaluate", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for flag in (
+        "--images",
+        "--image-list",
+        "--labels",
+        "--model",
+        "--methods",
+        "--out",
+        "--steps",
+        "--batch-size",
+        "--device",
+        "--sensitivity-images",
+        "--target",
+    ):
+        assert flag in help_text  # fmt: skip
+
+
+def test_python_dash_m_runs_the_same_command_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "captum_polycam", "evaluate", "--help"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0 and "--sensitivity-images" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_embedded_default_evaluates_the_bundled_photos_with_lite0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    # The defaults but for the cheap methods and fewer steps, to keep the test short.
+    out = tmp_path / "out"
+    assert main(["evaluate", "--methods", "gradcam,random", "--steps", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "four bundled photographs" in printed
+    rows = (out / "csv" / "ins_auc_efficientnet-lite0_gradcam.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in rows[1:]] == [
+        ["astronaut.jpg", rows[1].split(",")[1]], ["chelsea.png", "285"],
+        ["coffee.jpg", "967"], ["rocket.jpg", rows[4].split(",")[1]],
+    ]  # fmt: skip
+    summary = {line.split("|")[1].strip(): line for line in printed.splitlines()
+               if line.startswith("| ")}  # fmt: skip
+    assert set(summary) >= {"gradcam", "random"}

@@ -1,0 +1,112 @@
+"""Methods by name: parsing, the shared Poly-CAM run, Captum's baselines and their scaling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import Tensor, nn
+
+from captum_polycam import PolyCam
+from captum_polycam.evaluation import BASELINES, EvaluationError, build_methods
+from captum_polycam.evaluation.methods import method_file_stem, scale_to_unit
+
+LAYERS = ["block1", "block2", "block3"]
+
+
+def gradcam_on_block2(model: nn.Module) -> LayerGradCam:
+    """A user's method, named ``tests.evaluation.test_methods:gradcam_on_block2``."""
+    return LayerGradCam(model, model.block2)
+
+
+def test_scale_to_unit_by_hand() -> None:
+    maps = torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]], [[[3.0, 3.0], [3.0, 3.0]]]])
+    expected = torch.tensor([[[[0.0, 0.5], [0.25, 1.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    torch.testing.assert_close(scale_to_unit(maps), expected)
+    signed = torch.tensor([[[[-1.0, 1.0], [0.0, 3.0]]], [[[3.0, 3.0], [3.0, 3.0]]]])
+    expected = torch.tensor([[[[0.0, 0.5], [0.25, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    torch.testing.assert_close(scale_to_unit(signed, signed=True), expected)
+    torch.testing.assert_close(scale_to_unit(torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("name", [*BASELINES, "pcam+", "pcam-:no-lnorm", "pcam+-:stage2",
+                                  "tests.evaluation.test_methods:gradcam_on_block2"])  # fmt: skip
+def test_every_method_gives_unit_maps_at_the_input_size(
+    name: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    (method,) = build_methods([name], tiny_cnn, LAYERS)
+    torch.manual_seed(0)
+    maps = method.explain(tiny_inputs, torch.tensor([0, 3, 4]))
+    assert maps.shape == (3, 1, 16, 16) and maps.dtype == torch.float32
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert method.parameters and method.name == name
+
+
+def test_poly_cam_names_select_the_variant_ablation_and_output(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    names = ["pcam+-", "pcam+-:stage1", "pcam+-:layer1", "pcam-:no-lnorm"]
+    methods = build_methods(names, tiny_cnn, LAYERS)
+    targets = torch.tensor([1, 1, 0])
+    full = PolyCam(tiny_cnn, LAYERS, "plusminus").decompose(tiny_inputs, targets)
+    ablation = PolyCam(tiny_cnn, LAYERS, "minus", local_normalisation=False)
+    for method, expected in zip(methods, [full.maps, full.stages[0], full.layer_maps[0],
+                                          ablation.attribute(tiny_inputs, targets)],
+                                strict=True):  # fmt: skip
+        torch.testing.assert_close(method.explain(tiny_inputs, targets), expected)
+    assert methods[1].parameters["output"].startswith("stage 1: the deepest 1 layer(s), block3")
+    assert methods[3].parameters["local_normalisation"] is False
+
+
+def test_gradcam_is_captum_layer_gradcam_on_the_deepest_layer_upsampled(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    (method,) = build_methods(["gradcam"], tiny_cnn, LAYERS)
+    targets = torch.tensor([0, 1, 2])
+    raw = LayerGradCam(tiny_cnn, tiny_cnn.block3).attribute(tiny_inputs, targets,
+                                                           relu_attributions=True)  # fmt: skip
+    upsampled = LayerAttribution.interpolate(raw, (16, 16), "bilinear")
+    expected = upsampled / upsampled.flatten(1).amax(dim=1)[:, None, None, None]
+    expected = expected.nan_to_num(0.0)  # an all-zero Grad-CAM map stays zero
+    torch.testing.assert_close(method.explain(tiny_inputs, targets), expected)
+
+
+def test_a_single_target_applies_to_every_example(tiny_cnn: nn.Module, tiny_inputs: Tensor):
+    (method,) = build_methods(["saliency"], tiny_cnn, LAYERS)
+    torch.testing.assert_close(method.explain(tiny_inputs, torch.tensor([2])),
+                               method.explain(tiny_inputs, torch.tensor([2, 2, 2])))  # fmt: skip
+
+
+def test_random_maps_follow_the_seed(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
+    (method,) = build_methods(["random"], tiny_cnn, LAYERS)
+    targets = torch.zeros(3, dtype=torch.long)
+    torch.manual_seed(5)
+    first = method.explain(tiny_inputs, targets)
+    torch.manual_seed(5)
+    assert torch.equal(first, method.explain(tiny_inputs, targets))
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "at least one method"),
+        (["gradcam", "gradcam"], "gradcam given twice"),
+        (["gradcm"], "unknown method 'gradcm'"),
+        (["pcam+:stage4"], "asks for stage4, but Poly-CAM runs on 3 layers"),
+        (["pcam+:layer0"], "options after pcam\\+ are"),
+        (["pcam+:stage1:layer1"], "options after pcam\\+ are"),
+        (["pcam+:no-lnorm:no-lnorm"], "options after pcam\\+ are"),
+        (["no.such.module:factory"], "cannot import 'no.such.module:factory'"),
+        (["builtins:repr"], "must return a Captum attribution .*; got str"),
+    ],
+)
+def test_bad_names_are_refused_with_the_reason(
+    names: list[str], message: str, tiny_cnn: nn.Module
+) -> None:
+    with pytest.raises(EvaluationError, match=message):
+        build_methods(names, tiny_cnn, LAYERS)
+
+
+def test_file_stems_are_safe_on_every_file_system() -> None:
+    assert method_file_stem("pcam+-:no-lnorm") == "pcam+-_no-lnorm"
+    assert method_file_stem("my.module:method") == "my.module_method"

@@ -1,0 +1,399 @@
+"""The evaluation pipeline: artefacts, their agreement with the metric classes, resuming after
+SIGKILL, torchrun sharding, unreadable images and configuration mismatches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from captum_polycam import ConfidenceChange, InsertionDeletion, PolyCam
+from captum_polycam.attr import PolyCamMaps
+from captum_polycam.evaluation import (
+    EvaluationConfig,
+    EvaluationError,
+    ImageFolder,
+    Preprocessing,
+    Report,
+    evaluate,
+)
+from tests.evaluation.tiny_models import tiny_classifier
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = Preprocessing(size=(32, 32))
+METHODS = ("pcam+-", "pcam+:stage2", "gradcam", "random")
+# What a run writes that must not depend on how it was run (run.json records times).
+STABLE = ("npz", "csv", "errors.csv", "summary.csv", "summary.md", "curves.png")
+
+
+def _name(index: int) -> str:
+    # JPEG has no alpha channel: the RGBA ones (index % 3 == 2) are PNG.
+    return f"photo{index}.{'jpg' if index % 2 and index % 3 != 2 else 'png'}"
+
+
+def _photos(folder: Path, count: int = 7) -> Path:
+    """Photos of several sizes and modes (RGB, grayscale, RGBA; PNG and JPEG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (24 + 5 * index, 40, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels)
+        if index % 3 == 1:
+            image = image.convert("L")
+        elif index % 3 == 2:
+            image = image.convert("RGBA")
+        image.save(folder / _name(index))
+    return folder
+
+
+def _config(**changes: object) -> EvaluationConfig:
+    settings: dict[str, object] = {
+        "model": "tiny", "methods": METHODS, "n_steps": 16, "batch_size": 3,
+        "preprocessing": SMALL,
+    }  # fmt: skip
+    settings.update(changes)
+    return EvaluationConfig(**settings)  # type: ignore[arg-type]
+
+
+def _run(images: Path | Dataset, out: Path, **changes: object) -> Report:
+    config = _config(**changes)
+    return evaluate(images, out, config, model=tiny_classifier(), num_workers=0)
+
+
+def _stable_files(out: Path) -> dict[str, bytes]:
+    files = {}
+    for name in STABLE:
+        path = out / name
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            files[str(file.relative_to(out))] = file.read_bytes()
+    return files
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def finished(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    _run(photos, out, sensitivity_images=2)
+    return out
+
+
+def test_maps_are_one_float32_array_per_image_keyed_by_file_name(
+    photos: Path, finished: Path
+) -> None:
+    names = sorted(p.name for p in photos.iterdir())
+    for method in ("pcam+-", "pcam+_stage2", "gradcam", "random"):
+        with np.load(finished / "npz" / f"tiny_{method}.npz", allow_pickle=False) as maps:
+            assert maps.files == names
+            for name in names:
+                assert maps[name].dtype == np.float32 and maps[name].shape == (32, 32)
+                assert maps[name].min() >= 0 and maps[name].max() <= 1
+
+
+def test_csv_files_have_one_row_per_image_in_the_paper_layout(finished: Path) -> None:
+    for stem in ("tiny_pcam+-", "tiny_gradcam"):
+        areas = _read_csv(finished / "csv" / f"ins_auc_{stem}.csv")
+        assert list(areas[0]) == ["image", "target", "auc"]
+        assert [row["image"] for row in areas] == [_name(i) for i in range(7)]
+        details = _read_csv(finished / "csv" / f"del_details_{stem}.csv")
+        assert list(details[0]) == ["image", "target", *(f"step_{k}" for k in range(1, 17))]
+        # The area is the mean of the per-step scores (the paper's protocol).
+        for kind in ("ins", "del"):
+            areas = _read_csv(finished / "csv" / f"{kind}_auc_{stem}.csv")
+            details = _read_csv(finished / "csv" / f"{kind}_details_{stem}.csv")
+            for area, steps in zip(areas, details, strict=True):
+                mean = np.mean([float(steps[f"step_{k}"]) for k in range(1, 17)])
+                assert float(area["auc"]) == pytest.approx(mean, abs=1e-6)
+
+
+def test_areas_and_confidences_equal_the_metric_classes_on_the_saved_maps(
+    photos: Path, finished: Path
+) -> None:
+    folder = ImageFolder(photos, preprocessing=SMALL)
+    inputs = torch.stack([sample.inputs for sample in folder])
+    model = tiny_classifier()
+    with np.load(finished / "npz" / "tiny_pcam+-.npz") as archive:
+        maps = torch.stack([torch.from_numpy(archive[name]) for name in folder.names])[:, None]
+    scores = _read_csv(finished / "csv" / "scores_tiny_pcam+-.csv")
+    targets = torch.tensor([int(row["target"]) for row in scores])
+    assert torch.equal(targets, model(inputs).argmax(dim=1))  # top-1, as in the paper
+
+    curves = InsertionDeletion(model, n_steps=16)(inputs, maps, targets)
+    change = ConfidenceChange(model)(inputs, maps, targets)
+    for key, expected in (("insertion", curves.insertion.auc), ("deletion", curves.deletion.auc),
+                          ("average_drop", change.drop)):  # fmt: skip
+        saved = torch.tensor([float(row[key]) for row in scores])
+        torch.testing.assert_close(saved, expected, atol=1e-5, rtol=1e-5)
+    ins = torch.tensor([float(row["auc"]) for row in
+                        _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")])  # fmt: skip
+    torch.testing.assert_close(ins, curves.insertion.auc, atol=1e-5, rtol=1e-5)
+
+
+def test_summary_has_every_metric_with_its_direction_and_interval(finished: Path) -> None:
+    report = Report.read(finished)
+    assert list(report.statistics) == list(METHODS)
+    pcam = report.statistics["pcam+-"]
+    assert pcam["sensitivity_max"].count == 2  # only the first two images
+    assert pcam["insertion"].count == 7
+    ins = [float(r["auc"]) for r in _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
+    assert pcam["insertion"].mean == pytest.approx(np.mean(ins), abs=1e-6)
+    half = 1.959963984540054 * np.std(ins, ddof=1) / np.sqrt(7)
+    assert pcam["insertion"].ci_high - pcam["insertion"].mean == pytest.approx(half, abs=1e-6)
+    rows = _read_csv(finished / "summary.csv")
+    assert {(r["metric"], r["better"]) for r in rows} >= {
+        ("insertion", "higher"), ("deletion", "lower"), ("average_drop", "lower"),
+        ("insertion_minus_deletion", "higher"), ("sensitivity_max", "lower"),
+    }  # fmt: skip
+    assert "| pcam+- |" in report.markdown
+    assert (finished / "curves.png").stat().st_size > 0
+
+
+def test_run_json_records_the_configuration_versions_and_times(finished: Path) -> None:
+    record = json.loads((finished / "run.json").read_text())
+    configuration = record["configuration"]
+    assert configuration["methods"] == list(METHODS)
+    assert configuration["layers"] == ["block1", "block2", "block3"]
+    assert configuration["n_steps"] == 16 and configuration["baseline"] == "blur"
+    assert configuration["device"] == "cpu" and configuration["dtype"] == "float32"
+    assert len(configuration["images"]["sha256"]) == 64
+    assert configuration["method_parameters"]["pcam+:stage2"]["variant"] == "plus"
+    assert {"torch", "captum", "captum_polycam"} <= set(record["versions"])
+    assert record["started"] <= record["finished"]
+
+
+def test_stage_and_layer_methods_share_one_poly_cam_run(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = []
+    decompose = PolyCam.decompose
+
+    def counted(self: PolyCam, *args: object, **kwargs: object) -> PolyCamMaps:
+        runs.append(self.variant)
+        return decompose(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolyCam, "decompose", counted)
+    config = _config(methods=("pcam+", "pcam+:stage1", "pcam+:layer2", "pcam-"), batch_size=7)
+    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
+    assert runs == ["plus", "minus"]  # one batch, one run per configuration
+
+    inputs = torch.stack([sample.inputs for sample in ImageFolder(photos, preprocessing=SMALL)])
+    expected = decompose(PolyCam(tiny_classifier(), ["block1", "block2", "block3"], "plus"),
+                         inputs)  # fmt: skip
+    for method, maps in (("pcam+", expected.maps), ("pcam+_stage1", expected.stages[0]),
+                         ("pcam+_layer2", expected.layer_maps[1])):  # fmt: skip
+        with np.load(tmp_path / "out" / "npz" / f"tiny_{method}.npz") as archive:
+            saved = torch.stack([torch.from_numpy(archive[key]) for key in archive.files])
+        torch.testing.assert_close(saved, maps[:, 0])
+
+
+def test_an_unreadable_image_goes_to_errors_csv_and_the_run_goes_on(
+    photos: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in photos.iterdir():
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    (folder / "photo3.jpg").write_bytes((folder / "photo3.jpg").read_bytes()[:100])  # cut
+    _run(folder, tmp_path / "out", methods=("gradcam",))
+    errors = _read_csv(tmp_path / "out" / "errors.csv")
+    assert [row["image"] for row in errors] == ["broken.jpg", "photo3.jpg"]
+    assert all(row["error"] for row in errors)
+    with np.load(tmp_path / "out" / "npz" / "tiny_gradcam.npz") as maps:
+        assert len(maps.files) == 6 and "broken.jpg" not in maps.files
+
+
+def test_an_image_list_and_labels_choose_the_images_and_classes(
+    photos: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "images.txt").write_text("photo4.png\n\n# a comment\nphoto1.jpg\n")
+    (tmp_path / "labels.txt").write_text("photo1.jpg 3 n01\nphoto4.png 0 n02\n")
+    config = _config(methods=("random",), target="label")
+    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0,
+             image_list=tmp_path / "images.txt", labels=tmp_path / "labels.txt")  # fmt: skip
+    rows = _read_csv(tmp_path / "out" / "csv" / "ins_auc_tiny_random.csv")
+    assert [(row["image"], row["target"]) for row in rows] == [("photo4.png", "0"),
+                                                               ("photo1.jpg", "3")]  # fmt: skip
+
+
+class _Pairs(Dataset):
+    """A user's dataset: ``(image, name)`` or ``(image, label, name)`` items."""
+
+    def __init__(self, folder: Path, labelled: bool) -> None:
+        self.paths = sorted(folder.iterdir())
+        self.labelled = labelled
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple:
+        image = Image.open(self.paths[index])
+        name = self.paths[index].name
+        return (image, index % 5, name) if self.labelled else (image, name)
+
+
+def test_a_dataset_of_pil_images_gives_the_same_artefacts_as_the_folder(
+    photos: Path, finished: Path, tmp_path: Path
+) -> None:
+    _run(_Pairs(photos, labelled=False), tmp_path / "out", sensitivity_images=2)
+    assert _stable_files(tmp_path / "out") == _stable_files(finished)
+    _run(_Pairs(photos, labelled=True), tmp_path / "labels", methods=("random",), target="label")
+    rows = _read_csv(tmp_path / "labels" / "csv" / "del_auc_tiny_random.csv")
+    assert [int(row["target"]) for row in rows] == [i % 5 for i in range(7)]
+
+
+def test_another_configuration_in_the_same_folder_is_refused(
+    photos: Path, finished: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(EvaluationError, match="differs in n_steps"):
+        _run(photos, finished, sensitivity_images=2, n_steps=8)
+    with pytest.raises(EvaluationError, match="differs in method_parameters, methods"):
+        _run(photos, finished, sensitivity_images=2, methods=("gradcam",))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(EvaluationError, match="not empty"):
+        _run(photos, tmp_path)
+
+
+def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path) -> None:
+    before = _stable_files(finished)
+    shards = {p: p.stat().st_mtime_ns for p in (finished / "shards").rglob("*.npz")}
+    model = tiny_classifier()
+    batches = []
+    model.register_forward_hook(lambda module, args, output: batches.append(len(args[0])))
+    evaluate(photos, finished, _config(sensitivity_images=2), model=model, num_workers=0)
+    assert batches == [1]  # finding the layers on one image; no batch is computed again
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards
+    assert _stable_files(finished) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n_steps": 0}, "n_steps must be a positive int"),
+        ({"batch_size": 2.5}, "batch_size must be a positive int"),
+        ({"target": "top5"}, "target must be 'top1' or 'label'"),
+        ({"baseline": "noise"}, "baseline must be"),
+        ({"sensitivity_images": -1}, "sensitivity_images must be 0 or more"),
+    ],
+)
+def test_invalid_configurations_name_the_argument(changes: dict, message: str) -> None:
+    with pytest.raises(EvaluationError, match=message):
+        _config(**changes)
+
+
+def test_label_targets_need_labels(photos: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="target 'label' needs labels"):
+        _run(photos, tmp_path / "out", target="label")
+
+
+# --- whole runs in other processes: SIGKILL and torchrun -----------------------------------
+
+_COMMAND = [
+    "evaluate", "--model", "tests.evaluation.tiny_models:tiny_classifier",
+    "--methods", "pcam+-,gradcam,smoothgrad,random", "--steps", "32", "--size", "48", "48",
+    "--batch-size", "2", "--sensitivity-images", "1", "--workers", "1",
+]  # fmt: skip
+
+
+def _environment(threads: int = 1) -> dict[str, str]:
+    # The same threads per process as torchrun's workers: float sums then add up the same.
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+
+
+def _command(images: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "captum_polycam", *_COMMAND, "--images", str(images),
+            "--out", str(out)]  # fmt: skip
+
+
+def _assert_nothing_half_written(out: Path) -> None:
+    """Every file that is not a temporary one reads back whole."""
+    for path in out.rglob("*"):
+        if path.is_dir() or path.name.endswith(".tmp"):
+            continue
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                [archive[key] for key in archive.files]
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix in (".csv", ".md"):
+            assert path.read_text().endswith("\n"), path
+        elif path.suffix == ".png":
+            with Image.open(path) as image:
+                image.load()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    images = _photos(root / "photos", count=9)
+    out = root / "out"
+    subprocess.run(_command(images, out), env=_environment(), check=True, capture_output=True)
+    return images, out
+
+
+def test_a_run_killed_at_random_moments_resumes_to_identical_artefacts(
+    uninterrupted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    images, reference = uninterrupted
+    out = tmp_path / "out"
+    shards_in_all = 5 * 4  # batches x methods
+    chance = random.Random(7)
+    kills = 0
+    # Kill when a random number of shards exist (plus a random delay, to land inside a batch
+    # or a write), and once while the final artefacts are being merged.
+    for moment in [*sorted(chance.sample(range(1, shards_in_all), 4)), "merge"]:
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("shards/*/*.npz")}
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        process = subprocess.Popen(_command(images, out), env=_environment(), **quiet)
+        while process.poll() is None:
+            done = len(list(out.rglob("shards/*/*.npz")))
+            if (done >= moment) if moment != "merge" else (out / "npz").exists():
+                time.sleep(chance.uniform(0, 0.05))
+                process.kill()
+                break
+            time.sleep(0.002)
+        if process.wait() == -9:
+            kills += 1
+        _assert_nothing_half_written(out)
+        # What was finished before this attempt was kept, not computed again.
+        assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert kills >= 3, f"only {kills} of the 5 attempts were killed before they finished"
+    print(f"{kills} of 5 attempts killed before they finished")  # shown with pytest -s
+    subprocess.run(_command(images, out), env=_environment(), check=True, capture_output=True)
+    assert not list(out.rglob("*.tmp"))
+    assert _stable_files(out) == _stable_files(reference)
+
+
+def test_two_torchrun_processes_write_the_single_process_artefacts(
+    uninterrupted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    images, reference = uninterrupted
+    out = tmp_path / "out"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "captum_polycam"]  # fmt: skip
+    result = subprocess.run([*torchrun, *_command(images, out)[3:]], env=_environment(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Each process computed its own batches: rank r took batches r, r + 2, ...
+    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    assert _stable_files(out) == _stable_files(reference)
+    assert result.stdout.count("| pcam+- |") == 1  # one process prints the summary
