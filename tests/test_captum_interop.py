@@ -114,13 +114,14 @@ def test_help_shows_polycams_own_arguments() -> None:
 def test_repr_names_layers_variant_and_score(tiny_cnn: nn.Module) -> None:
     assert repr(PolyCam(tiny_cnn, LAYERS, "plus")) == (
         "PolyCam(layers=['block1', 'block2', 'block3'], variant='plus', score_fn='softmax', "
-        "local_normalisation=True)"
+        "local_normalisation=True, precision='fp32', compile=False)"
     )
     assert repr(PolyCam(tiny_cnn, ["block1:0"], score_fn=torch.sigmoid)) == (
         "PolyCam(layers=['block1:0'], variant='plusminus', score_fn=sigmoid, "
-        "local_normalisation=True)"
+        "local_normalisation=True, precision='fp32', compile=False)"
     )
     discovered = (
-        "PolyCam(layers=None, variant='plusminus', score_fn='softmax', local_normalisation=True)"
+        "PolyCam(layers=None, variant='plusminus', score_fn='softmax', local_normalisation=True, "
+        "precision='fp32', compile=False)"
     )
     assert repr(PolyCam(tiny_cnn)) == discovered

@@ -30,7 +30,7 @@ from captum_polycam.perturbation.batch import (
     module_of,
     unpack_single,
 )
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = ["PolyCam", "PolyCamMaps", "Variant"]
@@ -108,6 +108,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         *,
         score_fn: ScoreFn = "softmax",
         local_normalisation: bool = True,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         r"""
         Args:
@@ -127,10 +129,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 detection or segmentation output) or for regression scores.
             local_normalisation: ``False`` skips ``LNorm`` in the recursion, multiplying each
                 layer's raw map ``S_l`` by the upsampled composite: the paper's ablation.
+            precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the
+                masked inputs under ``torch.autocast``. The clean pass, the activations, the
+                masks and all the map arithmetic stay float32.
+            compile: Run the masked passes through ``torch.compile``: a warm-up of seconds to
+                minutes on the first call, worth it over many maps (see the performance page).
         """
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
-        scorer = PerturbationScorer(forward_func, score_fn)  # checks forward_func and score_fn
+        # The scorer checks forward_func, score_fn and precision.
+        scorer = PerturbationScorer(forward_func, score_fn, precision=precision, compile=compile)
         self.model = module_of(forward_func)
         if layers is None and self.model is None:
             raise TypeError(
@@ -151,7 +159,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         layers = None if self.layer_calls is None else [str(c) for c in self.layer_calls]
         return settings_repr(
             "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn,
-            local_normalisation=self.local_normalisation,
+            local_normalisation=self.local_normalisation, precision=self._scorer.precision,
+            compile=self._scorer.compile,
         )  # fmt: skip
 
     @overload

@@ -24,6 +24,7 @@ from captum_polycam.cli.arguments import (
 from captum_polycam.evaluation.images import Preprocessing, bundled_folder
 from captum_polycam.evaluation.methods import BASELINES
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
+from captum_polycam.perturbation.scoring import PRECISIONS
 
 __all__ = ["add_parser", "run"]
 
@@ -115,6 +116,15 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="normalisation standard deviation (default: ImageNet's)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parts")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="type of the masked and perturbed forward passes, under autocast; fp32 is the "
+        "paper's (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="run those passes through torch.compile: a warm-up first, faster on long runs",
+    )  # fmt: skip
     add_device_option(parser)
     parser.add_argument(
         "--workers", type=non_negative_int, default=1, metavar="N",
@@ -140,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline, batch_size=args.batch_size,
         sensitivity_images=args.sensitivity_images, layers=args.layers,
         preprocessing=Preprocessing(tuple(args.size), args.mean, args.std), seed=args.seed,
+        precision=args.precision, compile=args.compile,
     )  # fmt: skip
     started = time.perf_counter()
     report = evaluate(

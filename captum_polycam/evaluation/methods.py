@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from captum_polycam.attr import PolyCam, PolyCamMaps
 from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.perturbation.scoring import Precision
 
 __all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
 
@@ -115,6 +116,8 @@ def build_methods(
     model: nn.Module,
     layers: Sequence[str],
     perturbations_per_eval: int | None = None,
+    precision: Precision = "fp32",
+    compile: bool = False,
 ) -> list[Method]:
     """Bind each named method to ``model``.
 
@@ -124,6 +127,9 @@ def build_methods(
         layers: Poly-CAM's layers, shallow to deep; Grad-CAM uses the deepest.
         perturbations_per_eval: Masked inputs per example and forward pass for Poly-CAM and
             occlusion; ``None`` for Poly-CAM's default.
+        precision: The type of Poly-CAM's masked passes (``PolyCam(precision=...)``); the
+            gradient baselines run as the model is.
+        compile: Compile Poly-CAM's masked passes (``PolyCam(compile=True)``).
 
     Raises:
         EvaluationError: A name is unknown or malformed, or appears twice.
@@ -137,7 +143,9 @@ def build_methods(
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
-            methods.append(_poly_cam(name, model, list(layers), perturbations_per_eval, shared))
+            lowering = (precision, compile)
+            method = _poly_cam(name, model, list(layers), perturbations_per_eval, lowering, shared)
+            methods.append(method)
         elif name in BASELINES:
             methods.append(_baseline(name, model, layers[-1], perturbations_per_eval))
         elif ":" in name:
@@ -155,6 +163,7 @@ def _poly_cam(
     model: nn.Module,
     layers: list[str],
     perturbations_per_eval: int | None,
+    lowering: tuple[Precision, bool],
     shared: dict[tuple[str, bool], _SharedPolyCam],
 ) -> Method:
     head, *options = name.split(":")
@@ -179,13 +188,16 @@ def _poly_cam(
             )
     key = (variant, local_normalisation)
     if key not in shared:
-        polycam = PolyCam(model, layers, variant, local_normalisation=local_normalisation)
+        precision, compile = lowering
+        polycam = PolyCam(model, layers, variant, local_normalisation=local_normalisation,
+                          precision=precision, compile=compile)  # fmt: skip
         shared[key] = _SharedPolyCam(polycam, perturbations_per_eval)
     run = shared[key]
 
     parameters: dict[str, Any] = {
         "method": "PolyCam", "variant": variant, "layers": layers, "score_fn": "softmax",
-        "local_normalisation": local_normalisation,
+        "local_normalisation": local_normalisation, "precision": lowering[0],
+        "compile": lowering[1],
     }  # fmt: skip
     if output is None:
         parameters["output"] = "maps"

@@ -49,6 +49,11 @@ from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model, model_fi
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
 from captum_polycam.metrics.keys import DELETION, INSERTION
+from captum_polycam.perturbation.scoring import (
+    PRECISIONS,
+    Precision,
+    default_perturbations_per_eval,
+)
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
@@ -77,6 +82,10 @@ class EvaluationConfig:
         preprocessing: How photos become inputs (the paper's by default); ``None`` takes a
             dataset's images as model inputs as they are (its own transform prepared them).
         seed: Seed of the random parts (the random floor, SmoothGrad, sensitivity's noise).
+        precision: ``"fp32"`` (the paper's), ``"bf16"`` or ``"fp16"``: the type Poly-CAM's
+            masked passes and the metrics' perturbed passes run in, under autocast.
+        compile: Run those passes through ``torch.compile``: a warm-up on the first batch,
+            then faster passes for the rest of a long run.
     """
 
     model: str = DEFAULT_MODEL
@@ -89,6 +98,8 @@ class EvaluationConfig:
     layers: tuple[str, ...] | None = None
     preprocessing: Preprocessing | None = field(default_factory=Preprocessing)
     seed: int = 0
+    precision: Precision = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_steps", "batch_size"):
@@ -101,6 +112,8 @@ class EvaluationConfig:
             )
         if self.target not in ("top1", "label"):
             raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise EvaluationError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.baseline not in ("blur", "zeros", "mean"):
             raise EvaluationError(
                 f"baseline must be 'blur', 'zeros' or 'mean'; got {self.baseline!r}"
@@ -183,8 +196,9 @@ def evaluate(
         device: ``"cpu"``, ``"cuda"``...; the GPU when there is one by default.
         num_workers: Processes reading images while the model runs (0 reads in this one).
         perturbations_per_eval: Masked inputs per example and forward pass, for Poly-CAM and
-            the metrics (``None``: their default); the results do not depend on it beyond
-            float rounding.
+            the metrics. ``None`` takes the device's default (about 4 inputs a pass on a CPU,
+            64 on a GPU) rather than measuring the fastest, so that every run gives the same
+            bits. The results do not depend on it beyond float rounding.
         show_progress: A progress bar of images done, their rate and the time left
             (default: when standard error is a terminal).
 
@@ -215,10 +229,16 @@ def evaluate(
         layers = list(config.layers) if config.layers is not None else [
             layer.name for layer in describe_layers(model, _first_input(dataset).to(device))
         ]  # fmt: skip
-        methods = build_methods(config.methods, model, layers, perturbations_per_eval)
+        # A fixed pass size, rather than one measured on the first call, so that a batch
+        # gives the same bits whenever and wherever it is computed.
+        per_eval = perturbations_per_eval or default_perturbations_per_eval(
+            device, config.batch_size
+        )
+        methods = build_methods(config.methods, model, layers, per_eval, config.precision,
+                                config.compile)  # fmt: skip
         run = _Run(out, config, dataset, model, methods, layers, device, ranks)
         run.claim_folder()
-        run.compute(num_workers, perturbations_per_eval,
+        run.compute(num_workers, per_eval,
                     sys.stderr.isatty() if show_progress is None else show_progress)  # fmt: skip
         ranks.barrier()
         if ranks.is_main:
@@ -323,7 +343,9 @@ class _Run:
             **self.config.as_dict(),
             "layers": self.layers,
             "device": self.device.type,
-            "dtype": "float32",
+            "dtype": "float32"
+            if self.config.precision == "fp32"
+            else (f"float32, perturbed passes under {self.config.precision} autocast"),
             "images": {"count": self.count, "sha256": digest},
             "method_parameters": {m.name: m.parameters for m in self.methods},
         }
@@ -378,11 +400,14 @@ class _Run:
         bar = tqdm(total=mine, initial=mine - sum(map(len, indices)), unit="image",
                    desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
                    disable=not show_progress, dynamic_ncols=True)  # fmt: skip
+        lowered = {"precision": self.config.precision, "compile": self.config.compile}
         insertion_deletion = InsertionDeletion(
             self.model, self.config.n_steps, self.config.baseline,
-            perturbations_per_eval=perturbations_per_eval,
+            perturbations_per_eval=perturbations_per_eval, **lowered,
         )  # fmt: skip
-        confidence = ConfidenceChange(self.model, perturbations_per_eval=perturbations_per_eval)
+        confidence = ConfidenceChange(
+            self.model, perturbations_per_eval=perturbations_per_eval, **lowered
+        )
         with bar:
             for index, samples in zip(pending, loader, strict=True):
                 batch = _Batch(index, samples, self.config.target, self.device, self.model)

@@ -25,7 +25,7 @@ from captum_polycam.metrics.keys import (
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
 from captum_polycam.perturbation.batch import unpack_single
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = [
@@ -114,6 +114,9 @@ class ConfidenceChange:
             Captum; each example has one masked input, so any value of 1 or more scores the
             whole batch in one pass. ``None`` aims at about 4 inputs per pass on a CPU and 64
             on a GPU. The results do not depend on it.
+        precision: ``"fp32"`` (the default), or ``"bf16"`` or ``"fp16"`` to score the masked
+            inputs under ``torch.autocast``; the clean scores and the masks stay float32.
+        compile: Score the masked inputs through ``torch.compile`` (for long runs).
 
     Example:
         >>> metric = ConfidenceChange(model)
@@ -131,12 +134,16 @@ class ConfidenceChange:
         score_fn: ScoreFn = "softmax",
         channel_reduction: ChannelReduction = "sum",
         perturbations_per_eval: int | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         if channel_reduction not in ("sum", "abs_sum"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
-        self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
+        self.scorer = PerturbationScorer(
+            forward_func, score_fn, perturbations_per_eval, precision, compile
+        )
         self.channel_reduction: ChannelReduction = channel_reduction
 
     def __repr__(self) -> str:
@@ -147,6 +154,8 @@ class ConfidenceChange:
             "score_fn": self.scorer.score_fn,
             "channel_reduction": self.channel_reduction,
             "perturbations_per_eval": self.scorer.perturbations_per_eval,
+            "precision": self.scorer.precision,
+            "compile": self.scorer.compile,
         }
 
     @torch.no_grad()
@@ -203,10 +212,12 @@ class _ConfidenceValue:
         score_fn: ScoreFn = "softmax",
         channel_reduction: ChannelReduction = "sum",
         perturbations_per_eval: int | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         """The arguments are those of :class:`ConfidenceChange`."""
         self.metric = ConfidenceChange(
-            forward_func, score_fn, channel_reduction, perturbations_per_eval
+            forward_func, score_fn, channel_reduction, perturbations_per_eval, precision, compile
         )
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from captum_polycam.metrics.keys import (
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
 from captum_polycam.perturbation.batch import unpack_single
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "InsertionDeletion", "InsertionDeletionResult"]
@@ -122,6 +122,9 @@ class InsertionDeletion:
             and 64 on a GPU. The results do not depend on it.
         blur_kernel_size: Side of the blur kernel.
         blur_sigma: Standard deviation of the blur.
+        precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
+            images under ``torch.autocast``; the ranking and the step images stay float32.
+        compile: Score the step images through ``torch.compile`` (for long runs).
 
     Example:
         >>> metric = InsertionDeletion(model)
@@ -144,6 +147,8 @@ class InsertionDeletion:
         perturbations_per_eval: int | None = None,
         blur_kernel_size: int = 11,
         blur_sigma: float = 5.0,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"n_steps must be a positive int; got {n_steps!r}")
@@ -160,7 +165,9 @@ class InsertionDeletion:
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
-        self.scorer = PerturbationScorer(forward_func, score_fn, perturbations_per_eval)
+        self.scorer = PerturbationScorer(
+            forward_func, score_fn, perturbations_per_eval, precision, compile
+        )
         self.n_steps = n_steps
         self.baseline = baseline
         self.auc = auc
@@ -181,6 +188,8 @@ class InsertionDeletion:
             "perturbations_per_eval": self.scorer.perturbations_per_eval,
             "blur_kernel_size": self.blur_kernel_size,
             "blur_sigma": self.blur_sigma,
+            "precision": self.scorer.precision,
+            "compile": self.scorer.compile,
         }
 
     def __call__(
@@ -311,11 +320,13 @@ class _SingleCurve:
         perturbations_per_eval: int | None = None,
         blur_kernel_size: int = 11,
         blur_sigma: float = 5.0,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         """The arguments are those of :class:`InsertionDeletion`."""
         self.metric = InsertionDeletion(
             forward_func, n_steps, baseline, score_fn, auc, channel_reduction,
-            perturbations_per_eval, blur_kernel_size, blur_sigma,
+            perturbations_per_eval, blur_kernel_size, blur_sigma, precision, compile,
         )  # fmt: skip
 
     def __repr__(self) -> str:

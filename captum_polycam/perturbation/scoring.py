@@ -10,9 +10,10 @@ so that every method gets the same batching, argument handling, checks and progr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -26,8 +27,22 @@ from captum_polycam.perturbation.batch import (
     unpack_single,
 )
 from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn, resolve_score_fn
+from captum_polycam.perturbation.tuning import PassShape, PassTuner
 
-__all__ = ["FillFn", "PerturbationPlan", "PerturbationScorer", "default_perturbations_per_eval"]
+__all__ = [
+    "PRECISIONS",
+    "FillFn",
+    "PerturbationPlan",
+    "PerturbationScorer",
+    "Precision",
+    "default_perturbations_per_eval",
+]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Pass shapes measured so far, per model: shared by every scorer of the process.
+_TUNER = PassTuner()
 
 FillFn = Callable[[int, int, Tensor], None]
 """``fill(start, stop, out)`` writes the perturbed inputs of items ``start .. stop - 1``."""
@@ -76,8 +91,20 @@ class PerturbationScorer:
             or a callable from the model output to per-example scores.
         perturbations_per_eval: Perturbed inputs **per example** in one forward pass, as in
             Captum: a pass holds at most ``perturbations_per_eval * N`` inputs for a batch of
-            ``N`` examples, and may mix items of several examples. ``None`` chooses by device
-            (:func:`default_perturbations_per_eval`).
+            ``N`` examples, and may mix items of several examples. ``None`` measures the
+            fastest pass size and memory layout on the first call (see :meth:`score`); calls
+            too short to measure use :func:`default_perturbations_per_eval`.
+        precision: ``"fp32"`` (the default, the paper's arithmetic), or ``"bf16"`` or
+            ``"fp16"`` to run the perturbed passes under ``torch.autocast`` with that type.
+            The clean pass, the targets and everything built from the inputs stay float32;
+            only the model's arithmetic on the perturbed inputs is lowered, and its scores
+            come back as float32. Faster on hardware with half-precision units, at a
+            measured cost in fidelity (see the performance page of the documentation).
+        compile: Run the perturbed passes through ``torch.compile`` (the clean pass runs
+            eagerly). Compiling takes a while on the first call, so it pays off on long runs
+            such as a dataset's evaluation. Every pass then holds the same number of inputs
+            (the last one is padded), so that the model is compiled once; the pass size is
+            ``perturbations_per_eval`` or the device's default, never measured.
     """
 
     def __init__(
@@ -85,15 +112,22 @@ class PerturbationScorer:
         forward_func: Callable[..., Any],
         score_fn: ScoreFn = "softmax",
         perturbations_per_eval: int | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
         self.forward_func = forward_func
         self.score_fn = score_fn
         self._score = resolve_score_fn(score_fn)
         self.perturbations_per_eval = perturbations_per_eval
+        self.precision: Precision = precision
+        self.compile = compile
+        self._compiled: Callable[..., Any] | None = None
 
     @torch.no_grad()
     def prepare(
@@ -154,7 +188,11 @@ class PerturbationScorer:
 
         The inputs are built by ``plan.fill`` into one buffer reused by every pass, and the
         scores are gathered on the device: nothing crosses to the host until the end, when one
-        check makes sure that no score was NaN or Inf.
+        check makes sure that no score was NaN or Inf. Without ``perturbations_per_eval``
+        (here or in the constructor), the passes' size and memory layout are measured on the
+        first call that scores enough items for this model, input shape, device and precision
+        (:mod:`~captum_polycam.perturbation.tuning`), then reused. A pass that runs out of
+        memory is halved and retried, never failing the call.
 
         Args:
             batch: The prepared batch the plan perturbs.
@@ -165,37 +203,53 @@ class PerturbationScorer:
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
         inputs, count = batch.inputs, len(plan)
-        per_example = (
-            perturbations_per_eval
-            or self.perturbations_per_eval
-            or default_perturbations_per_eval(inputs.device, len(batch))
-        )
-        chunk = per_example * len(batch)
-        # Keep the caller's memory layout: channels-last inputs run channels-last kernels.
-        layout = (
-            torch.channels_last
-            if inputs.is_contiguous(memory_format=torch.channels_last)
-            and not inputs.is_contiguous()
-            else torch.contiguous_format
-        )
-        buffer = torch.empty(
-            (min(chunk, count), *inputs.shape[1:]), dtype=inputs.dtype, device=inputs.device
-        ).contiguous(memory_format=layout)
         example_of = plan.example_of.to(inputs.device)
         result = torch.empty(count, dtype=inputs.dtype, device=inputs.device)
         finite = torch.ones((), dtype=torch.bool, device=inputs.device)
+        buffers: dict[bool, Tensor] = {}
+
+        forward = self._scoring_forward()
+
+        def run(start: int, stop: int, shape: PassShape) -> None:
+            items = stop - start
+            # A compiled model sees passes of one size: the last one is padded.
+            rows = shape.size if self.compile else items
+            buffer = buffers.get(shape.channels_last)
+            if buffer is None or len(buffer) < rows:
+                buffer = torch.zeros((rows, *inputs.shape[1:]), dtype=inputs.dtype,
+                                     device=inputs.device)  # fmt: skip
+                buffer = buffers[shape.channels_last] = buffer.contiguous(
+                    memory_format=shape.memory_format
+                )
+            plan.fill(start, stop, buffer[:items])
+            examples = example_of[start:stop]
+            padded = torch.cat([examples, examples[-1:].expand(rows - items)])
+            with self._autocast(inputs.device):
+                output = forward(buffer[:rows], *batch.forward_args_for(padded))
+            scores = self._score(_float32(output))[:items]
+            finite.logical_and_(torch.isfinite(scores).all().to(finite.device))
+            result[start:stop] = batch.targets.select(scores, examples)
+            bar.update(stop - start)
+
         bar = progress(total=count, desc=plan.description, disable=not show_progress)
         try:
-            for start in range(0, count, chunk):
-                stop = min(start + chunk, count)
-                perturbed = buffer[: stop - start]
-                plan.fill(start, stop, perturbed)
-                examples = example_of[start:stop]
-                output = self.forward_func(perturbed, *batch.forward_args_for(examples))
-                scores = self._score(output)
-                finite &= torch.isfinite(scores).all().to(finite.device)
-                result[start:stop] = batch.targets.select(scores, examples)
-                bar.update(stop - start)
+            shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
+            while start < count:
+                stop = min(start + shape.size, count)
+                try:
+                    run(start, stop, shape)
+                except torch.OutOfMemoryError:
+                    if shape.size == 1:
+                        raise
+                    # Halve the pass and go on; remember it, so the next call starts there.
+                    buffers.clear()
+                    if inputs.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    shape = PassShape(shape.size // 2, shape.channels_last)
+                    if tuned:
+                        _TUNER.remember(self._owner, self._tuning_key(inputs), shape)
+                    continue
+                start = stop
         finally:
             bar.close()
         if not bool(finite):
@@ -205,6 +259,62 @@ class PerturbationScorer:
                 "on perturbed images"
             )
         return result
+
+    def _pass_shape(
+        self,
+        batch: PreparedBatch,
+        count: int,
+        run: Callable[[int, int, PassShape], None],
+        perturbations_per_eval: int | None,
+    ) -> tuple[PassShape, int, bool]:
+        """The shape of the passes, how many items choosing it already scored, and whether it
+        was measured (rather than given or defaulted).
+
+        An explicit ``perturbations_per_eval`` wins and keeps the caller's memory layout.
+        Otherwise the shape measured for this model, input shape, device and precision, or,
+        the first time, the fastest of a probe on the plan's first items.
+        """
+        inputs = batch.inputs
+        caller_layout = inputs.dim() == 4 and inputs.is_contiguous(
+            memory_format=torch.channels_last
+        ) and not inputs.is_contiguous()  # fmt: skip
+        explicit = perturbations_per_eval or self.perturbations_per_eval
+        if explicit:
+            return PassShape(explicit * len(batch), caller_layout), 0, False
+        if self.compile:  # measuring would compile the model for every size tried
+            default = default_perturbations_per_eval(inputs.device, len(batch)) * len(batch)
+            return PassShape(default, caller_layout), 0, False
+        key = self._tuning_key(inputs)
+        remembered = _TUNER.chosen(self._owner, key)
+        if remembered is not None:
+            return remembered, 0, True
+        layouts = (False, True) if inputs.dim() == 4 else (False,)
+        item_bytes = inputs[0].numel() * inputs.element_size()
+        probed, scored = _TUNER.probe(run, count, inputs.device, layouts, item_bytes)
+        if probed is None:
+            default = default_perturbations_per_eval(inputs.device, len(batch)) * len(batch)
+            return PassShape(default, caller_layout), scored, False
+        _TUNER.remember(self._owner, key, probed)
+        return probed, scored, True
+
+    @property
+    def _owner(self) -> Any:
+        return module_of(self.forward_func) or self.forward_func
+
+    def _tuning_key(self, inputs: Tensor) -> tuple[Any, ...]:
+        return (tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), self.precision)
+
+    def _scoring_forward(self) -> Callable[..., Any]:
+        if not self.compile:
+            return self.forward_func
+        if self._compiled is None:  # compiled once per scorer, on first use
+            self._compiled = torch.compile(self.forward_func, dynamic=False)
+        return self._compiled
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def _forward_clean(self, inputs: Tensor, forward_args: tuple[Any, ...]) -> Any:
         try:
@@ -229,6 +339,14 @@ class PerturbationScorer:
                 f"{getattr(scores, 'shape', type(scores))} for {count} inputs"
             )
         return scores
+
+
+def _float32(output: Any) -> Any:
+    """Half-precision model outputs as float32, so that the scores (a softmax over a thousand
+    classes, say) are computed at full precision; anything else as it is."""
+    if isinstance(output, Tensor) and output.dtype in (torch.bfloat16, torch.float16):
+        return output.float()
+    return output
 
 
 def _parameter_mismatch(forward_func: Callable[..., Any], inputs: Tensor) -> Exception | None:

@@ -282,3 +282,34 @@ def test_without_local_normalisation_matches_the_reference(tiny_cnn, tiny_inputs
                                      local_normalisation=False)  # fmt: skip
         for stage, reference in zip(stages, expected, strict=True):
             np.testing.assert_allclose(stage[i, 0].numpy(), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_lower_precision_maps_stay_close_to_fp32(tiny_cnn, tiny_inputs, precision) -> None:
+    exact = PolyCam(tiny_cnn, LAYERS, "plusminus").decompose(tiny_inputs)
+    lowered = PolyCam(tiny_cnn, LAYERS, "plusminus", precision=precision).decompose(tiny_inputs)
+    assert lowered.maps.dtype == torch.float32
+    # The clean pass and the activations stay fp32: the deepest layer's ranking of positions
+    # only moves where channel weights moved.
+    torch.testing.assert_close(lowered.maps, exact.maps, atol=0.1, rtol=0)
+    assert "precision='" + precision + "'" in repr(PolyCam(tiny_cnn, LAYERS, precision=precision))
+
+
+def test_compiled_scoring_compiles_once_and_matches_eager(
+    tiny_cnn, tiny_inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()  # a backend that counts compilations and runs the graph
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=counter, **kw))
+    torch._dynamo.reset()
+    # 54 masked inputs per plan in passes of 3 x 4: the last pass is padded, not recompiled.
+    compiled = PolyCam(tiny_cnn, LAYERS, "plus", compile=True)
+    maps = compiled.attribute(tiny_inputs, target=[0, 1, 2], perturbations_per_eval=4)
+    eager = PolyCam(tiny_cnn, LAYERS, "plus").attribute(
+        tiny_inputs, target=[0, 1, 2], perturbations_per_eval=4
+    )
+    torch.testing.assert_close(maps, eager)
+    assert counter.frame_count == 1
+    assert "compile=True" in repr(compiled)

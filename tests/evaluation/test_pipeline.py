@@ -397,3 +397,25 @@ def test_two_torchrun_processes_write_the_single_process_artefacts(
     assert json.loads((out / "run.json").read_text())["processes"] == 2
     assert _stable_files(out) == _stable_files(reference)
     assert result.stdout.count("| pcam+- |") == 1  # one process prints the summary
+
+
+def test_precision_is_recorded_and_part_of_the_configuration(photos: Path, tmp_path: Path) -> None:
+    _run(photos, tmp_path / "out", methods=("pcam+",), precision="bf16")
+    record = json.loads((tmp_path / "out" / "run.json").read_text())["configuration"]
+    assert record["precision"] == "bf16"
+    assert record["method_parameters"]["pcam+"]["precision"] == "bf16"
+    assert "bf16 autocast" in record["dtype"]
+    with pytest.raises(EvaluationError, match=r"differs in .*precision"):
+        _run(photos, tmp_path / "out", methods=("pcam+",))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_gives_the_cpu_run_maps(photos: Path, finished: Path, tmp_path: Path) -> None:
+    config = _config(sensitivity_images=2)
+    evaluate(photos, tmp_path / "cuda", config, model=tiny_classifier(), device="cuda",
+             num_workers=0)  # fmt: skip
+    for method in ("pcam+-", "gradcam"):
+        with np.load(finished / "npz" / f"tiny_{method}.npz") as cpu, \
+                np.load(tmp_path / "cuda" / "npz" / f"tiny_{method}.npz") as cuda:  # fmt: skip
+            for name in cpu.files:
+                np.testing.assert_allclose(cuda[name], cpu[name], atol=1e-4)

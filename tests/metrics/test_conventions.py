@@ -87,13 +87,14 @@ def test_reprs_give_the_protocol(tiny_cnn) -> None:
     assert repr(InsertionDeletion(tiny_cnn)) == (
         "InsertionDeletion(n_steps=224, baseline='blur', score_fn='softmax', auc='mean', "
         "channel_reduction='sum', perturbations_per_eval=None, blur_kernel_size=11, "
-        "blur_sigma=5.0)"
+        "blur_sigma=5.0, precision='fp32', compile=False)"
     )
     assert repr(Deletion(tiny_cnn, n_steps=10, baseline=torch.zeros(3, 1, 1))).startswith(
         "Deletion(n_steps=10, baseline=<tensor of shape (3, 1, 1)>, score_fn='softmax'"
     )
-    assert repr(AverageDrop(tiny_cnn, score_fn="logit", perturbations_per_eval=2)) == (
-        "AverageDrop(score_fn='logit', channel_reduction='sum', perturbations_per_eval=2)"
+    assert repr(AverageDrop(tiny_cnn, "logit", perturbations_per_eval=2, precision="bf16")) == (
+        "AverageDrop(score_fn='logit', channel_reduction='sum', perturbations_per_eval=2, "
+        "precision='bf16', compile=False)"
     )
 
     def explain(x: Tensor) -> Tensor:
@@ -123,3 +124,16 @@ def test_model_with_a_dict_output_is_told_to_pass_score_fn(
     maps = torch.rand(3, 1, 4, 4)
     torch.testing.assert_close(with_score(tiny_inputs, maps).masked,
                                plain(tiny_inputs, maps).masked)  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_metrics_in_lower_precision_stay_close_to_fp32(tiny_cnn, tiny_inputs, precision) -> None:
+    saliency = tiny_inputs.abs().sum(dim=1, keepdim=True)
+    exact = InsertionDeletion(tiny_cnn, n_steps=8)(tiny_inputs, saliency)
+    lowered = InsertionDeletion(tiny_cnn, n_steps=8, precision=precision)(tiny_inputs, saliency)
+    for kind in ("insertion", "deletion"):
+        lowered_curve, exact_curve = getattr(lowered, kind).curve, getattr(exact, kind).curve
+        assert lowered_curve.dtype == torch.float32
+        torch.testing.assert_close(lowered_curve, exact_curve, atol=1e-2, rtol=0)
+    drop = ConfidenceChange(tiny_cnn, precision=precision)(tiny_inputs, saliency)
+    torch.testing.assert_close(drop.clean, ConfidenceChange(tiny_cnn)(tiny_inputs, saliency).clean)

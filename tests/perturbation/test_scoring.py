@@ -198,3 +198,47 @@ class TestExampleTargets:
         targets = ExampleTargets.resolve([(1, 2), (0, 1)], scores)
         torch.testing.assert_close(targets.select(scores, torch.tensor([0, 1])),
                                    torch.tensor([5.0, 7.0]))  # fmt: skip
+
+
+class AutocastRecorder(nn.Module):
+    """A convolutional classifier that records, per call, the autocast type it ran under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 5)
+        self.calls: list[torch.dtype | None] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        enabled = torch.is_autocast_enabled(x.device.type)
+        self.calls.append(torch.get_autocast_dtype(x.device.type) if enabled else None)
+        return self.head(self.conv(x).relu().mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16),
+                                                  ("fp16", torch.float16)])  # fmt: skip
+def test_lower_precision_autocasts_only_the_perturbed_passes(
+    precision: str, dtype: torch.dtype
+) -> None:
+    model = AutocastRecorder().eval()
+    inputs = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    factors = torch.linspace(0, 1, 6)
+    example_of = torch.tensor([0, 0, 0, 1, 1, 1])
+    exact = PerturbationScorer(model, perturbations_per_eval=3)
+    reference = exact.score(exact.prepare(inputs), _scaling_plan(inputs, factors, example_of))
+    model.calls.clear()
+
+    scorer = PerturbationScorer(model, perturbations_per_eval=1, precision=precision)
+    batch = scorer.prepare(inputs)
+    scores = scorer.score(batch, _scaling_plan(inputs, factors, example_of))
+    # The clean pass (targets, clean scores) at full precision, the perturbed ones lowered.
+    assert model.calls == [None, dtype, dtype, dtype]  # 6 items, 2 a pass
+    assert batch.target_scores.dtype == torch.float32 and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, reference, atol=2e-2, rtol=0)
+    assert not torch.equal(scores, reference)  # it did run in another precision
+
+
+def test_precision_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"precision must be one of .*'fp32'.*; got 'fp64'"):
+        PerturbationScorer(zero_logits, precision="fp64")  # type: ignore[arg-type]
