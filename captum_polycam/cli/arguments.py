@@ -13,6 +13,7 @@ __all__ = [
     "add_device_option",
     "add_model_option",
     "check_device",
+    "comma_list",
     "non_negative_int",
     "positive_int",
 ]
@@ -54,3 +55,11 @@ def check_device(device: str) -> None:
         raise EvaluationError(
             "--device cuda: CUDA is not available on this machine; use --device cpu"
         )
+
+
+def comma_list(text: str, option: str) -> list[str]:
+    """The names of a comma-separated option, such as ``--methods pcam+,gradcam``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise EvaluationError(f"{option}: give a comma-separated list; got {text!r}")
+    return items

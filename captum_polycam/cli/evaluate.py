@@ -18,6 +18,7 @@ from captum_polycam.cli.arguments import (
     add_device_option,
     add_model_option,
     check_device,
+    comma_list,
     non_negative_int,
     positive_int,
 )
@@ -27,13 +28,6 @@ from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig
 from captum_polycam.perturbation.scoring import PRECISIONS
 
 __all__ = ["add_parser", "run"]
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one name")
-    return names
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -74,13 +68,13 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     add_model_option(parser)
     parser.add_argument(
-        "--methods", type=_names, default=DEFAULT_METHODS, metavar="A,B,...",
+        "--methods", default=",".join(DEFAULT_METHODS), metavar="A,B,...",
         help="pcam+, pcam-, pcam+- (options :no-lnorm, :stageK, :layerK), "
         f"{', '.join(BASELINES)}, or package.module:callable (default: "
         f"{','.join(DEFAULT_METHODS)})",
     )  # fmt: skip
     parser.add_argument(
-        "--layers", type=_names, metavar="A,B,...",
+        "--layers", metavar="A,B,...",
         help="Poly-CAM's layers, shallow to deep (default: discovered)",
     )  # fmt: skip
     parser.add_argument(
@@ -145,10 +139,12 @@ def run(args: argparse.Namespace) -> int:
     if images is None:  # the embedded default: the bundled photographs
         images = bundled_folder()
         print("Images: the four bundled photographs (no --images given)")
+    methods = tuple(comma_list(args.methods, "--methods"))
+    layers = None if args.layers is None else tuple(comma_list(args.layers, "--layers"))
     config = EvaluationConfig(
-        model=args.model, methods=args.methods, target=args.target, n_steps=args.steps,
+        model=args.model, methods=methods, target=args.target, n_steps=args.steps,
         baseline=args.baseline, batch_size=args.batch_size,
-        sensitivity_images=args.sensitivity_images, layers=args.layers,
+        sensitivity_images=args.sensitivity_images, layers=layers,
         preprocessing=Preprocessing(tuple(args.size), args.mean, args.std), seed=args.seed,
         precision=args.precision, compile=args.compile,
     )  # fmt: skip

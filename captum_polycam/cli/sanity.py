@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 
-from captum_polycam.cli.arguments import add_device_option, add_model_option, check_device
+from captum_polycam.cli.arguments import (
+    add_device_option,
+    add_model_option,
+    check_device,
+    comma_list,
+)
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import bundled_images, normalise, read_image
 from captum_polycam.evaluation.models import load_model
@@ -60,17 +65,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return sanity
 
 
-def _comma_list(text: str, option: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise EvaluationError(f"{option}: give a comma-separated list; got {text!r}")
-    return items
-
-
 def _steps(text: str | None) -> list[int] | None:
     if text is None:
         return None
-    items = _comma_list(text, "--steps")
+    items = comma_list(text, "--steps")
     if not all(item.isdigit() for item in items):
         raise EvaluationError(f"--steps: expected comma-separated whole numbers; got {text!r}")
     return [int(item) for item in items]
@@ -80,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the sanity check of ``args``, write its table and figure; return the exit status."""
     # Every check that needs no model first, so that mistakes fail in a second.
     check_device(args.device)
-    methods = _comma_list(args.methods, "--methods")
+    methods = comma_list(args.methods, "--methods")
     steps = _steps(args.steps)
     if args.out.exists() and not args.out.is_dir():
         raise EvaluationError(f"--out: {str(args.out)!r} exists and is not a folder")

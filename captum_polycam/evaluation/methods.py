@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from captum_polycam.attr import PolyCam, PolyCamMaps
 from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.metrics.confidence import min_max_mask
 from captum_polycam.perturbation.scoring import Precision
 
 __all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
@@ -48,14 +49,11 @@ _VARIANTS = {"pcam+": "plus", "pcam-": "minus", "pcam+-": "plusminus"}
 _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
 
 
-def scale_to_unit(maps: Tensor, *, signed: bool = False) -> Tensor:
-    """Per map, divide by the maximum (``signed=False``, for non-negative maps) or rescale
-    the range to ``[0, 1]`` (``signed=True``); a constant or all-zero map becomes zeros."""
-    flat = maps.flatten(1)
-    low = flat.amin(dim=1, keepdim=True) if signed else torch.zeros_like(flat[:, :1])
-    span = flat.amax(dim=1, keepdim=True) - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-30), torch.zeros_like(flat))
-    return scaled.view_as(maps)
+def scale_to_unit(maps: Tensor) -> Tensor:
+    """Divide each non-negative map by its maximum; an all-zero map stays zero. (Signed maps
+    are rescaled from their minimum to their maximum by the metrics' ``min_max_mask``.)"""
+    peak = maps.flatten(1).amax(dim=1).view(-1, *[1] * (maps.dim() - 1))
+    return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
 
 
 def method_file_stem(name: str) -> str:
@@ -264,7 +262,7 @@ def _baseline(
         occlusion = Occlusion(model)
         per_eval = perturbations_per_eval or 8
         parameters = {"method": "Occlusion", "sliding_window_shapes": [3, 16, 16],
-                      "strides": [3, 8, 8], "baselines": 0.0, "channels": "mean",
+                      "strides": [3, 8, 8], "baselines": 0.0, "channels": "sum",
                       "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
@@ -272,7 +270,7 @@ def _baseline(
                 inputs, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0,
                 target=targets, perturbations_per_eval=per_eval,
             )  # fmt: skip
-            return scale_to_unit(attributions.mean(dim=1, keepdim=True), signed=True)
+            return min_max_mask(inputs, attributions)[:, None]  # channels summed, then min-max
     else:  # random
         parameters = {"method": "random", "distribution": "uniform on [0, 1)",
                       "seed": "the run's seed and the batch"}  # fmt: skip
@@ -330,10 +328,8 @@ def _custom(name: str, model: nn.Module) -> Method:
         maps = attribution.attribute(inputs, target=targets)
         if isinstance(maps, tuple):
             maps = maps[0]
-        if maps.dim() == 3:
-            maps = maps[:, None]
-        if maps.shape[1] > 1:
+        if maps.dim() == 4 and maps.shape[1] > 1:
             maps = maps.abs().sum(dim=1, keepdim=True)
-        return scale_to_unit(_upsampled(maps, inputs), signed=True)
+        return min_max_mask(inputs, maps)[:, None]  # upsampled bilinearly, then min-max
 
     return Method(name, parameters, explain)

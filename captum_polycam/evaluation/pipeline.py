@@ -382,21 +382,27 @@ class _Run:
                 f"{', '.join(changed)}); use a new folder, or the same settings to resume it"
             )
 
+    def mine(self) -> range:
+        """This process's batches: ``rank``, ``rank + world``, ..."""
+        return self.batches[self.ranks.rank :: self.ranks.world]
+
+    def images_of(self, batch: int) -> range:
+        size = self.config.batch_size
+        return range(batch * size, min((batch + 1) * size, self.count))
+
     def pending(self) -> list[int]:
-        mine = self.batches[self.ranks.rank :: self.ranks.world]
-        return [b for b in mine if not all(self.shard(m, b).exists() for m in self.methods)]
+        return [b for b in self.mine()
+                if not all(self.shard(m, b).exists() for m in self.methods)]  # fmt: skip
 
     def compute(self, num_workers: int, perturbations_per_eval: int | None,
                 show_progress: bool) -> None:  # fmt: skip
         from tqdm.auto import tqdm
 
         pending = self.pending()
-        size = self.config.batch_size
-        indices = [list(range(b * size, min((b + 1) * size, self.count))) for b in pending]
+        indices = [list(self.images_of(b)) for b in pending]
         loader = DataLoader(self.dataset, batch_sampler=indices, num_workers=num_workers,
                             collate_fn=_as_list)  # fmt: skip
-        mine = sum(len(range(b * size, min((b + 1) * size, self.count)))
-                   for b in self.batches[self.ranks.rank :: self.ranks.world])  # fmt: skip
+        mine = sum(len(self.images_of(b)) for b in self.mine())
         bar = tqdm(total=mine, initial=mine - sum(map(len, indices)), unit="image",
                    desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
                    disable=not show_progress, dynamic_ncols=True)  # fmt: skip

@@ -223,12 +223,13 @@ class PerturbationScorer:
                 )
             plan.fill(start, stop, buffer[:items])
             examples = example_of[start:stop]
-            padded = torch.cat([examples, examples[-1:].expand(rows - items)])
+            if rows > items:  # the padding rows repeat the last example
+                examples = torch.cat([examples, examples[-1:].expand(rows - items)])
             with self._autocast(inputs.device):
-                output = forward(buffer[:rows], *batch.forward_args_for(padded))
+                output = forward(buffer[:rows], *batch.forward_args_for(examples))
             scores = self._score(_float32(output))[:items]
             finite.logical_and_(torch.isfinite(scores).all().to(finite.device))
-            result[start:stop] = batch.targets.select(scores, examples)
+            result[start:stop] = batch.targets.select(scores, examples[:items])
             bar.update(stop - start)
 
         bar = progress(total=count, desc=plan.description, disable=not show_progress)

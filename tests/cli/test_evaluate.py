@@ -113,3 +113,11 @@ def test_the_embedded_default_evaluates_the_bundled_photos_with_lite0(
     summary = {line.split("|")[1].strip(): line for line in printed.splitlines()
                if line.startswith("| ")}  # fmt: skip
     assert set(summary) >= {"gradcam", "random"}
+
+
+def test_an_empty_method_list_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _images(tmp_path / "images")
+    assert main([*_small(images, tmp_path / "out"), "--methods", " , "]) == 2
+    assert "--methods: give a comma-separated list" in error_line(capsys)
