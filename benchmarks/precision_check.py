@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from captum_polycam import InsertionDeletion, PolyCam
+from captum_polycam import InsertionDeletion, PolyCam, tune_cpu_allocator
 from captum_polycam.evaluation import ImageFolder, load_model
 from captum_polycam.evaluation.images import bundled_folder
 from captum_polycam.perturbation.scoring import _AUTOCAST_DTYPES
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-fidelity", action="store_true", help="timings only")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the command line does: no page faults on the CPU's passes
 
     device = torch.device(args.device)
     model = load_model(args.model, device)[0]

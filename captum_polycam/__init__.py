@@ -12,6 +12,7 @@ from captum_polycam.metrics import (
     MetricSummary,
     Sensitivity,
 )
+from captum_polycam.perturbation import tune_cpu_allocator
 
 __all__ = [
     "AverageDrop",
@@ -26,5 +27,6 @@ __all__ = [
     "Sensitivity",
     "describe_layers",
     "discover_layers",
+    "tune_cpu_allocator",
 ]
 __version__ = "0.1.0"

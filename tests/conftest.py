@@ -12,6 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_polycam import tune_cpu_allocator
+
+# The tests run tens of thousands of forward passes: keep freed memory for the next one, as
+# the command line does.
+tune_cpu_allocator()
+
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 

@@ -10,7 +10,14 @@ from torch import Tensor
 
 from captum_polycam._tensors import upsample
 
-__all__ = ["backward_recursion", "local_normalise", "percentile", "robust_normalise"]
+__all__ = [
+    "backward_recursion",
+    "local_normalise",
+    "normalise_within",
+    "percentile",
+    "robust_bounds",
+    "robust_normalise",
+]
 
 _EPS = 1e-12
 
@@ -40,10 +47,21 @@ def robust_normalise(maps: Tensor) -> Tensor:
     percentile over the map's positions. The divisor is the high percentile itself, not the
     range: for non-negative activations this is a min-max robust to a few outlying positions.
     """
+    return normalise_within(maps, *robust_bounds(maps))
+
+
+def robust_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """``p_0.1`` and ``max(p_99.9, 1e-12)`` of each 2-D map, shaped ``(..., 1, 1)``: what
+    :func:`robust_normalise` subtracts and divides by, to normalise later, a few maps at a time."""
     flat = maps.flatten(-2)
-    low = percentile(flat, 0.1)[..., None]
-    high = percentile(flat, 99.9)[..., None]
-    return ((flat - low) / high.clamp_min(_EPS)).clamp_(0.0, 1.0).reshape(maps.shape)
+    low = percentile(flat, 0.1)[..., None, None]
+    divisor = percentile(flat, 99.9)[..., None, None].clamp_min(_EPS)
+    return low, divisor
+
+
+def normalise_within(maps: Tensor, low: Tensor, divisor: Tensor) -> Tensor:
+    """``clip((maps - low) / divisor, 0, 1)``, with bounds from :func:`robust_bounds`."""
+    return ((maps - low) / divisor).clamp_(0.0, 1.0)
 
 
 def local_normalise(saliency: Tensor, size: tuple[int, int]) -> Tensor:

@@ -22,7 +22,12 @@ from captum_polycam.attr.layers import (
     discover_layers,
     resolve_layers,
 )
-from captum_polycam.attr.maps import backward_recursion, robust_normalise
+from captum_polycam.attr.maps import (
+    backward_recursion,
+    normalise_within,
+    robust_bounds,
+    robust_normalise,
+)
 from captum_polycam.perturbation.batch import (
     PreparedBatch,
     check_inputs,
@@ -62,11 +67,20 @@ class PolyCamMaps(NamedTuple):
 
 
 class _MaskRun(NamedTuple):
-    """A run of masked inputs: one layer's masks (or the black images), unveiled or hidden."""
+    """A run of masked inputs: one layer's masks (or the black images), unveiled or hidden.
 
-    masks: Tensor  # (N * K, 1, h, w), example-major: K masks per example
-    alive: Tensor  # indices into ``masks`` that need a forward pass of their own
+    The masks are normalised a chunk at a time, when their inputs are built, so that a batch
+    holds its activations once rather than twice.
+    """
+
+    activations: Tensor  # (N * K, 1, h, w), example-major: K channels per example
+    low: Tensor  # (N * K, 1, 1, 1): the mask is normalise_within(activations, low, divisor)
+    divisor: Tensor
+    alive: Tensor  # indices into ``activations`` that need a forward pass of their own
     hide: bool  # score X * (1 - H) rather than X * H
+
+    def masks(self, indices: Tensor) -> Tensor:
+        return normalise_within(self.activations[indices], self.low[indices], self.divisor[indices])
 
 
 class PolyCam(LayerAttribution, PerturbationAttribution):
@@ -302,8 +316,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         perturbations_per_eval: int | None,
         show_progress: bool,
     ) -> PolyCamMaps:
-        masks = [robust_normalise(activation) for activation in activations]
-        unveiled, hidden = self._score_masks(batch, masks, perturbations_per_eval, show_progress)
+        unveiled, hidden = self._score_masks(
+            batch, activations, perturbations_per_eval, show_progress
+        )
         layer_maps = []
         for index, activation in enumerate(activations):
             weights = self._channel_weights(
@@ -335,7 +350,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
     def _score_masks(
         self,
         batch: PreparedBatch,
-        masks: list[Tensor],
+        activations: list[Tensor],
         perturbations_per_eval: int | None,
         show_progress: bool,
     ) -> tuple[list[Tensor] | None, list[Tensor] | None]:
@@ -350,15 +365,19 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         unveils = False in modes
         runs: list[_MaskRun] = []
         if unveils:  # the black image of each example, for the dead channels
-            black = inputs.new_zeros(count, 1, 1, 1)
-            runs.append(_MaskRun(black, torch.arange(count, device=inputs.device), hide=False))
-        for layer_masks in masks:
-            flat = layer_masks.flatten(0, 1)[:, None]
-            alive = flat.flatten(1).amax(dim=1).gt(0).nonzero().squeeze(1)
-            runs.extend(_MaskRun(flat, alive, hide) for hide in modes)
+            black, one = inputs.new_zeros(count, 1, 1, 1), inputs.new_ones(count, 1, 1, 1)
+            examples = torch.arange(count, device=inputs.device)
+            runs.append(_MaskRun(black, black, one, examples, hide=False))
+        for activation in activations:
+            flat = activation.flatten(0, 1)[:, None]
+            low, divisor = robust_bounds(flat)
+            # Normalising is monotone: a mask's largest value is that of its largest activation.
+            peak = normalise_within(flat.amax(dim=(2, 3), keepdim=True), low, divisor)
+            alive = peak.flatten().gt(0).nonzero().squeeze(1)
+            runs.extend(_MaskRun(flat, low, divisor, alive, hide) for hide in modes)
         run_sizes = [len(run.alive) for run in runs]
         run_starts = list(accumulate(run_sizes, initial=0))
-        example_of = torch.cat([run.alive // (len(run.masks) // count) for run in runs])
+        example_of = torch.cat([run.alive // (len(run.activations) // count) for run in runs])
         size = tuple(inputs.shape[-2:])
 
         def fill(start: int, stop: int, out: Tensor) -> None:
@@ -366,7 +385,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 lo, hi = max(start, run_start), min(stop, run_start + len(run.alive))
                 if lo >= hi:
                     continue
-                mask = upsample(run.masks[run.alive[lo - run_start : hi - run_start]], size)
+                mask = upsample(run.masks(run.alive[lo - run_start : hi - run_start]), size)
                 rows = out[lo - start : hi - start]
                 torch.index_select(inputs, 0, example_of[lo:hi], out=rows)
                 rows.mul_(1.0 - mask if run.hide else mask)
@@ -381,7 +400,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         unveiled: list[Tensor] = []
         hidden: list[Tensor] = []
         for run, run_scores in scored_runs:
-            channels = len(run.masks) // count
+            channels = len(run.activations) // count
             # Dead channels score as the black image (unveiled) or the clean input (hidden).
             full = (batch.target_scores if run.hide else black_scores).repeat_interleave(channels)
             full[run.alive] = run_scores

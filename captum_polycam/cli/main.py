@@ -12,6 +12,7 @@ import sys
 import captum_polycam
 from captum_polycam.cli import evaluate, explain, sanity
 from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.perturbation import tune_cpu_allocator
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and argparse's own usage errors
         return exit_.code if isinstance(exit_.code, int) else 1
+    # The command line owns its process: keep freed memory for the next forward pass.
+    tune_cpu_allocator()
     try:
         return args.run(args)
     except EvaluationError as error:

@@ -5,8 +5,15 @@ targets), then perturbed copies of its examples are scored in chunks
 (:meth:`PerturbationScorer.score` with a :class:`PerturbationPlan`).
 """
 
+from captum_polycam.perturbation.allocator import tune_cpu_allocator
 from captum_polycam.perturbation.batch import PreparedBatch
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ExampleTargets
 
-__all__ = ["ExampleTargets", "PerturbationPlan", "PerturbationScorer", "PreparedBatch"]
+__all__ = [
+    "ExampleTargets",
+    "PerturbationPlan",
+    "PerturbationScorer",
+    "PreparedBatch",
+    "tune_cpu_allocator",
+]

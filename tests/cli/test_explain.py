@@ -13,6 +13,7 @@ from torch import nn
 
 import captum_polycam
 from captum_polycam.cli import explain as cli_explain
+from captum_polycam.cli import main as cli_main
 from captum_polycam.cli.figure import save_figure
 from captum_polycam.cli.main import main
 from captum_polycam.evaluation.images import load_image, read_image
@@ -137,6 +138,13 @@ def test_missing_output_folder(tmp_path, capsys) -> None:
 def test_version(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == captum_polycam.__version__
+
+
+def test_the_command_line_tunes_its_process_allocator(tmp_path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(cli_main, "tune_cpu_allocator", lambda: calls.append(True))
+    assert main(["explain", str(tmp_path / "no_such_cat.jpg")]) == 2
+    assert calls == [True]
 
 
 def test_whole_command_on_a_stub_model(tmp_path, capsys, monkeypatch) -> None:
