@@ -13,17 +13,20 @@ from captum_polycam.metrics import (
     Sensitivity,
 )
 from captum_polycam.perturbation import tune_cpu_allocator
+from captum_polycam.scores import DetectionBoxScore, SegmentationScore
 
 __all__ = [
     "AverageDrop",
     "ConfidenceChange",
     "Deletion",
+    "DetectionBoxScore",
     "IncreaseInConfidence",
     "Insertion",
     "InsertionDeletion",
     "LayerInfo",
     "MetricSummary",
     "PolyCam",
+    "SegmentationScore",
     "Sensitivity",
     "describe_layers",
     "discover_layers",

@@ -294,12 +294,45 @@ def _record_calls(
     return records, counts
 
 
+def _hands_on_maps(call: _Call, made: set[int]) -> bool:
+    """Whether ``call`` returns a dict, list or tuple holding maps that earlier calls made."""
+    output = call.output
+    values = output.values() if isinstance(output, dict) else output
+    return isinstance(output, (dict, list, tuple)) and any(id(v) in made for v in values)
+
+
+def _feature_extractor(records: list[_Call], examples: int) -> _Call:
+    """The call that closes the feature extractor: the first to hand on maps in a container.
+
+    Detection and segmentation models gather their backbone's maps in a dict (torchvision's
+    ``IntermediateLayerGetter``), which a feature pyramid, heads or a segmentation head then
+    consume. Those consumers' maps are not the stack that computes the features: a pyramid goes
+    back up in resolution, and heads read every level. A container of maps marks that hand-over
+    whatever the modules are called, where a rule on names (``backbone``, ``body``, ``fpn``)
+    would fit torchvision alone. Without such a container it is the model's own call, the last.
+    """
+    made: set[int] = set()
+    for call in records:
+        if _hands_on_maps(call, made):
+            return call
+        if _spatial(call.output) is not None and call.output.shape[0] == examples:
+            made.add(id(call.output))
+    return records[-1]
+
+
 def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
     """The call that names the preferred candidate of each resolution, shallow to deep."""
+    extractor = _feature_extractor(records, len(inputs))
+    records = records[: extractor.order + 1]
     height, width = inputs.shape[-2:]
+    # A detector resizes its images before the backbone, often to a larger size than the input:
+    # maps are then measured against the image the feature extractor sees.
+    seen = extractor.in_size
+    if seen is not None and seen[0] >= height and seen[1] >= width:
+        height, width = seen
 
     def map_size(size: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        """``size`` if it can be a map's ``h x w``: within the input's size and aspect ratio.
+        """``size`` if it can be a map's ``h x w``: within the image's size and aspect ratio.
 
         The last two sizes of a channels-last ``N x h x w x C`` tensor are not ``h x w``.
         """
@@ -407,8 +440,12 @@ def discover_layers(
 
     Every module call whose output is an ``N x C x h x w`` map with one map per example, ``h x w``
     more than one position and within the input's size (and aspect ratio, which rules out
-    channels-last tensors) is a candidate. Among the candidates of a resolution the one chosen
-    is, in order of preference:
+    channels-last tensors) is a candidate. The search ends with the first call that returns a
+    dict, list or tuple of maps made by earlier calls: the feature extractor of a detection or
+    segmentation model (torchvision's ``backbone.body`` or ``backbone``), whose maps a feature
+    pyramid, heads or a segmentation head then consume. Where that extractor sees an image
+    larger than the input (a detector resizes it), maps are measured against that image.
+    Among the candidates of a resolution the one chosen is, in order of preference:
 
     1. on the main path: not a tensor internal to a block that changes resolution, such as the
        56 x 56 output of the first 1 x 1 convolution of ResNet's ``layer2.0``, which is

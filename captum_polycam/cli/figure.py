@@ -10,9 +10,10 @@ from captum.attr import visualization
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["save_figure"]
+__all__ = ["save_detection_figure", "save_figure"]
 
 _PANEL_INCHES = 3.0
 _DPI = 100
@@ -71,6 +72,47 @@ def save_figure(
             axis.set_title(title)
             axis.set_axis_off()
     figure.savefig(path, format="png", dpi=_DPI)
+
+
+def save_detection_figure(
+    path: str | Path, pixels: Tensor, maps: Tensor, boxes: Tensor, titles: Sequence[str]
+) -> None:
+    """Write a PNG with the photo and its boxes, then one panel per detection: its map over the
+    photo, with its box.
+
+    Args:
+        path: Where to write the PNG.
+        pixels: The photo, ``1 x 3 x H x W`` or ``3 x H x W`` in ``[0, 1]``.
+        maps: One map per detection, ``T x 1 x H x W`` in ``[0, 1]``.
+        boxes: ``T x 4`` boxes, ``x1, y1, x2, y2`` in pixels.
+        titles: One title per detection.
+    """
+    if not len(maps) == len(boxes) == len(titles):
+        raise ValueError("maps, boxes and titles need one entry per detection")
+    photo = _hwc(pixels.reshape(-1, *pixels.shape[-3:])[0])
+    columns = 1 + len(maps)
+    figure = Figure(figsize=(_PANEL_INCHES * columns, _PANEL_INCHES), dpi=_DPI,
+                    layout="constrained")  # fmt: skip
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    _draw_photo(axes[0], photo, f"{len(boxes)} detection{'s' * (len(boxes) != 1)}")
+    for box in boxes:
+        _draw_box(axes[0], box)
+    for axis, map_, box, title in zip(axes[1:], maps, boxes, titles, strict=True):
+        visualization.visualize_image_attr(
+            _hwc(map_), photo, method="blended_heat_map", sign="positive",
+            plt_fig_axis=(figure, axis), outlier_perc=0, cmap=_CMAP, title=title,
+            use_pyplot=False,
+        )  # fmt: skip
+        axis.set_axis_off()
+        _draw_box(axis, box)
+    figure.savefig(path, format="png", dpi=_DPI)
+
+
+def _draw_box(axis: Axes, box: Tensor) -> None:
+    x1, y1, x2, y2 = box.tolist()
+    axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white",
+                             linewidth=1.5))  # fmt: skip
 
 
 def _hwc(image: Tensor) -> np.ndarray:

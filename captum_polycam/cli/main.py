@@ -1,4 +1,5 @@
-"""The ``captum-polycam`` command line: ``explain``, ``evaluate`` and ``sanity``.
+"""The ``captum-polycam`` command line: ``explain``, ``explain-detection``, ``evaluate`` and
+``sanity``.
 
 Each subcommand lives in its own module, a thin layer over the Python API, and registers
 itself with ``add_parser``; this module parses and reports errors in one line.
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 import captum_polycam
-from captum_polycam.cli import evaluate, explain, sanity
+from captum_polycam.cli import evaluate, explain, explain_detection, sanity
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.perturbation import tune_cpu_allocator
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=captum_polycam.__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (explain, evaluate, sanity):
+    for command in (explain, explain_detection, evaluate, sanity):
         command.add_parser(commands).set_defaults(run=command.run)
     return parser
 

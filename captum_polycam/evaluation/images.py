@@ -119,17 +119,20 @@ class Preprocessing:
         return {key: list(value) for key, value in asdict(self).items()}
 
 
-def read_image(path: str | Path | Traversable, size: tuple[int, int] = SIZE) -> Tensor:
+def read_image(path: str | Path | Traversable, size: tuple[int, int] | None = SIZE) -> Tensor:
     """Read a JPEG, PNG, WebP or GIF as a ``1 x 3 x H x W`` RGB tensor in ``[0, 1]``.
 
     Grayscale and RGBA files become RGB, and an animated GIF its first frame. The image is
     squashed to ``size`` rather than cropped, so that the whole photo is explained and can
-    be drawn under its map.
+    be drawn under its map; ``size=None`` keeps the file's own.
 
     Raises:
         EvaluationError: The file cannot be read or is not a supported image.
     """
-    return Preprocessing(size=size).pixels(_decode(path))[None]
+    pixels = _decode(path)
+    if size is None:
+        return pixels[None].clamp(0, 1)
+    return Preprocessing(size=size).pixels(pixels)[None]
 
 
 def normalise(pixels: Tensor) -> Tensor:

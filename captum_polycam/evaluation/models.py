@@ -14,7 +14,7 @@ from torch import nn
 
 from captum_polycam.evaluation.errors import EvaluationError
 
-__all__ = ["DEFAULT_MODEL", "load_model", "model_file_stem"]
+__all__ = ["DEFAULT_MODEL", "load_detector", "load_model", "model_file_stem"]
 
 DEFAULT_MODEL = "efficientnet-lite0"
 _LIST_HINT = (
@@ -52,6 +52,43 @@ def load_model(name: str, device: torch.device | str) -> tuple[nn.Module, list[s
     # Channels-last convolutions ran about 1.5x faster on the CPU for EfficientNet-Lite0.
     model = model.eval().to(device=device, memory_format=torch.channels_last)
     return model, None if categories is None else list(categories)
+
+
+def load_detector(name: str, device: torch.device | str) -> tuple[nn.Module, list[str] | None]:
+    """Load an object detector in eval mode, on ``device``.
+
+    Args:
+        name: A torchvision detector such as ``"fasterrcnn_resnet50_fpn_v2"``, whose COCO
+            weights are downloaded (or read from torch's cache), or
+            ``"package.module:callable"``, a function of no arguments returning a model that
+            maps ``N x 3 x H x W`` pixels in ``[0, 1]`` to a list of dicts with ``boxes``,
+            ``labels`` and ``scores``.
+        device: Where to put the model.
+
+    Returns:
+        The model and the names of its labels (``None`` for a user's callable).
+
+    Raises:
+        EvaluationError: The name is unknown or the weights cannot be fetched.
+    """
+    if ":" in name:
+        return _from_callable(name).eval().to(device), None
+    detection = torchvision.models.detection
+    if name not in torchvision.models.list_models(module=detection):
+        raise EvaluationError(
+            f"unknown detector {name!r}: use a torchvision detector (list them with: "
+            f"{_LIST_HINT.replace('(torchvision.models)', '(torchvision.models.detection)')}) "
+            "or package.module:callable"
+        )
+    try:
+        model = torchvision.models.get_model(name, weights="DEFAULT")
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise EvaluationError(
+            f"the COCO weights for {name} could not be downloaded ({error}); put them in "
+            "torch's hub cache (torch.hub.get_dir()) or pass package.module:callable"
+        ) from None
+    categories = torchvision.models.get_model_weights(name).DEFAULT.meta["categories"]
+    return model.eval().to(device), list(categories)
 
 
 def model_file_stem(name: str) -> str:

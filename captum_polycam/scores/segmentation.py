@@ -1,0 +1,120 @@
+"""How strongly a segmenter still finds a class over a region: a ``score_fn`` for segmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["SegmentationScore"]
+
+Reduction = Literal["mean_probability", "logit_sum"]
+_REDUCTIONS = ("mean_probability", "logit_sum")
+
+
+class SegmentationScore:
+    r"""The score of one class over a region of a segmentation model's output.
+
+    For an input whose output holds per-pixel logits :math:`z_{c,u}` (classes :math:`c`,
+    pixels :math:`u`), the score of class :math:`k` over region :math:`R_e` is
+
+    .. math::
+
+        s_e = \frac{1}{|R_e|} \sum_{u \in R_e} \mathrm{softmax}_c(z_{\cdot,u})_k
+        \quad(\texttt{"mean_probability"}),
+        \qquad
+        s_e = \sum_{u \in R_e} z_{k,u} \quad(\texttt{"logit_sum"}),
+
+    and 0 over an empty region. Called on the output for ``B`` inputs (a tensor
+    ``(B, classes, H, W)``, or a dict holding it under ``"out"`` as torchvision's FCN,
+    DeepLabV3 and LR-ASPP return), it returns ``(B, E)``: every input scored over each of the
+    ``E`` regions. With one region (or none) ``target`` can be left out; with one region per
+    example, pass ``target=score.targets`` so that each input is scored over its own.
+
+    Args:
+        class_index: The class ``k`` explained.
+        mask: The regions, ``(H, W)`` for one or ``(E, H, W)``, boolean or 0/1, at the output's
+            resolution; ``None`` for the whole image. :meth:`from_prediction` builds the
+            regions that the clean prediction assigns to the class.
+        reduction: ``"mean_probability"`` or ``"logit_sum"``, as above.
+
+    Example::
+
+        >>> segmenter = deeplabv3_mobilenet_v3_large(weights="DEFAULT").eval()
+        >>> score = SegmentationScore.from_prediction(segmenter(images), class_index=15)
+        >>> maps = PolyCam(segmenter, score_fn=score).attribute(images, target=score.targets)
+    """
+
+    def __init__(
+        self,
+        class_index: int,
+        mask: Tensor | None = None,
+        reduction: Reduction = "mean_probability",
+    ) -> None:
+        if isinstance(class_index, bool) or not isinstance(class_index, int) or class_index < 0:
+            raise ValueError(f"class_index must be a non-negative int; got {class_index!r}")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dim() not in (2, 3):
+                got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                raise ValueError(f"mask must be an (H, W) or (E, H, W) tensor; got {got}")
+            mask = (mask if mask.dim() == 3 else mask[None]).detach().bool()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+        self.class_index = class_index
+        self.mask = mask
+        self.reduction: Reduction = reduction
+
+    @classmethod
+    def from_prediction(cls, output: Any, class_index: int, **options: Any) -> SegmentationScore:
+        """One region per example: the pixels that the clean ``output`` assigns to the class
+        (its arg-max over classes). ``options`` are the constructor's ``reduction``."""
+        logits = _logits(output)
+        return cls(class_index, logits.argmax(dim=1) == class_index, **options)
+
+    @property
+    def targets(self) -> Tensor:
+        """``0, 1, ..., E - 1``: the ``target`` for a batch whose input ``i`` uses region ``i``."""
+        count = 1 if self.mask is None else len(self.mask)
+        return torch.arange(count, device=None if self.mask is None else self.mask.device)
+
+    def __call__(self, output: Any) -> Tensor:
+        logits = _logits(output)
+        if not 0 <= self.class_index < logits.shape[1]:
+            raise ValueError(
+                f"class_index {self.class_index} is out of range for an output of "
+                f"{logits.shape[1]} classes"
+            )
+        if self.reduction == "mean_probability":
+            values = logits.float().softmax(dim=1)[:, self.class_index]
+        else:
+            values = logits.float()[:, self.class_index]
+        if self.mask is None:
+            region = values.new_ones(1, *values.shape[-2:])
+        else:
+            if self.mask.shape[-2:] != values.shape[-2:]:
+                raise ValueError(
+                    f"mask is {tuple(self.mask.shape[-2:])} but the model's output is "
+                    f"{tuple(values.shape[-2:])}: give the mask at the output's resolution"
+                )
+            region = self.mask.to(values.device, values.dtype)
+        total = torch.einsum("bhw,ehw->be", values, region)
+        if self.reduction == "logit_sum":
+            return total
+        return total / region.sum(dim=(1, 2)).clamp_min(1.0)
+
+    def __repr__(self) -> str:
+        regions = "whole image" if self.mask is None else f"{len(self.mask)} regions"
+        return f"SegmentationScore({self.class_index}, {regions}, reduction={self.reduction!r})"
+
+
+def _logits(output: Any) -> Tensor:
+    logits = output["out"] if isinstance(output, Mapping) else output
+    if not isinstance(logits, Tensor) or logits.dim() != 4:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise TypeError(
+            "SegmentationScore scores per-pixel logits, a (B, classes, H, W) tensor or a dict "
+            f"with it under 'out'; got {got}"
+        )
+    return logits

@@ -1,0 +1,87 @@
+"""DetectionBoxScore on hand-made detector outputs: IoU and label matching, several targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captum_polycam import DetectionBoxScore
+
+
+def _found(boxes: list[list[float]], labels: list[int], scores: list[float]) -> dict:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+    }
+
+
+# Target 0: a 10 x 10 box of label 1; target 1: a 10 x 10 box of label 2, elsewhere.
+TARGETS = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+LABELS = [1, 2]
+
+
+def test_highest_confidence_of_matching_boxes() -> None:
+    found = _found(
+        [
+            [0, 0, 10, 10],  # IoU 1 with target 0, label 1: matches, 0.6
+            [0, 0, 10, 8],  # IoU 0.8, label 1: matches, 0.9 (the highest)
+            [0, 0, 10, 4],  # IoU 0.4 < 0.5: no match despite 0.99
+            [0, 0, 10, 10],  # label 3: no match
+            [20, 20, 30, 30],  # IoU 1 with target 1 but label 1: no match
+        ],
+        [1, 1, 1, 3, 1],
+        [0.6, 0.9, 0.99, 0.95, 0.7],
+    )
+    scores = DetectionBoxScore(TARGETS, LABELS)([found])
+    torch.testing.assert_close(scores, torch.tensor([[0.9, 0.0]]))
+
+
+def test_iou_threshold_is_inclusive() -> None:
+    found = _found([[0, 0, 10, 5]], [1], [0.7])  # IoU exactly 0.5
+    assert DetectionBoxScore(TARGETS, LABELS, iou_threshold=0.5)([found])[0, 0] == 0.7
+    assert DetectionBoxScore(TARGETS, LABELS, iou_threshold=0.51)([found])[0, 0] == 0.0
+
+
+def test_iou_times_confidence() -> None:
+    found = _found([[0, 0, 10, 10], [0, 0, 10, 8]], [1, 1], [0.6, 0.9])
+    score = DetectionBoxScore(TARGETS, LABELS, combine="iou_confidence")
+    # max(1.0 * 0.6, 0.8 * 0.9) = 0.72
+    torch.testing.assert_close(score([found]), torch.tensor([[0.72, 0.0]]))
+
+
+def test_every_input_against_every_target() -> None:
+    first = _found([[0, 0, 10, 10]], [1], [0.8])
+    second = _found([[20, 20, 30, 31]], [2], [0.5])  # IoU 100 / 110 with target 1
+    nothing = _found([], [], [])
+    scores = DetectionBoxScore(TARGETS, LABELS)([first, second, nothing])
+    torch.testing.assert_close(scores, torch.tensor([[0.8, 0.0], [0.0, 0.5], [0.0, 0.0]]))
+
+
+def test_from_detections_keeps_the_confident_ones() -> None:
+    found = _found([[0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 9, 9]], [1, 2, 3], [0.9, 0.5, 0.2])
+    score = DetectionBoxScore.from_detections(found, score_threshold=0.5)
+    assert score.labels.tolist() == [1, 2]
+    torch.testing.assert_close(score.boxes, TARGETS)
+    assert score.targets.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"boxes": torch.zeros(2, 3), "labels": [1, 2]}, "boxes"),
+        ({"boxes": [[0, 0, 1, 1]], "labels": [1]}, "boxes"),
+        ({"boxes": torch.zeros(2, 4), "labels": [1]}, "labels"),
+        ({"boxes": torch.zeros(1, 4), "labels": [1.5]}, "labels"),
+        ({"boxes": torch.zeros(1, 4), "labels": [1], "iou_threshold": 1.5}, "iou_threshold"),
+        ({"boxes": torch.zeros(1, 4), "labels": [1], "combine": "sum"}, "combine"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        DetectionBoxScore(**kwargs)
+
+
+def test_a_tensor_output_is_refused_with_an_explanation() -> None:
+    with pytest.raises(TypeError, match="list of dicts"):
+        DetectionBoxScore(TARGETS, LABELS)(torch.zeros(2, 5))

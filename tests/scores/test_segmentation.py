@@ -1,0 +1,69 @@
+"""SegmentationScore on hand-made logits: mean probability and logit sum over regions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from captum_polycam import SegmentationScore
+
+# Two inputs, two classes, 1 x 2 pixels. Input 0: logits (0, 0) then (0, log 3); input 1: class 1
+# everywhere with logit 2.
+LOGITS = torch.tensor(
+    [
+        [[[0.0, 0.0]], [[0.0, math.log(3.0)]]],
+        [[[0.0, 0.0]], [[2.0, 2.0]]],
+    ]
+)
+
+
+def test_mean_probability_over_the_whole_image() -> None:
+    scores = SegmentationScore(1)({"out": LOGITS})
+    p = 1 / (1 + math.exp(-2.0))
+    # Input 0: probabilities 1/2 and 3/4 of class 1.
+    torch.testing.assert_close(scores, torch.tensor([[(0.5 + 0.75) / 2], [p]]))
+
+
+def test_logit_sum_over_regions() -> None:
+    regions = torch.tensor([[[True, False]], [[False, True]], [[False, False]]])
+    scores = SegmentationScore(1, regions, reduction="logit_sum")(LOGITS)
+    torch.testing.assert_close(scores, torch.tensor([[0.0, math.log(3.0), 0.0], [2.0, 2.0, 0.0]]))
+
+
+def test_an_empty_region_scores_zero() -> None:
+    scores = SegmentationScore(1, torch.zeros(1, 2, dtype=torch.bool))(LOGITS)
+    assert scores.tolist() == [[0.0], [0.0]]
+
+
+def test_regions_from_the_clean_prediction() -> None:
+    score = SegmentationScore.from_prediction({"out": LOGITS}, class_index=1)
+    # Input 0 assigns its second pixel to class 1 (the first is a tie, arg-max takes class 0).
+    assert score.mask.tolist() == [[[False, True]], [[True, True]]]
+    assert score.targets.tolist() == [0, 1]
+    p = 1 / (1 + math.exp(-2.0))
+    # Input 0 over its own region (pixel 2): 3/4; over input 1's (both pixels): (1/2 + 3/4) / 2.
+    torch.testing.assert_close(score(LOGITS), torch.tensor([[0.75, 0.625], [p, p]]))
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ((-1,), "class_index"),
+        ((1, torch.zeros(2)), "mask"),
+        ((1, None, "median"), "reduction"),
+    ],
+)
+def test_bad_arguments_are_named(args: tuple, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        SegmentationScore(*args)
+
+
+def test_mismatched_output_is_explained() -> None:
+    with pytest.raises(ValueError, match="class_index 5"):
+        SegmentationScore(5)(LOGITS)
+    with pytest.raises(ValueError, match="resolution"):
+        SegmentationScore(1, torch.ones(3, 3))(LOGITS)
+    with pytest.raises(TypeError, match="'out'"):
+        SegmentationScore(1)([LOGITS])
