@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -11,8 +12,10 @@ from captum_polycam.evaluation.models import DEFAULT_MODEL
 
 __all__ = [
     "add_device_option",
+    "add_figure_option",
     "add_model_option",
     "check_device",
+    "check_figure_folder",
     "comma_list",
     "non_negative_int",
     "positive_int",
@@ -48,6 +51,19 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to run the model (default: %(default)s)",
     )  # fmt: skip
+
+
+def add_figure_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path(default), metavar="PATH",
+        help="PNG figure to write (default: %(default)s)",
+    )  # fmt: skip
+
+
+def check_figure_folder(out: Path) -> None:
+    """Fail before any work when the figure's folder is missing."""
+    if not out.parent.is_dir():
+        raise EvaluationError(f"--out: the folder {str(out.parent)!r} does not exist")
 
 
 def check_device(device: str) -> None:

@@ -18,8 +18,10 @@ from torch import Tensor
 from captum_polycam import PolyCam, describe_layers
 from captum_polycam.cli.arguments import (
     add_device_option,
+    add_figure_option,
     add_model_option,
     check_device,
+    check_figure_folder,
     positive_int,
 )
 from captum_polycam.cli.figure import save_figure
@@ -55,10 +57,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="ImageNet class index to explain: one per image, or one for all "
         "(default: each image's top-1 class)",
     )  # fmt: skip
-    explain.add_argument(
-        "--out", type=Path, default=Path("polycam.png"), metavar="PATH",
-        help="PNG figure to write (default: %(default)s)",
-    )  # fmt: skip
+    add_figure_option(explain, "polycam.png")
     add_device_option(explain)
     explain.add_argument(
         "--perturbations-per-eval", type=positive_int, metavar="N",
@@ -76,8 +75,7 @@ def _check_arguments(args: argparse.Namespace, image_count: int) -> None:
             f"--target: give one class for all images or one per image; got {len(args.target)} "
             f"classes for {image_count} images"
         )
-    if not args.out.parent.is_dir():
-        raise EvaluationError(f"--out: the folder {str(args.out.parent)!r} does not exist")
+    check_figure_folder(args.out)
 
 
 def run(args: argparse.Namespace) -> int:

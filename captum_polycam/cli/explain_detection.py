@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 
 from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
-from captum_polycam.cli.arguments import add_device_option, check_device, positive_int
+from captum_polycam.cli.arguments import (
+    add_device_option,
+    add_figure_option,
+    check_device,
+    check_figure_folder,
+    positive_int,
+)
 from captum_polycam.cli.figure import save_detection_figure
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import read_image
@@ -59,10 +65,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--layers", nargs="+", metavar="LAYER",
         help="layers to combine, shallow to deep (default: discovered in the backbone)",
     )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, default=Path("detections.png"), metavar="PATH",
-        help="PNG figure to write (default: %(default)s)",
-    )  # fmt: skip
+    add_figure_option(parser, "detections.png")
     add_device_option(parser)
     parser.add_argument(
         "--perturbations-per-eval", type=positive_int, metavar="N",
@@ -76,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise EvaluationError(f"--score-threshold must be in [0, 1]; got {args.score_threshold}")
-    if not args.out.parent.is_dir():
-        raise EvaluationError(f"--out: the folder {str(args.out.parent)!r} does not exist")
+    check_figure_folder(args.out)
     pixels = read_image(args.image, size=None)
     device = torch.device(args.device)
     model, categories = load_detector(args.model, device)
