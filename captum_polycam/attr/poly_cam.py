@@ -15,6 +15,12 @@ from torch import Tensor
 from captum_polycam._compat import TargetType
 from captum_polycam._repr import settings_repr
 from captum_polycam._tensors import upsample
+from captum_polycam.attr.budget import (
+    FEATURE_CELLS,
+    check_pass_budget,
+    mask_features,
+    spend_budget,
+)
 from captum_polycam.attr.layers import (
     LayerCall,
     LayerLike,
@@ -59,28 +65,48 @@ class PolyCamMaps(NamedTuple):
             the last one equals ``maps``.
         layer_maps: Each layer's own map ``S_l``, shallow to deep, without the recursion
             (the paper's single-layer ablation).
+        passes: The masked forward passes run, summed over the examples (without the clean
+            pass and the black image of each example).
+        exact_passes: The masked passes of the exact method: live channels times the
+            variant's masks per channel (one, or two for PCAM+-), summed over the examples.
+            ``passes`` equals it unless a ``pass_budget`` is set.
     """
 
     maps: Tensor
     stages: list[Tensor]
     layer_maps: list[Tensor]
+    passes: int
+    exact_passes: int
 
 
-class _MaskRun(NamedTuple):
-    """A run of masked inputs: one layer's masks (or the black images), unveiled or hidden.
-
-    The masks are normalised a chunk at a time, when their inputs are built, so that a batch
-    holds its activations once rather than twice.
-    """
+class _LayerMasks(NamedTuple):
+    """One layer's channels as masks, normalised a chunk at a time when their inputs are
+    built, so that a batch holds its activations once rather than twice."""
 
     activations: Tensor  # (N * K, 1, h, w), example-major: K channels per example
     low: Tensor  # (N * K, 1, 1, 1): the mask is normalise_within(activations, low, divisor)
     divisor: Tensor
-    alive: Tensor  # indices into ``activations`` that need a forward pass of their own
-    hide: bool  # score X * (1 - H) rather than X * H
+    live: Tensor  # (N, K): the mask is not all zero, so the channel needs a pass of its own
 
-    def masks(self, indices: Tensor) -> Tensor:
+    @classmethod
+    def of(cls, activation: Tensor) -> _LayerMasks:
+        flat = activation.flatten(0, 1)[:, None]
+        low, divisor = robust_bounds(flat)
+        # Normalising is monotone: a mask's largest value is that of its largest activation.
+        peak = normalise_within(flat.amax(dim=(2, 3), keepdim=True), low, divisor)
+        return cls(flat, low, divisor, peak.view(activation.shape[:2]).gt(0))
+
+    def masks(self, indices: Tensor | slice) -> Tensor:
         return normalise_within(self.activations[indices], self.low[indices], self.divisor[indices])
+
+
+class _MaskRun(NamedTuple):
+    """A run of masked inputs: some masks of one layer (or the black images), unveiled or
+    hidden."""
+
+    masks: _LayerMasks
+    indices: Tensor  # rows of ``masks.activations`` to score, example-major
+    hide: bool  # score X * (1 - H) rather than X * H
 
 
 class PolyCam(LayerAttribution, PerturbationAttribution):
@@ -103,6 +129,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
     Cost: PCAM+ and PCAM- run one forward pass per live channel of every layer and example,
     PCAM+- two (a channel that is zero on the whole input needs none), plus one clean pass.
+    ``pass_budget`` scores only the channels holding the most activation mass and estimates
+    the weights of the others, for a fraction of the passes.
 
     Example:
         >>> from captum_polycam import PolyCam
@@ -124,6 +152,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         local_normalisation: bool = True,
         precision: Precision = "fp32",
         compile: bool = False,
+        pass_budget: float | None = None,
     ) -> None:
         r"""
         Args:
@@ -148,9 +177,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 masks and all the map arithmetic stay float32.
             compile: Run the masked passes through ``torch.compile``: a warm-up of seconds to
                 minutes on the first call, worth it over many maps (see the performance page).
+            pass_budget: ``None`` (the default) for the exact method. A number in ``(0, 1]``
+                spends at most that fraction of the exact masked passes of each example
+                (``floor(pass_budget * live channels)`` channels are scored, by decreasing
+                share of their layer's activation mass) and estimates the other channels'
+                weights from the scored ones: an approximation whose measured fidelity is on
+                the performance page. ``1.0`` gives the exact maps.
         """
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
+        check_pass_budget(pass_budget)
         # The scorer checks forward_func, score_fn and precision.
         scorer = PerturbationScorer(forward_func, score_fn, precision=precision, compile=compile)
         self.model = module_of(forward_func)
@@ -166,6 +202,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         PerturbationAttribution.__init__(self, forward_func)
         self.variant: Variant = variant
         self.local_normalisation = local_normalisation
+        self.pass_budget = None if pass_budget is None else float(pass_budget)
         self.layer_calls = resolved
         self._scorer = scorer
 
@@ -175,6 +212,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn,
             local_normalisation=self.local_normalisation, precision=self._scorer.precision,
             compile=self._scorer.compile,
+            # Shown only when set, so that the exact method reads as it always has.
+            **({} if self.pass_budget is None else {"pass_budget": self.pass_budget}),
         )  # fmt: skip
 
     @overload
@@ -316,23 +355,43 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         perturbations_per_eval: int | None,
         show_progress: bool,
     ) -> PolyCamMaps:
-        unveiled, hidden = self._score_masks(
-            batch, activations, perturbations_per_eval, show_progress
-        )
-        layer_maps = []
-        for index, activation in enumerate(activations):
-            weights = self._channel_weights(
-                batch.target_scores, None if unveiled is None else unveiled[index],
-                None if hidden is None else hidden[index],
+        layers = [_LayerMasks.of(activation) for activation in activations]
+        live = torch.cat([layer.live for layer in layers], dim=1)
+
+        black: list[Tensor] = []  # the black images' scores, once per call
+
+        def weights_of(scored: Tensor) -> Tensor:
+            unveiled, hidden, black[:] = self._score_masks(
+                batch, layers, scored, black[0] if black else None, perturbations_per_eval,
+                show_progress,
             )  # fmt: skip
-            weighted = torch.nansum(weights[:, :, None, None] * activation, dim=1, keepdim=True)
-            layer_maps.append(weighted.relu())
+            return self._channel_weights(batch.target_scores, unveiled, hidden)
+
+        if self.pass_budget is None:
+            scored, weights = live, weights_of(live)
+        else:
+            scored, weights = spend_budget(
+                self.pass_budget,
+                [activation.relu().sum(dim=(2, 3)) for activation in activations],
+                [layer.live for layer in layers],
+                weights_of,
+                # PCAM+- estimates from similar masks; PCAM+ and PCAM- weight as dead channels.
+                features=(lambda: _features(layers)) if self.variant == "plusminus" else None,
+            )
+        layer_maps = [
+            (w[:, :, None, None] * activation).nansum(dim=1, keepdim=True).relu()
+            for w, activation in zip(
+                weights.split([a.shape[1] for a in activations], dim=1), activations, strict=True
+            )
+        ]
 
         size = tuple(batch.inputs.shape[-2:])
         composites = backward_recursion(layer_maps, self.local_normalisation)
         stages = [upsample(robust_normalise(m), size) for m in composites]
         singles = [upsample(robust_normalise(m), size) for m in layer_maps]
-        return PolyCamMaps(stages[-1], stages, singles)
+        modes = len(_HIDE_MODES[self.variant])
+        passes, exact = modes * int(scored.sum()), modes * int(live.sum())
+        return PolyCamMaps(stages[-1], stages, singles, passes, exact)
 
     def _channel_weights(
         self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None
@@ -350,42 +409,45 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
     def _score_masks(
         self,
         batch: PreparedBatch,
-        activations: list[Tensor],
+        layers: list[_LayerMasks],
+        scored: Tensor,
+        black_scores: Tensor | None,
         perturbations_per_eval: int | None,
         show_progress: bool,
-    ) -> tuple[list[Tensor] | None, list[Tensor] | None]:
-        """Scores of ``X * H_k`` (unveiled) and ``X * (1 - H_k)`` (hidden), per layer ``(N, K)``.
+    ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
+        """Scores of ``X * H_k`` (unveiled) and ``X * (1 - H_k)`` (hidden) of the ``scored``
+        channels, ``(N, K)`` with every layer's channels side by side, and ``[black_scores]``
+        when the variant unveils (the black images are scored unless ``black_scores`` are
+        given), else ``[]``.
 
         An all-zero mask (a channel dead on this input, common after a ReLU) needs no forward
         pass of its own: unveiling it gives the black image, scored once per example, and
-        hiding it gives the clean input, whose score the clean pass gave.
+        hiding it gives the clean input, whose score the clean pass gave. A channel that is
+        not scored gets those scores too.
         """
         inputs, count = batch.inputs, len(batch)
         modes = _HIDE_MODES[self.variant]
         unveils = False in modes
         runs: list[_MaskRun] = []
-        if unveils:  # the black image of each example, for the dead channels
+        if unveils and black_scores is None:  # the black image of each example
             black, one = inputs.new_zeros(count, 1, 1, 1), inputs.new_ones(count, 1, 1, 1)
-            examples = torch.arange(count, device=inputs.device)
-            runs.append(_MaskRun(black, black, one, examples, hide=False))
-        for activation in activations:
-            flat = activation.flatten(0, 1)[:, None]
-            low, divisor = robust_bounds(flat)
-            # Normalising is monotone: a mask's largest value is that of its largest activation.
-            peak = normalise_within(flat.amax(dim=(2, 3), keepdim=True), low, divisor)
-            alive = peak.flatten().gt(0).nonzero().squeeze(1)
-            runs.extend(_MaskRun(flat, low, divisor, alive, hide) for hide in modes)
-        run_sizes = [len(run.alive) for run in runs]
+            blacks = _LayerMasks(black, black, one, one.view(count, 1).bool())
+            runs.append(_MaskRun(blacks, torch.arange(count, device=inputs.device), hide=False))
+        widths = [layer.live.shape[1] for layer in layers]
+        for layer, chosen in zip(layers, scored.split(widths, dim=1), strict=True):
+            indices = chosen.flatten().nonzero().squeeze(1)
+            runs.extend(_MaskRun(layer, indices, hide) for hide in modes)
+        run_sizes = [len(run.indices) for run in runs]
         run_starts = list(accumulate(run_sizes, initial=0))
-        example_of = torch.cat([run.alive // (len(run.activations) // count) for run in runs])
+        example_of = torch.cat([run.indices // run.masks.live.shape[1] for run in runs])
         size = tuple(inputs.shape[-2:])
 
         def fill(start: int, stop: int, out: Tensor) -> None:
             for run_start, run in zip(run_starts, runs, strict=False):
-                lo, hi = max(start, run_start), min(stop, run_start + len(run.alive))
+                lo, hi = max(start, run_start), min(stop, run_start + len(run.indices))
                 if lo >= hi:
                     continue
-                mask = upsample(run.masks(run.alive[lo - run_start : hi - run_start]), size)
+                mask = upsample(run.masks.masks(run.indices[lo - run_start : hi - run_start]), size)
                 rows = out[lo - start : hi - start]
                 torch.index_select(inputs, 0, example_of[lo:hi], out=rows)
                 rows.mul_(1.0 - mask if run.hide else mask)
@@ -396,16 +458,20 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         )
 
         scored_runs = list(zip(runs, scores.split(run_sizes), strict=True))
-        black_scores = scored_runs.pop(0)[1] if unveils else batch.target_scores
-        unveiled: list[Tensor] = []
-        hidden: list[Tensor] = []
+        if unveils and black_scores is None:
+            black_scores = scored_runs.pop(0)[1]
+        by_mode: dict[bool, list[Tensor]] = {hide: [] for hide in modes}
         for run, run_scores in scored_runs:
-            channels = len(run.activations) // count
+            channels = run.masks.live.shape[1]
             # Dead channels score as the black image (unveiled) or the clean input (hidden).
-            full = (batch.target_scores if run.hide else black_scores).repeat_interleave(channels)
-            full[run.alive] = run_scores
-            (hidden if run.hide else unveiled).append(full.view(count, channels))
-        return (unveiled or None), (hidden or None)
+            dead = batch.target_scores if run.hide else black_scores
+            assert dead is not None
+            full = dead.repeat_interleave(channels)
+            full[run.indices] = run_scores
+            by_mode[run.hide].append(full.view(count, channels))
+        unveiled, hidden = (torch.cat(by_mode[h], dim=1) if h in by_mode else None
+                            for h in (False, True))  # fmt: skip
+        return unveiled, hidden, [] if black_scores is None else [black_scores]
 
     @staticmethod
     def _check_resolutions(layers: list[LayerCall], activations: list[Tensor]) -> None:
@@ -416,3 +482,15 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                     f"{deep} ({b.shape[-2]}x{b.shape[-1]}) comes after {shallow} "
                     f"({a.shape[-2]}x{a.shape[-1]})"
                 )
+
+
+def _features(layers: list[_LayerMasks]) -> Tensor:
+    """:func:`~captum_polycam.attr.budget.mask_features` of every channel, ``(N, K, F)``."""
+    count = len(layers[0].live)
+    return torch.cat(
+        [
+            mask_features(layer.masks(slice(None))).view(count, -1, FEATURE_CELLS)
+            for layer in layers
+        ],
+        dim=1,
+    )

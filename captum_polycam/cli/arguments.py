@@ -14,6 +14,7 @@ __all__ = [
     "add_device_option",
     "add_figure_option",
     "add_model_option",
+    "add_pass_budget_option",
     "check_device",
     "check_figure_folder",
     "comma_list",
@@ -50,6 +51,22 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         "--device", choices=("cpu", "cuda"),
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to run the model (default: %(default)s)",
+    )  # fmt: skip
+
+
+def pass_budget(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
+def add_pass_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pass-budget", type=pass_budget, metavar="F",
+        help="spend at most this fraction (in (0, 1]) of Poly-CAM's masked forward passes and "
+        "estimate the other channels' weights: faster, approximate maps whose measured "
+        "fidelity is in the documentation (default: the exact method)",
     )  # fmt: skip
 
 

@@ -69,7 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_option(parser)
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), metavar="A,B,...",
-        help="pcam+, pcam-, pcam+- (options :no-lnorm, :stageK, :layerK), "
+        help="pcam+, pcam-, pcam+- (options :no-lnorm, :budgetF, :stageK, :layerK), "
         f"{', '.join(BASELINES)}, or package.module:callable (default: "
         f"{','.join(DEFAULT_METHODS)})",
     )  # fmt: skip

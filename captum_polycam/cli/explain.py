@@ -20,6 +20,7 @@ from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
     add_model_option,
+    add_pass_budget_option,
     check_device,
     check_figure_folder,
     positive_int,
@@ -59,6 +60,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     add_figure_option(explain, "polycam.png")
     add_device_option(explain)
+    add_pass_budget_option(explain)
     explain.add_argument(
         "--perturbations-per-eval", type=positive_int, metavar="N",
         help="masked images per image and forward pass, as Captum's perturbations_per_eval "
@@ -117,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
         _print_classes(name, probs, target, categories)
     sys.stdout.flush()
 
-    polycam = PolyCam(model, layers=layers, variant=args.variant)
+    polycam = PolyCam(model, layers=layers, variant=args.variant, pass_budget=args.pass_budget)
     start = time.perf_counter()
-    maps, stages = polycam.attribute(
+    result = polycam.decompose(
         inputs, target=explained, perturbations_per_eval=args.perturbations_per_eval,
-        return_stages=True, show_progress=sys.stderr.isatty(),
+        show_progress=sys.stderr.isatty(),
     )  # fmt: skip
-    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s)")
+    maps, stages = result.maps, result.stages
+    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s), "
+          f"{result.passes} of {result.exact_passes} masked passes")  # fmt: skip
 
     # Stage k fuses the k deepest layers, at the resolution of the shallowest of them.
     stage_titles = [

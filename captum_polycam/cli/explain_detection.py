@@ -18,6 +18,7 @@ from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
+    add_pass_budget_option,
     check_device,
     check_figure_folder,
     positive_int,
@@ -67,6 +68,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     add_figure_option(parser, "detections.png")
     add_device_option(parser)
+    add_pass_budget_option(parser)
     parser.add_argument(
         "--perturbations-per-eval", type=positive_int, metavar="N",
         help="masked images per detection and forward pass (default: measured)",
@@ -112,13 +114,17 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError(f"--model {args.model}: {error}; pass --layers") from None
     print("Layers, shallow to deep: " + ", ".join(layers))
     sys.stdout.flush()
-    polycam = PolyCam(model, layers=layers, variant=args.variant, score_fn=score)
+    polycam = PolyCam(
+        model, layers=layers, variant=args.variant, score_fn=score, pass_budget=args.pass_budget
+    )
     start = time.perf_counter()
-    maps = polycam.attribute(
+    result = polycam.decompose(
         inputs, target=score.targets, perturbations_per_eval=args.perturbations_per_eval,
         show_progress=sys.stderr.isatty(),
     )  # fmt: skip
-    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(score)} detection(s)")
+    maps = result.maps
+    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(score)} detection(s), "
+          f"{result.passes} of {result.exact_passes} masked passes")  # fmt: skip
     titles = [f"{name} {float(c):.2f}" for name, c in zip(names, found["scores"], strict=False)]
     try:
         save_detection_figure(args.out, pixels.cpu(), maps.cpu(), score.boxes.cpu(), titles)

@@ -4,7 +4,8 @@ Every method maps a batch and its targets to ``N x 1 x H x W`` maps in ``[0, 1]`
 input's resolution, and records every parameter its maps depend on. Names:
 
 - ``pcam+``, ``pcam-``, ``pcam+-``: Poly-CAM's three variants, on the run's layers;
-  options follow colons: ``:no-lnorm`` (no local normalisation), ``:stageK`` (the
+  options follow colons: ``:no-lnorm`` (no local normalisation), ``:budgetF`` (at most the
+  fraction ``F`` of the masked passes, ``PolyCam(pass_budget=F)``), ``:stageK`` (the
   composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
   from 1, alone, without the recursion). Methods that differ only by ``:stageK`` or
   ``:layerK`` share one Poly-CAM run.
@@ -47,6 +48,7 @@ __all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to
 BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random")
 _VARIANTS = {"pcam+": "plus", "pcam-": "minus", "pcam+-": "plusminus"}
 _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
+_BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
 
 
 def scale_to_unit(maps: Tensor) -> Tensor:
@@ -137,7 +139,7 @@ def build_methods(
     repeated = sorted({name for name in names if list(names).count(name) > 1})
     if repeated:
         raise EvaluationError(f"methods: {', '.join(repeated)} given twice")
-    shared: dict[tuple[str, bool], _SharedPolyCam] = {}
+    shared: dict[tuple[str, bool, float | None], _SharedPolyCam] = {}
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
@@ -151,7 +153,8 @@ def build_methods(
         else:
             raise EvaluationError(
                 f"methods: unknown method {name!r}; use pcam+, pcam-, pcam+- (with :no-lnorm, "
-                f":stageK or :layerK), {', '.join(BASELINES)} or package.module:callable"
+                f":budgetF, :stageK or :layerK), {', '.join(BASELINES)} or "
+                "package.module:callable"
             )
     return methods
 
@@ -162,16 +165,24 @@ def _poly_cam(
     layers: list[str],
     perturbations_per_eval: int | None,
     lowering: tuple[Precision, bool],
-    shared: dict[tuple[str, bool], _SharedPolyCam],
+    shared: dict[tuple[str, bool, float | None], _SharedPolyCam],
 ) -> Method:
     head, *options = name.split(":")
     variant = _VARIANTS[head]
     local_normalisation = True
+    pass_budget: float | None = None
     output: tuple[str, int] | None = None  # ("stage" | "layer", K)
     for option in options:
         indexed = _INDEXED_OPTION.fullmatch(option)
+        budget = _BUDGET_OPTION.fullmatch(option)
         if option == "no-lnorm" and local_normalisation:
             local_normalisation = False
+        elif budget and pass_budget is None:
+            pass_budget = float(budget[1])
+            if not 0 < pass_budget <= 1:
+                raise EvaluationError(
+                    f"methods: {name!r}: the pass budget of {option} must be in (0, 1]"
+                )
         elif indexed and output is None:
             output = (indexed[1], int(indexed[2]))
             if output[1] > len(layers):
@@ -181,14 +192,15 @@ def _poly_cam(
                 )
         else:
             raise EvaluationError(
-                f"methods: {name!r}: options after {head} are :no-lnorm and one of :stageK or "
-                f":layerK, each at most once; got {option!r}"
+                f"methods: {name!r}: options after {head} are :no-lnorm, :budgetF and one of "
+                f":stageK or :layerK, each at most once; got {option!r}"
             )
-    key = (variant, local_normalisation)
+    key = (variant, local_normalisation, pass_budget)
     if key not in shared:
         precision, compile = lowering
         polycam = PolyCam(model, layers, variant, local_normalisation=local_normalisation,
-                          precision=precision, compile=compile)  # fmt: skip
+                          precision=precision, compile=compile,
+                          pass_budget=pass_budget)  # fmt: skip
         shared[key] = _SharedPolyCam(polycam, perturbations_per_eval)
     run = shared[key]
 
@@ -197,6 +209,8 @@ def _poly_cam(
         "local_normalisation": local_normalisation, "precision": lowering[0],
         "compile": lowering[1],
     }  # fmt: skip
+    if pass_budget is not None:  # absent for the exact method, so that older runs resume
+        parameters["pass_budget"] = pass_budget
     if output is None:
         parameters["output"] = "maps"
         return Method(name, parameters, lambda x, t: run(x, t).maps)

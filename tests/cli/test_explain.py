@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.error
 from pathlib import Path
 
@@ -206,3 +207,25 @@ def test_default_run_explains_the_bundled_cat(tmp_path, capsys) -> None:
     height, width = _png_size(out)
     # One row of 3-inch panels at 100 dpi: the photo, the overlay and one per layer.
     assert height == 300 and width == 300 * 7
+
+
+def test_pass_budget_reaches_poly_cam_and_is_reported(tmp_path, capsys, monkeypatch) -> None:
+    torch.manual_seed(0)
+    stub = (_StubClassifier().eval(), [f"class{i}" for i in range(5)])
+    monkeypatch.setattr(cli_explain, "load_model", lambda name, device: stub)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200]))
+    out = str(tmp_path / "maps.png")
+    assert main(["explain", image, "--target", "1", "--out", out]) == 0
+    exact = capsys.readouterr().out
+    assert main(["explain", image, "--target", "1", "--out", out, "--pass-budget", "0.5"]) == 0
+    budgeted = capsys.readouterr().out
+    passes = re.compile(r"(\d+) of (\d+) masked passes")
+    run, live = (int(n) for n in passes.search(exact).groups())
+    assert run == live > 1  # the stub's live channels, each scored
+    assert passes.search(budgeted).groups() == (str(live // 2), str(live))
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-1", "half"])
+def test_bad_pass_budget_is_a_usage_error(value: str, capsys) -> None:
+    assert main(["explain", "--pass-budget", value]) == 2
+    assert "--pass-budget" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -63,3 +65,15 @@ def test_unknown_detector_lists_where_to_look(tmp_path: Path, capsys) -> None:
 def test_bad_threshold_is_named(capsys) -> None:
     assert main(["explain-detection", str(bundled_image()), "--score-threshold", "2"]) == 2
     assert "--score-threshold" in error_line(capsys)
+
+
+def test_pass_budget_spends_fewer_passes(tmp_path: Path, capsys) -> None:
+    status = main([
+        "explain-detection", str(bundled_image()), "--model", _MODEL, "--layers", "fine",
+        "coarse", "--out", str(tmp_path / "boxes.png"), "--score-threshold", "0.1",
+        "--pass-budget", "0.25",
+    ])  # fmt: skip
+    assert status == 0
+    passes, exact = re.search(r"(\d+) of (\d+) masked passes", capsys.readouterr().out).groups()
+    # One detection, PCAM- (one pass per live channel): a quarter of the exact passes.
+    assert 0 < int(passes) == math.floor(0.25 * int(exact)) < int(exact)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
@@ -107,3 +109,29 @@ def test_bad_names_are_refused_with_the_reason(
 def test_file_stems_are_safe_on_every_file_system() -> None:
     assert method_file_stem("pcam+-:no-lnorm") == "pcam+-_no-lnorm"
     assert method_file_stem("my.module:method") == "my.module_method"
+
+
+def test_budget_option_builds_one_budgeted_run_per_budget(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    names = ["pcam+-", "pcam+-:budget0.5", "pcam+-:budget0.5:stage1", "pcam+:no-lnorm:budget.25"]
+    methods = build_methods(names, tiny_cnn, LAYERS)
+    targets = torch.tensor([1, 1, 0])
+    budgeted = PolyCam(tiny_cnn, LAYERS, "plusminus", pass_budget=0.5).decompose(
+        tiny_inputs, targets
+    )
+    ablation = PolyCam(tiny_cnn, LAYERS, "plus", local_normalisation=False, pass_budget=0.25)
+    expected = [budgeted.maps, budgeted.stages[0], ablation.attribute(tiny_inputs, targets)]
+    for method, maps in zip(methods[1:], expected, strict=True):
+        torch.testing.assert_close(method.explain(tiny_inputs, targets), maps)
+    assert "pass_budget" not in methods[0].parameters  # the exact method reads as before
+    assert methods[1].parameters["pass_budget"] == 0.5
+    assert methods[3].parameters["pass_budget"] == 0.25
+    assert method_file_stem(names[1]) == "pcam+-_budget0.5"
+
+
+@pytest.mark.parametrize("name", ["pcam+:budget0", "pcam+:budget1.5", "pcam+:budget",
+                                  "pcam+:budget0.5:budget0.2", "pcam+:budgetx"])  # fmt: skip
+def test_bad_budget_options_are_named(name: str, tiny_cnn: nn.Module) -> None:
+    with pytest.raises(EvaluationError, match=re.escape(repr(name))):
+        build_methods([name], tiny_cnn, LAYERS)

@@ -1,0 +1,157 @@
+"""The pass budget: passes spent, exactness at 1, batches, known answers, the estimates' rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from captum_polycam import PolyCam
+from captum_polycam.attr.budget import (
+    allowed_channels,
+    choose,
+    cover_priority,
+    mask_features,
+    similar_channel_weights,
+)
+
+LAYERS = ["block1", "block2", "block3"]
+MODES = {"plus": 1, "minus": 1, "plusminus": 2}
+
+
+def count_rows(model: nn.Module) -> list[int]:
+    """The batch sizes that reach ``model``, recorded by a forward pre-hook."""
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: sizes.append(len(args[0])))
+    return sizes
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.5", [0.5]])
+def test_bad_budgets_are_named(bad: object, tiny_cnn: nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"pass_budget must be None .* in \(0, 1\]"):
+        PolyCam(tiny_cnn, LAYERS, pass_budget=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+def test_budget_one_gives_the_exact_maps(
+    variant: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    # A fixed pass size, so that both runs batch their passes alike, bit for bit.
+    exact = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs, perturbations_per_eval=4)
+    full = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=1.0).decompose(
+        tiny_inputs, perturbations_per_eval=4
+    )
+    assert torch.equal(full.maps, exact.maps)
+    assert all(torch.equal(a, b) for a, b in zip(full.stages, exact.stages, strict=True))
+    assert full.passes == full.exact_passes == exact.passes == exact.exact_passes > 0
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+@pytest.mark.parametrize("budget", [0.5, 0.2, 0.01])
+def test_the_budget_is_respected(
+    variant: str, budget: float, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    exact = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs[:1])
+    live = exact.exact_passes // MODES[variant]
+    sizes = count_rows(tiny_cnn)
+    result = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=budget).decompose(tiny_inputs[:1])
+    allowed = MODES[variant] * math.floor(budget * live)
+    black = 0 if variant == "minus" else 1
+    assert result.exact_passes == exact.exact_passes
+    assert result.passes == allowed
+    assert sum(sizes) == 1 + black + allowed  # the clean pass, the black image, the masks
+    assert result.maps.shape == (1, 1, 16, 16)
+    assert 0 <= float(result.maps.min()) <= float(result.maps.max()) <= 1
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+def test_a_batch_equals_its_examples_one_by_one(
+    variant: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    polycam = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=0.4)
+    targets = torch.tensor([1, 0, 2])
+    batch = polycam.decompose(tiny_inputs, targets)
+    singles = [
+        polycam.decompose(x[None], t[None]) for x, t in zip(tiny_inputs, targets, strict=True)
+    ]
+    torch.testing.assert_close(batch.maps, torch.cat([s.maps for s in singles]))
+    assert batch.passes == sum(s.passes for s in singles)
+
+
+class ObjectOnBackground(nn.Module):
+    """One full-resolution layer of 16 channels, one per 4 x 4 cell of a 16 x 16 image: the
+    channel is the image's mean absolute value on its cell and zero elsewhere. The score only
+    sees the top-left 8 x 8 "object" (four cells): softmax of ``[mean |x| over it, 0]``.
+
+    Unveiling a background cell shows the model nothing of the object, exactly as the black
+    image; hiding it leaves the object whole, exactly as the clean input. So the weight of a
+    background channel is the dead channel's, and the budget's estimate is exact for PCAM+ and
+    PCAM- once the four brighter object cells are scored.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        energy = x.abs().mean(dim=1, keepdim=True)
+        cells = torch.zeros(16, 16, 16)
+        for k in range(16):
+            row, column = divmod(k, 4)
+            cells[k, 4 * row : 4 * row + 4, 4 * column : 4 * column + 4] = 1
+        self.cells(energy * cells[None])
+        evidence = energy[:, 0, :8, :8].mean(dim=(1, 2)) * 4
+        return torch.stack([evidence, torch.zeros_like(evidence)], dim=1)
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus"])
+def test_known_answer_background_channels_weigh_as_dead_ones(variant: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    image = 0.1 + 0.05 * torch.rand(1, 3, 16, 16, generator=generator)
+    image[..., :8, :8] += 1.0  # a bright object: its four cells hold the most activation mass
+    model = ObjectOnBackground().eval()
+    exact = PolyCam(model, ["cells"], variant).decompose(image, 0)
+    budgeted = PolyCam(model, ["cells"], variant, pass_budget=0.25).decompose(image, 0)
+    assert (budgeted.passes, budgeted.exact_passes) == (4, 16)
+    torch.testing.assert_close(budgeted.maps, exact.maps, atol=1e-6, rtol=0)
+
+
+def test_allowed_channels_rounds_down_but_not_below_an_exact_fraction() -> None:
+    live = torch.tensor([[True] * 10, [True] * 3 + [False] * 7])
+    assert allowed_channels(live, 0.3).tolist() == [3, 0]
+    assert allowed_channels(live, 1 / 3).tolist() == [3, 1]
+    assert allowed_channels(live, 1.0).tolist() == [10, 3]
+
+
+def test_cover_priority_by_hand() -> None:
+    # Layer A: masses 6, 3, 1 (total 10); layer B: masses 1, 1 and a dead channel.
+    masses = [torch.tensor([[3.0, 6.0, 1.0]]), torch.tensor([[1.0, 1.0, 0.0]])]
+    live = [torch.tensor([[True, True, True]]), torch.tensor([[True, True, False]])]
+    priority = cover_priority(masses, live)
+    # A: 6 comes first (1 unscored), then 3 (0.4 left), then 1 (0.1); B: 1, then 0.5; dead -1.
+    torch.testing.assert_close(priority, torch.tensor([[0.4, 1.0, 0.1, 1.0, 0.5, -1.0]]))
+    chosen = choose(priority, torch.tensor([3]))
+    assert chosen.tolist() == [[False, True, False, True, True, False]]
+
+
+def test_similar_channel_weights_by_hand() -> None:
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]])
+    weights = torch.tensor([[0.8, 0.2, float("nan"), float("nan")]])
+    scored = torch.tensor([[True, True, False, False]])
+    estimates = similar_channel_weights(weights, features, scored)
+    # Channel 2 is at cosine 1/sqrt(2) of both: the mean. Channel 3 has channel 0's mask.
+    torch.testing.assert_close(estimates[0, 2], torch.tensor(0.5))
+    torch.testing.assert_close(estimates[0, 3], torch.tensor(0.8))
+    torch.testing.assert_close(estimates[0, :2], torch.tensor([0.8, 0.2]))
+
+
+def test_mask_features_average_the_cells_of_the_image() -> None:
+    mask = torch.zeros(1, 1, 14, 14)
+    mask[..., :2, :2] = 1.0  # exactly the top-left cell of the 7 x 7 grid
+    features = mask_features(mask)
+    assert features.shape == (1, 49)
+    assert features[0, 0] == 1.0 and float(features[0, 1:].abs().sum()) == 0.0
+    coarse = mask_features(torch.ones(1, 1, 2, 2))  # coarser than the grid: resampled
+    torch.testing.assert_close(coarse, torch.ones(1, 49))
