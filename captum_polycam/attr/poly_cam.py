@@ -181,8 +181,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 spends at most that fraction of the exact masked passes of each example
                 (``floor(pass_budget * live channels)`` channels are scored, by decreasing
                 share of their layer's activation mass) and estimates the other channels'
-                weights from the scored ones: an approximation whose measured fidelity is on
-                the performance page. ``1.0`` gives the exact maps.
+                weights (as dead channels' for PCAM+ and PCAM-, from the scored channels with
+                the most similar masks for PCAM+-): an approximation whose measured fidelity
+                is on the performance page. ``1.0`` gives the exact maps.
         """
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
