@@ -56,8 +56,8 @@ def check_pass_budget(value: Any) -> None:
 
 def allowed_channels(live: Tensor, fraction: float) -> Tensor:
     """``floor(fraction * live channels)`` of each example, ``(N,)``: the channels it may score
-    (one part in a billion of slack keeps a budget of exactly ``k / live`` from losing a
-    channel to rounding)."""
+    (``1e-9`` of slack keeps a budget of exactly ``k / live`` from losing a channel to
+    rounding)."""
     return torch.floor(live.sum(dim=1).double() * fraction + 1e-9).long()
 
 
@@ -127,8 +127,8 @@ def similar_channel_weights(weights: Tensor, features: Tensor, scored: Tensor) -
         scored: ``(N, K)`` booleans.
 
     Returns:
-        ``(N, K)`` estimates (the scored channels included; an example with no scored channel
-        gets its channels' mean weight of ``0``).
+        ``(N, K)`` estimates, the scored channels included; ``0`` throughout an example with
+        no scored channel.
     """
     unit = F.normalize(features, dim=2)
     estimates = torch.zeros_like(weights)
