@@ -115,3 +115,37 @@ def photos() -> Tensor:
     data = pytest.importorskip("skimage.data")
     return torch.cat([preprocess(torch.from_numpy(data.chelsea())),
                       preprocess(torch.from_numpy(data.coffee()))])  # fmt: skip
+
+
+class ReusedReLU(nn.Module):
+    """One ReLU object called twice, at 16 x 16 then at 8 x 8 (as EfficientNet's ``_swish``),
+    ``alias``, a second name of ``conv1``, and a count of its forward passes; 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.alias = self.conv1
+        self.head = nn.Linear(4, 3)
+        self.passes = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.passes += 1
+        return self.head(self.act(self.conv2(self.act(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+class DropsRowsWhenPerturbed(nn.Module):
+    """A detector-style wrapper: every row on the clean pass, then only the first row of each
+    perturbed pass, as if the other inputs had no detection."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.passes = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.passes += 1
+        output = self.net(x)
+        return output if self.passes == 1 else output[:1]

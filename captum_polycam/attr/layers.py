@@ -8,6 +8,7 @@ several times; the default is the last call, as a forward hook sees it.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,45 +55,88 @@ class LayerCall:
 
 
 def resolve_layers(model: nn.Module | None, layers: Sequence[LayerLike]) -> list[LayerCall]:
-    """Turn user layer references into :class:`LayerCall` objects, with clear errors."""
+    """Turn user layer references into :class:`LayerCall` objects, with clear errors.
+
+    What needs no forward pass is checked here: names the model does not have, malformed call
+    indices, and a layer given twice (by one name twice, by a name and the module object, or
+    by two names of one module), which would double its masked passes. A call index the
+    module does not reach, or two indices of one call (``"act:1"`` and ``"act"`` for a module
+    called twice), are found by :func:`capture_activations`, on the clean pass.
+
+    Raises:
+        TypeError: If a layer is not a module, a dotted name or a ``(layer, k)`` pair with an
+            int ``k``, or a name is given without an ``nn.Module`` to look it up in.
+        ValueError: If ``layers`` is empty, a name is unknown or malformed, or a layer is
+            given twice.
+    """
     if isinstance(layers, (str, nn.Module)) or (
         isinstance(layers, tuple) and len(layers) == 2 and isinstance(layers[1], int)
     ):
         layers = [layers]  # type: ignore[list-item]
     if not isinstance(layers, Sequence) or len(layers) == 0:
         raise ValueError(f"layers must be a non-empty list of modules or names; got {layers!r}")
-    names = {id(module): name for name, module in model.named_modules()} if model else {}
-    modules = dict(model.named_modules()) if model else {}
-    resolved = []
-    for layer in layers:
-        call = -1
-        if isinstance(layer, tuple):
-            layer, call = layer
-        if isinstance(layer, str):
-            name, _, suffix = layer.partition(":")
-            if suffix:
+    names = (
+        {id(module): name for name, module in model.named_modules()} if model is not None else {}
+    )
+    # Every name of a module registered under several (a shared block), not only its first.
+    modules = dict(model.named_modules(remove_duplicate=False)) if model is not None else {}
+    resolved: list[LayerCall] = []
+    for position, layer in enumerate(layers):
+        call = _reference_call(layer)
+        reference = layer[0] if isinstance(layer, tuple) else layer
+        if isinstance(reference, str):
+            name, colon, suffix = reference.partition(":")
+            if colon:
+                if isinstance(layer, tuple):
+                    raise ValueError(f"layers: {layer!r} gives the call index twice")
                 try:
                     call = int(suffix)
                 except ValueError:
                     raise ValueError(
-                        f"layers: {layer!r} must be 'name' or 'name:call_index'"
+                        f"layers: {reference!r} must be 'name' or 'name:call_index'"
                     ) from None
             if model is None:
                 raise TypeError(
-                    f"layers: the name {layer!r} needs forward_func to be an nn.Module; "
+                    f"layers: the name {reference!r} needs forward_func to be an nn.Module; "
                     "pass the module itself"
                 )
             if name not in modules:
                 raise ValueError(f"layers: the model has no module named {name!r}")
-            resolved.append(LayerCall(name, modules[name], call))
-        elif isinstance(layer, nn.Module):
-            name = names.get(id(layer), type(layer).__name__)
-            resolved.append(LayerCall(name, layer, call))
+            found = LayerCall(name, modules[name], call)
         else:
-            raise TypeError(
-                f"layers: expected a module, a dotted name or (module, call); got {layer!r}"
-            )
+            found = LayerCall(names.get(id(reference), type(reference).__name__), reference, call)
+        for earlier, other in enumerate(resolved):
+            if other.module is found.module and other.call == found.call:
+                raise ValueError(
+                    f"layers: layers[{earlier}] and layers[{position}] are both {other}; "
+                    "give each layer once (a duplicate would double its masked passes)"
+                )
+        resolved.append(found)
     return resolved
+
+
+def _reference_call(layer: Any) -> int:
+    """The call index a ``(layer, k)`` pair gives, ``-1`` for a plain module or name.
+
+    Raises:
+        TypeError: If ``layer`` is neither a module, a name nor such a pair with an int ``k``.
+    """
+    if isinstance(layer, (str, nn.Module)):
+        return -1
+    pair = isinstance(layer, tuple) and len(layer) == 2
+    if not pair or not isinstance(layer[0], (str, nn.Module)):
+        raise TypeError(
+            f"layers: expected a module, a dotted name or (module, call); got {layer!r}"
+        )
+    call = layer[1]
+    try:
+        if isinstance(call, bool):  # True is an int to Python, but never meant as call 1
+            raise TypeError
+        return operator.index(call)  # an int, or a NumPy or 0-d tensor integer
+    except TypeError:
+        raise TypeError(
+            f"layers: the call index of {layer!r} must be an int; got {call!r}"
+        ) from None
 
 
 @contextmanager
@@ -111,6 +155,11 @@ def capture_activations(
 
     The copy is taken when the module returns, so in-place operations later in the forward
     pass (residual sums, in-place activations) do not alter it.
+
+    Raises:
+        ValueError: If a layer is never called, asks for a call its module does not make, is
+            not an ``N x C x h x w`` tensor, or names the same call as another layer
+            (``"act:1"`` and ``"act"`` of a module called twice).
     """
     calls: dict[int, int] = {}
     captured: dict[int, list[Tensor]] = {}
@@ -127,6 +176,9 @@ def capture_activations(
         output = forward()
 
     activations = []
+    # Two indices of one call ("act:1" and "act" of a module called twice) are one layer,
+    # which only the number of calls reveals.
+    read: dict[tuple[int, int], LayerCall] = {}
     for layer in layers:
         outputs = captured.get(id(layer.module), [])
         if not outputs:
@@ -135,6 +187,14 @@ def capture_activations(
             raise ValueError(
                 f"layers: {layer} asks for call {layer.call}, but the module is called "
                 f"{len(outputs)} time(s)"
+            )
+        index = layer.call % len(outputs)
+        other = read.setdefault((id(layer.module), index), layer)
+        if other is not layer:
+            raise ValueError(
+                f"layers: {other} and {layer} are the same output, call {index} of the "
+                f"{len(outputs)} calls of the module; give each layer once (a duplicate would "
+                "double its masked passes)"
             )
         activation = outputs[layer.call]
         if not isinstance(activation, Tensor) or activation.dim() != 4:
@@ -513,8 +573,8 @@ def describe_layers(
         TypeError: If ``model`` is not an ``nn.Module``, or a layer is not a module, name or
             ``(module, k)`` pair.
         ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor, a layer is
-            unknown, never called or not ``N x C x h x w``, or, with ``layers=None``, as
-            :func:`discover_layers` raises.
+            unknown, given twice, never called or not ``N x C x h x w``, or, with
+            ``layers=None``, as :func:`discover_layers` raises.
 
     Warns:
         UserWarning: With ``layers=None``, as :func:`discover_layers` warns.

@@ -162,8 +162,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             layers: Modules or dotted names, ordered shallow to deep, each optionally followed
                 by ``":k"`` (or given as ``(layer, k)``) to read the ``k``-th call of a module
                 object called several times in a forward pass (the default is its last call).
-                ``None`` picks one layer per resolution with
-                :func:`~captum_polycam.discover_layers` on each batch.
+                Each layer is given once: a duplicate, which would double its passes, is an
+                error, as are a name the model does not have and a call it does not make
+                (found on the clean pass, before any masked pass). ``None`` picks one layer
+                per resolution with :func:`~captum_polycam.discover_layers` on each batch.
             variant: ``"plus"`` (PCAM+), ``"minus"`` (PCAM-) or ``"plusminus"`` (PCAM+-).
             score_fn: What a forward pass is scored by: ``"softmax"`` (the paper's choice, a
                 sigmoid for a single output unit), ``"logit"``, or a callable mapping the
@@ -174,7 +176,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 layer's raw map ``S_l`` by the upsampled composite: the paper's ablation.
             precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the
                 masked inputs under ``torch.autocast``. The clean pass, the activations, the
-                masks and all the map arithmetic stay float32.
+                masks and all the map arithmetic stay float32. A CPU without native bf16
+                (AVX-512 BF16 or AMX) runs bf16 tens of times slower than fp32: a warning
+                says so, from one input timed in each precision (see the performance page).
             compile: Run the masked passes through ``torch.compile``: a warm-up of seconds to
                 minutes on the first call, worth it over many maps (see the performance page).
             pass_budget: ``None`` (the default) for the exact method. A number in ``(0, 1]``

@@ -16,7 +16,6 @@ __all__ = [
     "add_model_option",
     "add_pass_budget_option",
     "check_device",
-    "check_figure_folder",
     "comma_list",
     "non_negative_int",
     "positive_int",
@@ -73,14 +72,9 @@ def add_pass_budget_option(parser: argparse.ArgumentParser) -> None:
 def add_figure_option(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(default), metavar="PATH",
-        help="PNG figure to write (default: %(default)s)",
+        help="figure to write, in the format of its suffix: png, jpg, pdf, svg... (default: "
+        "%(default)s)",
     )  # fmt: skip
-
-
-def check_figure_folder(out: Path) -> None:
-    """Fail before any work when the figure's folder is missing."""
-    if not out.parent.is_dir():
-        raise EvaluationError(f"--out: the folder {str(out.parent)!r} does not exist")
 
 
 def check_device(device: str) -> None:

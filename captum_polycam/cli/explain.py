@@ -22,10 +22,9 @@ from captum_polycam.cli.arguments import (
     add_model_option,
     add_pass_budget_option,
     check_device,
-    check_figure_folder,
     positive_int,
 )
-from captum_polycam.cli.figure import save_figure
+from captum_polycam.cli.figure import check_figure_path, save_figure
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import bundled_image, normalise, read_image
 from captum_polycam.evaluation.models import load_model
@@ -77,7 +76,7 @@ def _check_arguments(args: argparse.Namespace, image_count: int) -> None:
             f"--target: give one class for all images or one per image; got {len(args.target)} "
             f"classes for {image_count} images"
         )
-    check_figure_folder(args.out)
+    check_figure_path(args.out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,14 +90,14 @@ def run(args: argparse.Namespace) -> int:
     model, categories = load_model(args.model, device)
     if categories is None:  # a user's model: its outputs have no names
         with torch.no_grad():
-            classes = model(normalise(pixels[:1]).to(device)).shape[-1]
+            classes = _class_scores(model(normalise(pixels[:1]).to(device)), args.model).shape[-1]
         categories = [f"class {index}" for index in range(classes)]
     for target in args.target or ():
         if not 0 <= target < len(categories):
             raise EvaluationError(f"--target {target}: classes run from 0 to {len(categories) - 1}")
     inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        probabilities = model(inputs).softmax(dim=-1)
+        probabilities = _class_scores(model(inputs), args.model).softmax(dim=-1)
     if args.target is None:
         explained = probabilities.argmax(dim=-1).tolist()
     else:
@@ -145,6 +144,20 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     print(f"Figure: {args.out}")
     return 0
+
+
+def _class_scores(output: object, model_name: str) -> Tensor:
+    """The model's ``N x classes`` output, or a usage error saying what it returned instead."""
+    if isinstance(output, Tensor) and output.dim() == 2:
+        return output
+    if isinstance(output, Tensor):
+        returned = f"a tensor of shape {tuple(output.shape)}"
+    else:
+        returned = f"a {type(output).__name__}"
+    raise EvaluationError(
+        f"--model {model_name}: not an image classifier: it returned {returned}; expected a "
+        "tensor of class scores, N x classes (explain a detector with explain-detection)"
+    )
 
 
 def _print_classes(name: str, probabilities: Tensor, target: int, categories: list[str]) -> None:

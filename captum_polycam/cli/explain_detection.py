@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
 from captum_polycam.cli.arguments import (
@@ -20,10 +23,9 @@ from captum_polycam.cli.arguments import (
     add_figure_option,
     add_pass_budget_option,
     check_device,
-    check_figure_folder,
     positive_int,
 )
-from captum_polycam.cli.figure import save_detection_figure
+from captum_polycam.cli.figure import check_figure_path, save_detection_figure
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import read_image
 from captum_polycam.evaluation.models import load_detector
@@ -81,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise EvaluationError(f"--score-threshold must be in [0, 1]; got {args.score_threshold}")
-    check_figure_folder(args.out)
+    check_figure_path(args.out)
     pixels = read_image(args.image, size=None)
     device = torch.device(args.device)
     model, categories = load_detector(args.model, device)
     pixels = pixels.to(device)
+    if args.layers is not None:
+        _check_layers(model, pixels, args.layers)
     with torch.no_grad():
-        found = model(pixels)[0]
+        found = _detections(model(pixels), args.model)
     order = found["scores"].argsort(descending=True)[: args.max_detections]
     found = {key: found[key][order] for key in ("boxes", "labels", "scores")}
     print(f"Model: {args.model} on {device}, method: PCAM {args.variant}")
@@ -134,6 +138,43 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     print(f"Figure: {args.out}")
     return 0
+
+
+def _check_layers(model: nn.Module, pixels: Tensor, layers: list[str]) -> None:
+    """Fail before the attribution when ``--layers`` names no module, a call that does not
+    happen, a layer without ``C x h x w`` maps, or resolutions out of order."""
+    try:
+        found = describe_layers(model, pixels, layers)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(f"--layers: {str(error).removeprefix('layers: ')}") from None
+    for shallow, deep in pairwise(found):
+        # As PolyCam requires, but found now rather than after the detection.
+        if deep.height > shallow.height or deep.width > shallow.width:
+            raise EvaluationError(
+                "--layers: layers must be ordered shallow to deep, by non-increasing "
+                f"resolution; {deep.name} ({deep.height}x{deep.width}) comes after "
+                f"{shallow.name} ({shallow.height}x{shallow.width})"
+            )
+
+
+def _detections(output: object, model_name: str) -> Mapping[str, Tensor]:
+    """The first image's detections, or a usage error saying what the model returned."""
+    if (
+        isinstance(output, Sequence) and len(output) > 0 and isinstance(output[0], Mapping)
+        and all(key in output[0] for key in ("boxes", "labels", "scores"))
+    ):  # fmt: skip
+        return output[0]
+    if isinstance(output, Tensor):
+        returned = f"a tensor of shape {tuple(output.shape)}"
+    elif isinstance(output, Sequence) and output and isinstance(output[0], Mapping):
+        returned = f"a list of dicts with {', '.join(map(str, output[0])) or 'no keys'}"
+    else:
+        returned = f"a {type(output).__name__}"
+    raise EvaluationError(
+        f"--model {model_name}: not an object detector: it returned {returned}; expected a "
+        "list of dicts with boxes, labels and scores, one per image (explain a classifier with "
+        "explain)"
+    )
 
 
 def _label_name(label: int, categories: list[str] | None) -> str:

@@ -13,11 +13,60 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["save_detection_figure", "save_figure"]
+from captum_polycam.evaluation.errors import EvaluationError
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "check_figure_path",
+    "figure_format",
+    "save_detection_figure",
+    "save_figure",
+]
 
 _PANEL_INCHES = 3.0
 _DPI = 100
 _CMAP = "jet"
+# The formats matplotlib writes by itself (pgf needs LaTeX; raw and rgba have no header), as
+# far as this matplotlib does (webp came with 3.6).
+FIGURE_FORMATS = tuple(
+    name
+    for name in ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
+    if name in FigureCanvasAgg.get_supported_filetypes()
+)
+
+
+def figure_format(path: str | Path) -> str:
+    """The format of the figure at ``path``, from its suffix: PNG when it has none.
+
+    Raises:
+        EvaluationError: The suffix is not one of :data:`FIGURE_FORMATS`.
+    """
+    suffix = Path(path).suffix
+    if not suffix:
+        return "png"
+    if suffix.lower()[1:] not in FIGURE_FORMATS:
+        raise EvaluationError(
+            f"--out: cannot write a {suffix!r} figure; use {', '.join(FIGURE_FORMATS)} "
+            "(by the file name's suffix)"
+        )
+    return suffix.lower()[1:]
+
+
+def check_figure_path(out: Path) -> None:
+    """Fail before any work when the figure could not be written at ``out``: its folder is
+    missing, ``out`` is a folder, or its format is not supported.
+
+    Raises:
+        EvaluationError: Saying which.
+    """
+    if out.is_dir():
+        raise EvaluationError(
+            f"--out: {str(out)!r} is a folder; give the figure's file name, such as "
+            f"{str(out / 'figure.png')!r}"
+        )
+    if not out.parent.is_dir():
+        raise EvaluationError(f"--out: the folder {str(out.parent)!r} does not exist")
+    figure_format(out)
 
 
 def save_figure(
@@ -31,10 +80,11 @@ def save_figure(
     stage_titles: Sequence[str],
     method: str = "Poly-CAM",
 ) -> None:
-    """Write a PNG with one row per image: photo, overlay, then each stage's map.
+    """Write a figure with one row per image: photo, overlay, then each stage's map.
 
     Args:
-        path: Where to write the PNG (always PNG, whatever the suffix).
+        path: Where to write the figure, in the format of its suffix (see
+            :func:`figure_format`).
         pixels: The photos, ``N x 3 x H x W`` in ``[0, 1]``.
         maps: The final maps, ``N x 1 x H x W`` in ``[0, 1]``.
         stages: The intermediate maps, deepest first, each ``N x 1 x H x W``.
@@ -43,6 +93,7 @@ def save_figure(
         stage_titles: One title per stage.
         method: The method's name in the overlay titles.
     """
+    format_ = figure_format(path)
     count = len(pixels)
     if not len(maps) == len(image_names) == len(class_names) == count:
         raise ValueError("pixels, maps, image_names and class_names need one entry per image")
@@ -71,22 +122,24 @@ def save_figure(
             axis.imshow(_hwc(stage[row])[..., 0], cmap=_CMAP, vmin=0.0, vmax=1.0)
             axis.set_title(title)
             axis.set_axis_off()
-    figure.savefig(path, format="png", dpi=_DPI)
+    figure.savefig(path, format=format_, dpi=_DPI)
 
 
 def save_detection_figure(
     path: str | Path, pixels: Tensor, maps: Tensor, boxes: Tensor, titles: Sequence[str]
 ) -> None:
-    """Write a PNG with the photo and its boxes, then one panel per detection: its map over the
-    photo, with its box.
+    """Write a figure with the photo and its boxes, then one panel per detection: its map over
+    the photo, with its box.
 
     Args:
-        path: Where to write the PNG.
+        path: Where to write the figure, in the format of its suffix (see
+            :func:`figure_format`).
         pixels: The photo, ``1 x 3 x H x W`` or ``3 x H x W`` in ``[0, 1]``.
         maps: One map per detection, ``T x 1 x H x W`` in ``[0, 1]``.
         boxes: ``T x 4`` boxes, ``x1, y1, x2, y2`` in pixels.
         titles: One title per detection.
     """
+    format_ = figure_format(path)
     if not len(maps) == len(boxes) == len(titles):
         raise ValueError("maps, boxes and titles need one entry per detection")
     photo = _hwc(pixels.reshape(-1, *pixels.shape[-3:])[0])
@@ -106,7 +159,7 @@ def save_detection_figure(
         )  # fmt: skip
         axis.set_axis_off()
         _draw_box(axis, box)
-    figure.savefig(path, format="png", dpi=_DPI)
+    figure.savefig(path, format=format_, dpi=_DPI)
 
 
 def _draw_box(axis: Axes, box: Tensor) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -49,6 +50,9 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
     )
     try:
+        # mkstemp makes the file private (0600); a shared output folder (several nodes, a
+        # colleague reading the results) needs the mode any other new file would get.
+        os.chmod(temporary, _new_file_mode())
         with os.fdopen(handle, "wb") as file:
             yield file
             file.flush()
@@ -58,6 +62,14 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         Path(temporary).unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process's umask."""
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -7,6 +7,7 @@ standard deviation; :class:`Preprocessing` does that by default and records its 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +47,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 _BUNDLED = ("astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.jpg")
+# Pillow's one-channel modes of more than 8 bits: 16-bit integers, 32-bit integers and floats.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_UINT16_MAX = 65535
+_INT32_MAX = 2**31 - 1
+_DIGEST_BLOCK = 1 << 20
 
 
 def bundled_image() -> Traversable:
@@ -63,22 +69,62 @@ def bundled_images() -> list[Traversable]:
     return [files("captum_polycam") / "assets" / name for name in _BUNDLED]
 
 
-def _decode(path: str | Path | Traversable) -> Tensor:
-    """The file's pixels as a ``3 x H x W`` float tensor in ``[0, 1]``."""
+def _decode(path: str | Path | Traversable) -> tuple[Tensor, str]:
+    """The file's pixels as a ``3 x H x W`` float tensor in ``[0, 1]``, and the hex SHA-256 of
+    its bytes, from one read of the file.
+
+    Raises:
+        EvaluationError: The file cannot be read or decoded.
+    """
+    data = _read_bytes(path)
+    return _decode_bytes(data, path), hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(path: str | Path | Traversable) -> bytes:
     source = Path(path) if isinstance(path, (str, os.PathLike)) else path
     try:
-        with source.open("rb") as file, Image.open(file) as opened:
+        return source.read_bytes()
+    except OSError as error:
+        reason = error.strerror or error
+        raise EvaluationError(f"cannot read image {str(path)!r}: {reason}") from None
+
+
+def _decode_bytes(data: bytes, path: str | Path | Traversable) -> Tensor:
+    """The pixels of an image file's ``data`` (read from ``path``, named in errors)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
             # Phones store photos sideways with an EXIF rotation; use them as they were taken.
             # An animated GIF opens on its first frame.
-            image = np.array(ImageOps.exif_transpose(opened).convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow's decoders raise all three
+            return pil_pixels(ImageOps.exif_transpose(opened))
+    # Pillow's decoders raise the first three; its size limit the bomb error, and the bomb
+    # warning when warnings are errors (python -W error).
+    except (
+        OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:  # fmt: skip
         if isinstance(error, UnidentifiedImageError):
             raise EvaluationError(
                 f"cannot decode image {str(path)!r}: not a supported image file"
             ) from None
-        reason = getattr(error, "strerror", None) or error
-        raise EvaluationError(f"cannot read image {str(path)!r}: {reason}") from None
-    return F.to_dtype(torch.from_numpy(image).permute(2, 0, 1), torch.float32, scale=True)
+        raise EvaluationError(f"cannot read image {str(path)!r}: {error}") from None
+
+
+def pil_pixels(image: Image.Image) -> Tensor:
+    """A Pillow image as ``3 x H x W`` float pixels in ``[0, 1]``, each mode in its own range."""
+    if image.mode not in _WIDE_MODES:
+        rgb = np.array(image.convert("RGB"))
+        return F.to_dtype(torch.from_numpy(rgb).permute(2, 0, 1), torch.float32, scale=True)
+    # Pillow's conversion of these to RGB clips at 255: a 16-bit photo would come out white.
+    values = np.array(image, dtype=np.float64)  # float64 holds every 32-bit integer exactly
+    if image.mode == "F":
+        scaled = values
+    # Some Pillow versions and formats (16-bit PGM here) open 16-bit files as 32-bit "I".
+    elif image.mode != "I" or (values.min() >= 0 and values.max() <= _UINT16_MAX):
+        scaled = values / _UINT16_MAX
+    else:
+        scaled = values / _INT32_MAX
+    grey = torch.from_numpy(scaled.clip(0.0, 1.0).astype(np.float32))
+    return grey.expand(3, -1, -1).clone()
 
 
 @dataclass(frozen=True)
@@ -122,14 +168,17 @@ class Preprocessing:
 def read_image(path: str | Path | Traversable, size: tuple[int, int] | None = SIZE) -> Tensor:
     """Read a JPEG, PNG, WebP or GIF as a ``1 x 3 x H x W`` RGB tensor in ``[0, 1]``.
 
-    Grayscale and RGBA files become RGB, and an animated GIF its first frame. The image is
-    squashed to ``size`` rather than cropped, so that the whole photo is explained and can
-    be drawn under its map; ``size=None`` keeps the file's own.
+    Grayscale and RGBA files become RGB, and an animated GIF its first frame. The pixels of
+    16-bit files are scaled from ``[0, 65535]``, of 32-bit integer ones from ``[0, 2**31 - 1]``
+    (from the 16-bit range when their values fit it, as Pillow opens some 16-bit files as
+    32-bit), and those of floating-point files clipped to ``[0, 1]``. The image is squashed to
+    ``size`` rather than cropped, so that the whole photo is explained and can be drawn under
+    its map; ``size=None`` keeps the file's own.
 
     Raises:
         EvaluationError: The file cannot be read or is not a supported image.
     """
-    pixels = _decode(path)
+    pixels, _ = _decode(path)
     if size is None:
         return pixels[None].clamp(0, 1)
     return Preprocessing(size=size).pixels(pixels)[None]
@@ -152,6 +201,7 @@ class Sample(NamedTuple):
     inputs: Tensor | None  # 3 x H x W, preprocessed; None when unreadable
     label: int | None
     error: str | None = None
+    digest: str | None = None  # hex SHA-256 of the file's bytes; None when it cannot be read
 
 
 class ImageFolder(Dataset[Sample]):
@@ -167,8 +217,10 @@ class ImageFolder(Dataset[Sample]):
             ``imagenet_validation_imagename_labels.txt``, or a mapping of names to classes.
         preprocessing: How a photo becomes a model input.
 
-    An image that cannot be read yields a :class:`Sample` whose ``error`` says why, so that
-    a run records it and goes on.
+    An image that cannot be read or decoded (an image over Pillow's ``Image.MAX_IMAGE_PIXELS``
+    limit included) yields a :class:`Sample` whose ``error`` says why, so that a run records
+    it and goes on. Each sample's ``digest`` is the SHA-256 of the bytes its file had when it
+    was read, as :meth:`digest` computes it without decoding.
 
     Example:
         >>> folder = ImageFolder("val", image_list="images.txt")
@@ -215,18 +267,41 @@ class ImageFolder(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         name = self.names[index]
         label = None if self.labels is None else int(self.labels[name])
+        digest = None
         try:
-            inputs = self.preprocessing(_decode(self.root / name))
+            # One read gives both the pixels and the digest that identifies them in a run.
+            data = _read_bytes(self.root / name)
+            digest = hashlib.sha256(data).hexdigest()
+            inputs = self.preprocessing(_decode_bytes(data, self.root / name))
         except EvaluationError as error:
-            return Sample(name, None, label, str(error))
-        return Sample(name, inputs, label)
+            return Sample(name, None, label, str(error), digest)
+        return Sample(name, inputs, label, digest=digest)
+
+    def digest(self, index: int) -> str | None:
+        """The hex SHA-256 of the ``index``-th file's bytes, as in its :class:`Sample`, without
+        decoding it; ``None`` when the file cannot be read."""
+        hasher = hashlib.sha256()
+        try:
+            with (self.root / self.names[index]).open("rb") as file:
+                for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
+                    hasher.update(block)
+        except OSError:
+            return None
+        return hasher.hexdigest()
 
 
 def _read_lines(path: Path, argument: str) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows editors start the file with a byte order mark, which would
+        # otherwise become part of the first name.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise EvaluationError(f"{argument}: cannot read {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise EvaluationError(
+            f"{argument}: {str(path)!r} is not UTF-8 text (byte {error.start} is "
+            f"{error.object[error.start : error.start + 1]!r}); save it as UTF-8"
+        ) from None
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 

@@ -39,6 +39,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from captum_polycam.attr import PolyCam, PolyCamMaps
+from captum_polycam.attr.layers import resolve_layers
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.metrics.confidence import min_max_mask
 from captum_polycam.perturbation.scoring import Precision
@@ -132,13 +133,23 @@ def build_methods(
         compile: Compile Poly-CAM's masked passes (``PolyCam(compile=True)``).
 
     Raises:
-        EvaluationError: A name is unknown or malformed, or appears twice.
+        EvaluationError: A name is unknown or malformed, appears twice, shares its file stem
+            with another, or a custom method's factory fails.
     """
     if not names:
         raise EvaluationError("methods: give at least one method")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
     if repeated:
         raise EvaluationError(f"methods: {', '.join(repeated)} given twice")
+    stems: dict[str, list[str]] = {}
+    for name in names:
+        stems.setdefault(method_file_stem(name), []).append(name)
+    clashes = [same for same in stems.values() if len(same) > 1]
+    if clashes:
+        raise EvaluationError(
+            f"methods: {' and '.join(clashes[0])} would share the artefact files "
+            f"*_{method_file_stem(clashes[0][0])}.*; rename one of them"
+        )
     shared: dict[tuple[str, bool, float | None], _SharedPolyCam] = {}
     methods = []
     for name in names:
@@ -237,7 +248,7 @@ def _baseline(
     parameters: dict[str, Any]
     explain: Callable[[Tensor, Tensor], Tensor]
     if name == "gradcam":
-        gradcam = LayerGradCam(model, model.get_submodule(deepest))
+        gradcam = LayerGradCam(model, resolve_layers(model, [deepest])[0].module)
         parameters = {"method": "LayerGradCam", "layer": deepest, "relu_attributions": True,
                       "upsampling": "bilinear", "scaling": "divide by the maximum"}  # fmt: skip
 
@@ -326,7 +337,12 @@ def _custom(name: str, model: nn.Module) -> Method:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise EvaluationError(f"methods: cannot import {name!r} ({error})") from None
-    attribution = factory(model)
+    try:
+        attribution = factory(model)
+    except Exception as error:  # the user's code: say whose it is
+        raise EvaluationError(
+            f"methods: {name!r} failed to build its attribution: {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(attribution, Attribution) and not callable(
         getattr(attribution, "attribute", None)
     ):
@@ -334,7 +350,7 @@ def _custom(name: str, model: nn.Module) -> Method:
             f"methods: {name!r} must return a Captum attribution (an object with "
             f"attribute()); got {type(attribution).__name__}"
         )
-    parameters = {"method": name, "attribution": repr(attribution),
+    parameters = {"method": name, "attribution": _identity(attribution),
                   "channels": "sum of absolute values when several",
                   "upsampling": "bilinear", "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
 
@@ -347,3 +363,13 @@ def _custom(name: str, model: nn.Module) -> Method:
         return min_max_mask(inputs, maps)[:, None]  # upsampled bilinearly, then min-max
 
     return Method(name, parameters, explain)
+
+
+def _identity(attribution: object) -> str:
+    """What identifies a custom attribution from run to run: its ``repr`` when that shows its
+    settings, its class when the ``repr`` is Python's default, whose address changes every run."""
+    text = repr(attribution)
+    if re.search(r" at 0x[0-9a-fA-F]+", text):
+        kind = type(attribution)
+        return f"{kind.__module__}.{kind.__qualname__}"
+    return text

@@ -37,8 +37,8 @@ def load_model(name: str, device: torch.device | str) -> tuple[nn.Module, list[s
         The model and the names of its output classes (``None`` for a user's callable).
 
     Raises:
-        EvaluationError: The name is unknown, a package is missing or the weights cannot be
-            fetched.
+        EvaluationError: The name is unknown, a package is missing, the weights cannot be
+            fetched, or the callable cannot be imported, raises or returns no module.
     """
     if name == DEFAULT_MODEL:
         model = _efficientnet_lite0()
@@ -69,16 +69,24 @@ def load_detector(name: str, device: torch.device | str) -> tuple[nn.Module, lis
         The model and the names of its labels (``None`` for a user's callable).
 
     Raises:
-        EvaluationError: The name is unknown or the weights cannot be fetched.
+        EvaluationError: The name is unknown or a classifier's, the weights cannot be
+            fetched, or the callable cannot be imported, raises or returns no module.
     """
     if ":" in name:
         return _from_callable(name).eval().to(device), None
     detection = torchvision.models.detection
     if name not in torchvision.models.list_models(module=detection):
+        listing = _LIST_HINT.replace("(torchvision.models)", "(torchvision.models.detection)")
+        if name == DEFAULT_MODEL or name in torchvision.models.list_models(torchvision.models):
+            problem = (
+                f"{name!r} is an image classifier, not an object detector (explain it with: "
+                f"captum-polycam explain --model {name})"
+            )
+        else:
+            problem = f"unknown detector {name!r}"
         raise EvaluationError(
-            f"unknown detector {name!r}: use a torchvision detector (list them with: "
-            f"{_LIST_HINT.replace('(torchvision.models)', '(torchvision.models.detection)')}) "
-            "or package.module:callable"
+            f"{problem}: use a torchvision detector (list them with: {listing}) or "
+            "package.module:callable"
         )
     try:
         model = torchvision.models.get_model(name, weights="DEFAULT")
@@ -116,9 +124,19 @@ def _from_callable(spec: str) -> nn.Module:
     module_name, _, attribute = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
+    # A module may raise anything while it is imported; ValueError for an empty name.
+    except Exception as error:
         raise EvaluationError(f"model {spec!r}: cannot import it ({error})") from None
-    model = factory()
+    if not callable(factory):
+        raise EvaluationError(f"model {spec!r}: {module_name}.{attribute} is not callable")
+    try:
+        model = factory()
+    # The user's code: whatever it raises (a missing checkpoint, a missing GPU) is the
+    # user's to fix, and deserves one line rather than a traceback.
+    except Exception as error:
+        raise EvaluationError(
+            f"model {spec!r}: the factory raised {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise EvaluationError(
             f"model {spec!r}: the callable must return a torch.nn.Module; "

@@ -11,7 +11,9 @@ when, so every way of running ends with the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import hashlib
 import json
 import platform
 import sys
@@ -19,6 +21,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import captum_polycam
 from captum_polycam.attr import describe_layers
+from captum_polycam.attr.layers import _evaluation_mode as evaluation_mode
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
@@ -43,6 +47,7 @@ from captum_polycam.evaluation.images import (
     Preprocessing,
     Sample,
     image_list_digest,
+    pil_pixels,
 )
 from captum_polycam.evaluation.methods import Method, build_methods, method_file_stem
 from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model, model_file_stem
@@ -102,14 +107,26 @@ class EvaluationConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "batch_size"):
+        for name, least in (("n_steps", 1), ("batch_size", 1), ("sensitivity_images", 0),
+                            ("seed", None)):  # fmt: skip
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EvaluationError(f"{name} must be a positive int; got {value!r}")
-        if self.sensitivity_images < 0:
-            raise EvaluationError(
-                f"sensitivity_images must be 0 or more; got {self.sensitivity_images!r}"
-            )
+            bad_type = isinstance(value, bool) or not isinstance(value, int)
+            if bad_type or (least is not None and value < least):
+                expected = {1: "a positive int", 0: "an int, 0 or more", None: "an int"}[least]
+                raise EvaluationError(f"{name} must be {expected}; got {value!r}")
+        for name in ("methods", "layers"):
+            names = getattr(self, name)
+            # A lone string would otherwise be read as one name per character.
+            if name == "layers" and names is None:
+                continue
+            if (
+                isinstance(names, str)
+                or not isinstance(names, Sequence)
+                or not all(isinstance(n, str) for n in names)
+            ):
+                raise EvaluationError(
+                    f"{name} must be a list of names, such as ('pcam+', 'gradcam'); got {names!r}"
+                )
         if self.target not in ("top1", "label"):
             raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
         if self.precision not in PRECISIONS:
@@ -134,6 +151,9 @@ class _Batch:
     def __init__(self, index: int, samples: list[Sample], target: str, device: torch.device,
                  model: nn.Module) -> None:  # fmt: skip
         self.index = index
+        # Every image of the batch, readable or not, and its content: what a resumed run checks.
+        self.image_names = [sample.name for sample in samples]
+        self.image_digests = [sample.digest or "" for sample in samples]
         self.errors: list[tuple[str, str]] = []
         self.offsets: list[int] = []  # the usable samples' places within the batch
         for offset, sample in enumerate(samples):
@@ -224,29 +244,80 @@ def evaluate(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError("device: CUDA is not available on this machine; use 'cpu'")
     ranks, device = _distributed.start(device)
+    # A model the caller lends is given back with its own training flags.
+    lent = contextlib.nullcontext() if model is None else evaluation_mode(model)
     try:
-        model = load_model(config.model, device)[0] if model is None else model.eval().to(device)
-        layers = list(config.layers) if config.layers is not None else [
-            layer.name for layer in describe_layers(model, _first_input(dataset).to(device))
-        ]  # fmt: skip
-        # A fixed pass size, rather than one measured on the first call, so that a batch
-        # gives the same bits whenever and wherever it is computed.
-        per_eval = perturbations_per_eval or default_perturbations_per_eval(
-            device, config.batch_size
-        )
-        methods = build_methods(config.methods, model, layers, per_eval, config.precision,
-                                config.compile)  # fmt: skip
-        run = _Run(out, config, dataset, model, methods, layers, device, ranks)
-        run.claim_folder()
-        run.compute(num_workers, per_eval,
-                    sys.stderr.isatty() if show_progress is None else show_progress)  # fmt: skip
-        ranks.barrier()
-        if ranks.is_main:
-            run.merge()
-        ranks.barrier()
+        with lent:
+            model = load_model(config.model, device)[0] if model is None else model.to(device)
+            # Every usage error is found here, on one image, before run.json claims the
+            # folder: a corrected command can then use the same folder.
+            layers = _checked_layers(model, _first_input(dataset).to(device), dataset, config)
+            # A fixed pass size, rather than one measured on the first call, so that a batch
+            # gives the same bits whenever and wherever it is computed.
+            per_eval = perturbations_per_eval or default_perturbations_per_eval(
+                device, config.batch_size
+            )
+            methods = build_methods(config.methods, model, layers, per_eval, config.precision,
+                                    config.compile)  # fmt: skip
+            run = _Run(out, config, dataset, model, methods, layers, device, ranks)
+            run.claim_folder()
+            run.check_finished_images()
+            progress = sys.stderr.isatty() if show_progress is None else show_progress
+            run.compute(num_workers, per_eval, progress)
+            ranks.barrier()
+            if ranks.is_main:
+                run.merge()
+            ranks.barrier()
         return Report.read(out)
     finally:
         _distributed.stop(ranks)
+
+
+def _checked_layers(
+    model: nn.Module, first: Tensor, dataset: Dataset[Sample], config: EvaluationConfig
+) -> list[str]:
+    """Poly-CAM's layers, after checking on one input that the run can go through: the model
+    takes inputs of this size, the layers exist and go shallow to deep, the steps fit in
+    the image and the labels in the model's outputs."""
+    height, width = first.shape[-2:]
+    try:
+        with torch.no_grad():
+            output = model(first)
+    except Exception as error:  # whatever the user's model raises, say where it came from
+        raise EvaluationError(
+            f"model {config.model!r} fails on an input of {height} x {width} pixels (the "
+            f"preprocessing's size): {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise EvaluationError(
+            f"model {config.model!r} must be a classifier giving N x classes logits; got {shape}"
+        )
+    if config.n_steps > height * width:
+        raise EvaluationError(
+            f"n_steps: {config.n_steps} insertion and deletion steps need as many pixels; the "
+            f"inputs have {height} x {width} = {height * width}"
+        )
+    try:
+        described = describe_layers(model, first, config.layers)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(str(error)) from None
+    for shallow, deep in pairwise(described):
+        if deep.height > shallow.height or deep.width > shallow.width:
+            raise EvaluationError(
+                f"layers must go shallow to deep, by non-increasing resolution; {deep} comes "
+                f"after {shallow}"
+            )
+    classes = output.shape[1]
+    labels = getattr(dataset, "labels", None) or {}
+    outside = sorted(name for name, label in labels.items() if not 0 <= label < classes)
+    if config.target == "label" and outside:
+        raise EvaluationError(
+            f"labels: the model has {classes} classes (0 to {classes - 1}); "
+            f"{len(outside)} image(s) have another, such as {outside[0]!r} "
+            f"({labels[outside[0]]})"
+        )
+    return [layer.name for layer in described]
 
 
 def _dataset(
@@ -279,8 +350,6 @@ class _NamedDataset(Dataset[Sample]):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Sample:
-        from torchvision.transforms.v2 import functional as F
-
         item = self.dataset[index]
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise EvaluationError(
@@ -290,9 +359,21 @@ class _NamedDataset(Dataset[Sample]):
         image, *label, name = item
         label = int(label[0]) if label and label[0] is not None else None
         if not isinstance(image, Tensor):
-            image = F.to_dtype(F.to_image(image.convert("RGB")), torch.float32, scale=True)
+            image = pil_pixels(image)  # as a file's: 16-bit images in their own range
         inputs = image if self.preprocessing is None else self.preprocessing(image)
-        return Sample(str(name), inputs, label)
+        return Sample(str(name), inputs, label, digest=_tensor_digest(image))
+
+    def digest(self, index: int) -> str:
+        """The digest of item ``index``'s image, as :meth:`__getitem__` records it."""
+        digest = self[index].digest
+        assert digest is not None
+        return digest
+
+
+def _tensor_digest(image: Tensor) -> str:
+    """SHA-256 of an image tensor's shape and values: a dataset's images have no file."""
+    values = image.detach().cpu().contiguous()
+    return hashlib.sha256(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
 
 
 def _first_input(dataset: Dataset[Sample]) -> Tensor:
@@ -355,6 +436,8 @@ class _Run:
         configuration = json.loads(json.dumps(self.configuration()))  # as JSON reads it back
         record = self.out / RUN_FILE
         if self.ranks.is_main:
+            if self.out.exists() and not self.out.is_dir():
+                raise EvaluationError(f"out: {str(self.out)!r} is a file; give a folder")
             if record.exists():
                 self._check_same(configuration, record)
                 remove_temporary_files(self.out)
@@ -364,7 +447,12 @@ class _Run:
                     "or empty folder"
                 )
             else:
-                write_json(record, {"configuration": configuration, "started": _now()})
+                try:
+                    write_json(record, {"configuration": configuration, "started": _now()})
+                except OSError as error:
+                    raise EvaluationError(
+                        f"out: cannot write in {str(self.out)!r}: {error.strerror or error}"
+                    ) from None
         self.ranks.barrier()
         if not self.ranks.is_main:
             self._check_same(configuration, record)
@@ -380,6 +468,36 @@ class _Run:
             raise EvaluationError(
                 f"out: {str(self.out)!r} holds a run of another configuration (it differs in "
                 f"{', '.join(changed)}); use a new folder, or the same settings to resume it"
+            )
+
+    def check_finished_images(self) -> None:
+        """Refuse to resume on images whose content differs from those already computed.
+
+        Names and labels are in the configuration; the content is checked here, against the
+        digests the shards recorded, by hashing (not decoding) the images of this process's
+        batches that have a shard. The digests of the other images are taken as they are
+        read for computing.
+        """
+        digest = getattr(self.dataset, "digest", None)
+        if digest is None:
+            return
+        changed = []
+        for batch in self.mine():
+            done = [self.shard(m, batch) for m in self.methods if self.shard(m, batch).exists()]
+            if not done:
+                continue
+            recorded = read_npz(done[0])
+            if "image_digests" not in recorded:  # a shard of an earlier version
+                continue
+            for index, name, before in zip(self.images_of(batch), recorded["image_names"],
+                                           recorded["image_digests"], strict=True):  # fmt: skip
+                if (digest(index) or "") != before:
+                    changed.append(str(name))
+        if changed:
+            raise EvaluationError(
+                f"images: {len(changed)} image(s) differ from those the run in "
+                f"{str(self.out)!r} was computed on: {', '.join(changed[:10])}"
+                f"{' ...' * (len(changed) > 10)}; use a new folder for other images"
             )
 
     def mine(self) -> range:
@@ -470,6 +588,8 @@ class _Run:
             "targets": batch.targets.cpu().numpy().astype(np.int64),
             "error_names": np.array([name for name, _ in batch.errors], dtype=str),
             "error_messages": np.array([message for _, message in batch.errors], dtype=str),
+            "image_names": np.array(batch.image_names, dtype=str),
+            "image_digests": np.array(batch.image_digests, dtype=str),
         }
         if not len(batch):
             empty = np.zeros(0, dtype=np.float32)
@@ -514,8 +634,13 @@ class _Run:
                 "map_seconds_per_image": totals["map_seconds"] / images,
                 "metric_seconds_per_image": totals["metric_seconds"] / images,
             }
+        contents = hashlib.sha256()
+        for shard in self.shards(self.methods[0]):
+            for digest in shard.get("image_digests", np.array([], dtype=str)).tolist():
+                contents.update(f"{digest}\n".encode())
         record |= {
             "finished": _now(),
+            "images_content_sha256": contents.hexdigest(),
             "versions": {"captum_polycam": captum_polycam.__version__,
                          "torch": torch.__version__, "captum": captum.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},

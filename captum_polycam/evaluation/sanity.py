@@ -258,9 +258,10 @@ class SanityResult:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | Path) -> None:
-        """Save a PNG: one panel per measure with each method's mean similarity against the
-        number of blocks randomised, and below, each method's map of the first image at every
-        checkpoint (one row per method)."""
+        """Save a figure, in the format of ``path``'s suffix (PNG without one): one panel per
+        measure with each method's mean similarity against the number of blocks randomised,
+        and below, each method's map of the first image at every checkpoint (one row per
+        method)."""
         _require("matplotlib")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -290,7 +291,7 @@ class SanityResult:
                 if row == 0:
                     axes.set_title(str(step), fontsize="small")
             grid[row, 0].set_ylabel(method, rotation=0, horizontalalignment="right")
-        figure.savefig(path, format="png")
+        figure.savefig(path)  # in the format of the suffix, as matplotlib reads it
 
 
 def _checked_steps(steps: Sequence[int] | None, block_count: int) -> list[int]:

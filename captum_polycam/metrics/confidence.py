@@ -9,7 +9,7 @@ one each.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from captum_polycam._compat import TargetType
 from captum_polycam._repr import settings_repr
+from captum_polycam.metrics._protocol import protocol_value
 from captum_polycam.metrics.keys import (
     AVERAGE_DROP,
     INCREASE_IN_CONFIDENCE,
@@ -70,12 +71,16 @@ class ConfidenceChangeResult:
         masked: ``(N,)`` score ``O`` of the target on the masked inputs ``X * M``.
         drop: ``(N,)`` drop in percent, ``100 * max(0, Y - O) / Y``.
         increase: ``(N,)`` bool, ``O > Y``.
+        protocol: The metric's settings that decide the numbers: ``score_fn`` (a callable's
+            name), ``channel_reduction`` and ``precision``. :class:`MetricSummary` refuses to
+            mix results whose protocols differ. Empty for a result built by hand.
     """
 
     clean: Tensor
     masked: Tensor
     drop: Tensor
     increase: Tensor
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Tensor]:
         """Per-example values in percent, whose means over a dataset are the two metrics."""
@@ -102,6 +107,11 @@ class ConfidenceChange:
     :class:`~captum_polycam.metrics.MetricSummary` computes from ``as_dict()``). The drop is
     relative to a positive score: it is 0 where ``O_i >= Y_i``, and NaN where ``O_i < Y_i <= 0``,
     which only a ``"logit"`` or custom ``score_fn`` can give.
+
+    Every result carries the settings that decide its numbers
+    (:attr:`ConfidenceChangeResult.protocol`), so that :class:`MetricSummary` never averages
+    values of different protocols; ``perturbations_per_eval`` and ``compile`` are not part of
+    it.
 
     Args:
         forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
@@ -158,6 +168,14 @@ class ConfidenceChange:
             "compile": self.scorer.compile,
         }
 
+    def _protocol(self) -> dict[str, Any]:
+        """The settings that decide the numbers (:attr:`ConfidenceChangeResult.protocol`)."""
+        return {
+            "score_fn": protocol_value(self.scorer.score_fn),
+            "channel_reduction": self.channel_reduction,
+            "precision": self.scorer.precision,
+        }
+
     @torch.no_grad()
     def __call__(
         self,
@@ -179,7 +197,8 @@ class ConfidenceChange:
                 whose first dimension is ``N`` follow their example.
 
         Returns:
-            Per-example scores, drops and increases, on the inputs' device.
+            Per-example scores, drops and increases, on the inputs' device, with their
+            protocol.
         """
         batch = self.scorer.prepare(inputs, target, additional_forward_args)
         inputs = batch.inputs
@@ -198,7 +217,7 @@ class ConfidenceChange:
         # Divide only where the score fell: elsewhere the drop is 0 whatever Y is.
         drop = torch.where(fell, (clean - masked) / torch.where(fell, clean, 1.0), 0.0)
         drop = torch.where(fell & (clean <= 0), torch.nan, drop) * 100
-        return ConfidenceChangeResult(clean, masked, drop, masked > clean)
+        return ConfidenceChangeResult(clean, masked, drop, masked > clean, self._protocol())
 
 
 class _ConfidenceValue:

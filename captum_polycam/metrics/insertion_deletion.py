@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -19,6 +19,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
 from captum_polycam._repr import settings_repr
+from captum_polycam.metrics._protocol import protocol_value
 from captum_polycam.metrics.keys import (
     DELETION,
     DELETION_CURVE,
@@ -51,12 +52,18 @@ class CurveResult:
         curve: ``(N, S)`` score after each step.
         fractions: ``(S,)`` fraction of the pixels moved at each step (``1`` at the last),
             the x-axis of the curves.
+        protocol: The metric's settings that decide the numbers: ``n_steps``, ``baseline``
+            (``"tensor"`` for a tensor, a callable's name), ``blur_kernel_size`` and
+            ``blur_sigma`` (with the blur baseline only), ``score_fn`` (a callable's name),
+            ``auc``, ``channel_reduction`` and ``precision``. :class:`MetricSummary` refuses
+            to mix results whose protocols differ. Empty for a result built by hand.
     """
 
     kind: CurveKind
     auc: Tensor
     curve: Tensor
     fractions: Tensor
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Tensor | CurveResult]:
         """The areas and the curves (with their x-axis) by key, as :class:`MetricSummary`
@@ -74,6 +81,12 @@ class InsertionDeletionResult:
     @property
     def difference(self) -> Tensor:
         return self.insertion.auc - self.deletion.auc
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The settings that decide the numbers, shared by both curves
+        (:attr:`CurveResult.protocol`)."""
+        return self.insertion.protocol
 
     def as_dict(self) -> dict[str, Tensor | CurveResult]:
         """Per-example areas and curves by key (:mod:`captum_polycam.metrics.keys`), as
@@ -106,9 +119,16 @@ class InsertionDeletion:
     sigma 5 (reflect padding, torchvision's ``gaussian_blur``) as the baseline of both curves,
     scored by the softmax probability of the target.
 
+    Every result carries the settings that decide its numbers (:attr:`CurveResult.protocol`),
+    so that :class:`MetricSummary` never averages curves of different protocols;
+    ``perturbations_per_eval`` and ``compile`` change only how the steps are run, and are not
+    part of it.
+
     Args:
         forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
-        n_steps: Number of steps ``n``, at most the number of pixels.
+        n_steps: Number of steps ``n``, at most the number of pixels ``H * W`` of the inputs
+            (more would only repeat the last state); a call with more raises ``ValueError``
+            before any forward pass.
         baseline: ``"blur"``, ``"zeros"``, ``"mean"`` (each channel's mean over the image), a
             tensor broadcastable to the inputs, or a callable from inputs to baselines.
         score_fn: ``"softmax"`` (a sigmoid for a single output unit), ``"logit"`` or a
@@ -192,6 +212,35 @@ class InsertionDeletion:
             "compile": self.scorer.compile,
         }
 
+    def _protocol(self) -> dict[str, Any]:
+        """The settings that decide the numbers (:attr:`CurveResult.protocol`)."""
+        protocol: dict[str, Any] = {"n_steps": self.n_steps,
+                                    "baseline": protocol_value(self.baseline)}  # fmt: skip
+        if isinstance(self.baseline, str) and self.baseline == "blur":
+            protocol |= {"blur_kernel_size": self.blur_kernel_size, "blur_sigma": self.blur_sigma}
+        return protocol | {
+            "score_fn": protocol_value(self.scorer.score_fn),
+            "auc": self.auc,
+            "channel_reduction": self.channel_reduction,
+            "precision": self.scorer.precision,
+        }
+
+    def _check_n_steps(self, inputs: Tensor | tuple[Tensor]) -> None:
+        """Refuse more steps than pixels from the inputs' shape alone, before any forward pass.
+
+        Past ``H * W`` steps every step would show the last state again (the full image for
+        insertion, the baseline for deletion), which only pads the curve and skews its area.
+        """
+        images = unpack_single(inputs, "inputs")[0]
+        if not isinstance(images, Tensor) or images.dim() < 2:
+            return  # the scorer's checks say what is wrong with them
+        height, width = images.shape[-2:]
+        if self.n_steps > height * width:
+            raise ValueError(
+                f"n_steps must be at most {height * width}, the {height} x {width} pixels of the "
+                f"inputs; got {self.n_steps}"
+            )
+
     def __call__(
         self,
         inputs: Tensor | tuple[Tensor],
@@ -211,7 +260,11 @@ class InsertionDeletion:
                 whose first dimension is ``N`` follow their example.
 
         Returns:
-            Per-example areas and curves, on the inputs' device.
+            Per-example areas and curves, on the inputs' device, with their protocol.
+
+        Raises:
+            ValueError: ``n_steps`` exceeds the inputs' ``H * W`` pixels (checked before any
+                forward pass), or the inputs, attributions or target are malformed.
         """
         curves = self.curves(inputs, attributions, target, additional_forward_args)
         return InsertionDeletionResult(curves[INSERTION], curves[DELETION])
@@ -225,14 +278,14 @@ class InsertionDeletion:
         additional_forward_args: Any = None,
         kinds: Sequence[CurveKind] = (INSERTION, DELETION),
     ) -> dict[str, CurveResult]:
-        """The curves of ``kinds`` only, by kind; the arguments are those of ``__call__``."""
+        """The curves of ``kinds`` only, by kind; the arguments, and the errors, are those of
+        ``__call__``."""
+        self._check_n_steps(inputs)
         batch = self.scorer.prepare(inputs, target, additional_forward_args)
         inputs = batch.inputs
         saliency = pixel_saliency(inputs, unpack_single(attributions, "attributions")[0],
                                   self.channel_reduction)  # fmt: skip
         count, pixels = len(inputs), inputs.shape[-2] * inputs.shape[-1]
-        if self.n_steps > pixels:
-            raise ValueError(f"n_steps ({self.n_steps}) exceeds the {pixels} pixels of the inputs")
 
         # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
         order = saliency.flatten(1).argsort(dim=1, stable=True).flip(1)
@@ -247,6 +300,7 @@ class InsertionDeletion:
         scores = self.scorer.score(batch, plan).view(count, len(kinds), len(steps))
 
         fractions = moved.to(inputs.dtype) / pixels
+        protocol = self._protocol()
         results = {}
         for index, kind in enumerate(kinds):
             curve = scores[:, index]
@@ -254,7 +308,7 @@ class InsertionDeletion:
                 area = curve.mean(dim=1)
             else:
                 area = torch.trapezoid(curve, fractions, dim=1)
-            results[kind] = CurveResult(kind, area, curve, fractions)
+            results[kind] = CurveResult(kind, area, curve, fractions, dict(protocol))
         return results
 
     @staticmethod

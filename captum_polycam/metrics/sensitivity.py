@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -38,10 +38,14 @@ class SensitivityResult:
     Attributes:
         max: ``(N,)`` max-sensitivity, the largest relative change over the samples.
         avg: ``(N,)`` average-sensitivity, the mean relative change over the samples.
+        protocol: The metric's settings that decide the numbers: ``n_perturb_samples``,
+            ``perturb_radius`` and ``norm_ord``. :class:`MetricSummary` refuses to mix
+            results whose protocols differ. Empty for a result built by hand.
     """
 
     max: Tensor
     avg: Tensor
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Tensor]:
         """Per-example values by name, as :class:`MetricSummary` takes them."""
@@ -66,6 +70,12 @@ class Sensitivity:
 
     Low values mean a stable explanation. Yeh et al. define the average as an expectation
     over the ball; this is its Monte Carlo estimate from the same samples as the maximum.
+
+    Every result carries the settings that decide what is estimated
+    (:attr:`SensitivityResult.protocol`: ``n``, ``r`` and the norm), so that
+    :class:`MetricSummary` never averages values of different protocols.
+    ``max_examples_per_batch`` only groups the random draws, and the explanation function is
+    what is measured, not how: neither is part of it.
 
     The computation follows :func:`captum.metrics.sensitivity_max` step by step, so that
     ``result.max`` equals it under the same ``torch.manual_seed``: the clean explanation
@@ -177,7 +187,7 @@ class Sensitivity:
                 dimension ``N > 1``), alone or in a tuple, are repeated like the inputs.
 
         Returns:
-            The ``(N,)`` sensitivities, on the explanations' device.
+            The ``(N,)`` sensitivities, on the explanations' device, with their protocol.
         """
         as_tuple = isinstance(inputs, tuple)
         batch = self._check_inputs(inputs)
@@ -218,7 +228,12 @@ class Sensitivity:
                 ratios.append(change / clean_norm[:, None])
                 done += samples
         sensitivities = torch.cat(ratios, dim=1)
-        return SensitivityResult(sensitivities.amax(dim=1), sensitivities.mean(dim=1))
+        protocol = {
+            "n_perturb_samples": self.n_perturb_samples,
+            "perturb_radius": self.perturb_radius,
+            "norm_ord": self.norm_ord,
+        }
+        return SensitivityResult(sensitivities.amax(dim=1), sensitivities.mean(dim=1), protocol)
 
     def _norm(self, values: Tensor) -> Tensor:
         # torch.norm(p="fro", dim=1), which Captum calls, is this Euclidean norm.

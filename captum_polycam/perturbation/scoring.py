@@ -27,7 +27,7 @@ from captum_polycam.perturbation.batch import (
     unpack_single,
 )
 from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn, resolve_score_fn
-from captum_polycam.perturbation.tuning import PassShape, PassTuner
+from captum_polycam.perturbation.tuning import LoweredPrecisionCheck, PassShape, PassTuner
 
 __all__ = [
     "PRECISIONS",
@@ -43,6 +43,8 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Pass shapes measured so far, per model: shared by every scorer of the process.
 _TUNER = PassTuner()
+# How much slower a lowered precision runs than fp32 on a CPU, per model: measured once.
+_LOWERED = LoweredPrecisionCheck()
 
 FillFn = Callable[[int, int, Tensor], None]
 """``fill(start, stop, out)`` writes the perturbed inputs of items ``start .. stop - 1``."""
@@ -99,7 +101,10 @@ class PerturbationScorer:
             The clean pass, the targets and everything built from the inputs stay float32;
             only the model's arithmetic on the perturbed inputs is lowered, and its scores
             come back as float32. Faster on hardware with half-precision units, at a
-            measured cost in fidelity (see the performance page of the documentation).
+            measured cost in fidelity (see the performance page of the documentation). A CPU
+            without them emulates the type, tens of times slower than fp32: on a CPU, one
+            input is first timed in each precision, once per model and input shape, and a
+            ``UserWarning`` says so when the lowered one is 2 or more times slower.
         compile: Run the perturbed passes through ``torch.compile`` (the clean pass runs
             eagerly). Compiling takes a while on the first call, so it pays off on long runs
             such as a dataset's evaluation. Every pass then holds the same number of inputs
@@ -199,6 +204,13 @@ class PerturbationScorer:
             plan: The items to score.
             perturbations_per_eval: Overrides the constructor's for this call.
             show_progress: Show a progress bar counting the perturbed inputs.
+
+        Raises:
+            ValueError: If a pass's scores are not shaped as the clean pass's, one row per
+                input (checked on every pass), or any score is NaN or Inf.
+
+        Warns:
+            UserWarning: If ``precision`` is 2 or more times slower than fp32 on this CPU.
         """
         if perturbations_per_eval is not None:
             check_perturbations_per_eval(perturbations_per_eval)
@@ -227,11 +239,14 @@ class PerturbationScorer:
                 examples = torch.cat([examples, examples[-1:].expand(rows - items)])
             with self._autocast(inputs.device):
                 output = forward(buffer[:rows], *batch.forward_args_for(examples))
-            scores = self._score(_float32(output))[:items]
+            scores = self._score(_float32(output))
+            self._check_pass_scores(scores, rows, batch.scores)
+            scores = scores[:items]
             finite.logical_and_(torch.isfinite(scores).all().to(finite.device))
             result[start:stop] = batch.targets.select(scores, examples[:items])
             bar.update(stop - start)
 
+        self._check_lowered_precision(batch)
         bar = progress(total=count, desc=plan.description, disable=not show_progress)
         try:
             shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
@@ -298,6 +313,26 @@ class PerturbationScorer:
         _TUNER.remember(self._owner, key, probed)
         return probed, scored, True
 
+    def _check_lowered_precision(self, batch: PreparedBatch) -> None:
+        """On a CPU, time a pass of the first input in the lowered precision against fp32,
+        once per model and input shape, and warn if it is far slower (see
+        :class:`~captum_polycam.perturbation.tuning.LoweredPrecisionCheck`).
+
+        A CPU without native bf16 emulates it, tens of times slower than fp32: better to say
+        so before the passes than to let an hour go by.
+        """
+        inputs = batch.inputs
+        if self.precision == "fp32" or inputs.device.type != "cpu":
+            return
+        first = inputs[:1]
+        args = batch.forward_args_for(torch.zeros(1, dtype=torch.long, device=inputs.device))
+
+        def run(lowered: bool) -> None:
+            with self._autocast(inputs.device) if lowered else contextlib.nullcontext():
+                self.forward_func(first, *args)
+
+        _LOWERED.check(self._owner, self._tuning_key(inputs), self.precision, run)
+
     @property
     def _owner(self) -> Any:
         return module_of(self.forward_func) or self.forward_func
@@ -340,6 +375,35 @@ class PerturbationScorer:
                 f"{getattr(scores, 'shape', type(scores))} for {count} inputs"
             )
         return scores
+
+    def _check_pass_scores(self, scores: Any, rows: int, clean: Tensor) -> None:
+        """A clear error unless a perturbed pass of ``rows`` inputs was scored ``(rows, ...)``,
+        shaped as the clean pass's scores.
+
+        Fewer rows would not fail on their own: one row is broadcast over the pass, its score
+        copied to every input (a detector wrapper that drops the inputs without detections
+        does that), and a map drifts silently. Shapes are known on the host, so checking
+        every pass costs no device synchronisation.
+
+        Raises:
+            ValueError: If the scores are not a tensor of the expected shape.
+        """
+        expected = (rows, *clean.shape[1:])
+        if isinstance(scores, Tensor) and tuple(scores.shape) == expected:
+            return
+        got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        # The default scores are the model's output: it is forward_func that dropped rows.
+        culprit = (
+            f"forward_func (scored with score_fn={self.score_fn!r})"
+            if isinstance(self.score_fn, str)
+            else "score_fn"
+        )
+        raise ValueError(
+            f"{culprit} must give one row of scores per input on every pass, shaped as on the "
+            f"clean pass: a perturbed pass of {rows} inputs gave shape {got}, expected "
+            f"{expected}. A model or score_fn that drops inputs (a detector's without "
+            "detections, say) must still return a row for each, for example a score of 0"
+        )
 
 
 def _float32(output: Any) -> Any:

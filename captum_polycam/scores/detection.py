@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any, Literal
 
 import torch
@@ -24,16 +25,18 @@ class DetectionBoxScore:
 
     .. math::
 
-        s_t = \max_{p \,:\, l_p = L_t,\ \mathrm{IoU}(b_p, B_t) \ge \tau} c_p
-        \quad(\texttt{combine="confidence"}),
+        s_t = \max_{p \in M_t} c_p \quad(\texttt{combine="confidence"}),
         \qquad
-        s_t = \max_{p \,:\, l_p = L_t,\ \mathrm{IoU}(b_p, B_t) \ge \tau}
-        \mathrm{IoU}(b_p, B_t)\, c_p \quad(\texttt{combine="iou_confidence"}),
+        s_t = \max_{p \in M_t} \mathrm{IoU}(b_p, B_t)\, c_p
+        \quad(\texttt{combine="iou_confidence"}),
 
+    over the matching boxes
+    :math:`M_t = \{p : l_p = L_t,\ \mathrm{IoU}(b_p, B_t) \ge \tau,\ \mathrm{IoU}(b_p, B_t) > 0\}`,
     and 0 when no predicted box matches. ``"confidence"`` is pytorch-grad-cam's
     ``FasterRCNNBoxScoreTarget`` rule; ``"iou_confidence"`` also rewards how well the box is
     localised, in the spirit of D-RISE's similarity (pass ``iou_threshold=0`` to count every
-    overlap).
+    overlap). A box must overlap the target to match: with ``iou_threshold=0`` the rule is
+    ``IoU > 0``, so a disjoint box, or one that only touches the target's edge, never matches.
 
     Called on a detector's output for ``B`` inputs (a list of ``B`` dicts with ``boxes``
     ``(P, 4)``, ``labels`` ``(P,)`` and ``scores`` ``(P,)``, as torchvision's Faster R-CNN,
@@ -43,10 +46,19 @@ class DetectionBoxScore:
     of different boxes can share a forward pass.
 
     Args:
-        boxes: ``(T, 4)`` target boxes, ``x1, y1, x2, y2`` in the input's pixel coordinates.
-        labels: ``(T,)`` integer class label of each target box.
-        iou_threshold: Smallest IoU for a predicted box to match a target, in ``[0, 1]``.
+        boxes: ``(T, 4)`` tensor of target boxes, ``x1, y1, x2, y2`` in the input's pixel
+            coordinates, finite, with ``x1 < x2`` and ``y1 < y2``; ``(0, 4)`` for none.
+        labels: ``(T,)`` integer class label of each target box (a tensor or a sequence of
+            ints; an empty list for zero boxes).
+        iou_threshold: Smallest IoU for a predicted box to match a target, a number in
+            ``[0, 1]``; 0 matches every box that overlaps the target.
         combine: ``"confidence"`` or ``"iou_confidence"``, as above.
+
+    Raises:
+        ValueError: ``boxes`` is not a ``(T, 4)`` tensor of finite ``x1, y1, x2, y2`` boxes
+            with ``x1 < x2`` and ``y1 < y2`` (boxes in ``x, y, width, height`` are refused
+            when a width or height is smaller than the corner's coordinate), ``labels`` are
+            not ``T`` integers, or another argument is out of its range.
 
     Example::
 
@@ -64,22 +76,13 @@ class DetectionBoxScore:
         iou_threshold: float = 0.5,
         combine: Combine = "confidence",
     ) -> None:
-        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-            got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-            raise ValueError(f"boxes must be a (T, 4) tensor of x1, y1, x2, y2; got {got}")
-        labels = torch.as_tensor(labels, device=boxes.device)
-        if labels.dim() != 1 or len(labels) != len(boxes) or labels.is_floating_point():
-            raise ValueError(
-                f"labels must be {len(boxes)} integer class labels, one per box; got "
-                f"{labels.dtype} of shape {tuple(labels.shape)}"
-            )
-        if not 0.0 <= iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1]; got {iou_threshold}")
+        _check_boxes(boxes)
+        labels = _integer_labels(labels, len(boxes), boxes.device)
         if combine not in _COMBINES:
             raise ValueError(f"combine must be one of {_COMBINES}; got {combine!r}")
         self.boxes = boxes.detach().float()
-        self.labels = labels.long()
-        self.iou_threshold = iou_threshold
+        self.labels = labels
+        self.iou_threshold = _unit_number(iou_threshold, "iou_threshold")
         self.combine: Combine = combine
 
     @classmethod
@@ -91,7 +94,7 @@ class DetectionBoxScore:
         ``detections`` is one of the detector's output dicts for the clean image; ``options``
         are the constructor's ``iou_threshold`` and ``combine``.
         """
-        kept = detections["scores"] >= score_threshold
+        kept = detections["scores"] >= _unit_number(score_threshold, "score_threshold")
         return cls(detections["boxes"][kept], detections["labels"][kept], **options)
 
     @property
@@ -116,7 +119,9 @@ class DetectionBoxScore:
         if len(scores) == 0:
             return scores.new_zeros(len(boxes))
         overlap = box_iou(found["boxes"].float(), boxes)  # (P, T)
-        matches = (found["labels"][:, None] == labels[None]) & (overlap >= self.iou_threshold)
+        # IoU > 0 as well: at threshold 0, ">= 0" alone would match boxes that do not overlap.
+        overlaps = (overlap >= self.iou_threshold) & (overlap > 0)
+        matches = (found["labels"][:, None] == labels[None]) & overlaps
         value = scores.float()[:, None]
         if self.combine == "iou_confidence":
             value = value * overlap
@@ -127,3 +132,49 @@ class DetectionBoxScore:
             f"DetectionBoxScore({len(self)} boxes, iou_threshold={self.iou_threshold}, "
             f"combine={self.combine!r})"
         )
+
+
+def _unit_number(value: Any, name: str) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` unless it is a number in [0, 1]."""
+    # bool is an int to Python, but True is no threshold; NaN fails the comparison.
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def _check_boxes(boxes: Any) -> None:
+    """A ValueError unless ``boxes`` is a ``(T, 4)`` tensor of finite, non-empty boxes."""
+    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a (T, 4) tensor of x1, y1, x2, y2; got {got}")
+    corners = boxes.detach().double()
+    # A box in x, y, width, height, or an empty one, has IoU 0 with everything: it would
+    # score 0 and give an all-zero map without a word.
+    valid = corners.isfinite().all(dim=1) & (corners[:, 0] < corners[:, 2])
+    valid &= corners[:, 1] < corners[:, 3]
+    if not bool(valid.all()):
+        index = int((~valid).nonzero()[0])
+        box = ", ".join(str(float(side)) for side in corners[index])
+        raise ValueError(
+            "boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 (not x, y, width, height), "
+            f"all finite; box {index} is ({box})"
+        )
+
+
+def _integer_labels(labels: Any, count: int, device: torch.device) -> Tensor:
+    """``labels`` as a ``(count,)`` int64 tensor, or a ValueError that says what they are."""
+    expected = f"labels must be {count} integer class labels, one per box"
+    if isinstance(labels, Tensor):
+        got = f"a {labels.dtype} tensor of shape {tuple(labels.shape)}"
+    else:
+        got = repr(labels)
+    try:
+        converted = torch.as_tensor(labels, device=device)
+    except (TypeError, ValueError, RuntimeError):  # strings, ragged lists, None
+        raise ValueError(f"{expected}; got {got}") from None
+    if not isinstance(labels, Tensor) and converted.numel() == 0:
+        converted = converted.long()  # torch.as_tensor([]) is float32, but holds no label
+    integer = converted.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    if converted.dim() != 1 or len(converted) != count or not integer:
+        raise ValueError(f"{expected}; got {got}")
+    return converted.long()

@@ -35,10 +35,16 @@ class SegmentationScore:
 
     Args:
         class_index: The class ``k`` explained.
-        mask: The regions, ``(H, W)`` for one or ``(E, H, W)``, boolean or 0/1, at the output's
-            resolution; ``None`` for the whole image. :meth:`from_prediction` builds the
-            regions that the clean prediction assigns to the class.
+        mask: The regions, ``(H, W)`` for one or ``(E, H, W)``, at the output's resolution:
+            a boolean tensor, or a numeric one holding only 0 and 1. A soft mask (values
+            between 0 and 1) is refused, not thresholded nor used as weights. ``None`` for the
+            whole image. :meth:`from_prediction` builds the regions that the clean prediction
+            assigns to the class.
         reduction: ``"mean_probability"`` or ``"logit_sum"``, as above.
+
+    Raises:
+        ValueError: ``class_index`` is not a non-negative int, ``mask`` is not an ``(H, W)``
+            or ``(E, H, W)`` tensor of booleans or 0/1 values, or ``reduction`` is unknown.
 
     Example::
 
@@ -59,6 +65,14 @@ class SegmentationScore:
             if not isinstance(mask, Tensor) or mask.dim() not in (2, 3):
                 got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
                 raise ValueError(f"mask must be an (H, W) or (E, H, W) tensor; got {got}")
+            outside = (mask != 0) & (mask != 1)
+            if bool(outside.any()):
+                # .bool() would make any non-zero value, 0.3 or NaN, a full member of the region.
+                value = mask[outside][0].item()
+                raise ValueError(
+                    f"mask must be boolean or hold only 0 and 1; got {mask.dtype} values such "
+                    f"as {value:g}"
+                )
             mask = (mask if mask.dim() == 3 else mask[None]).detach().bool()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")

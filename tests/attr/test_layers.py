@@ -17,6 +17,7 @@ from captum_polycam.attr.layers import (
     describe_layers,
     resolve_layers,
 )
+from tests.conftest import ReusedReLU
 
 IMAGE = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -369,3 +370,77 @@ def test_describe_layers_reports_bad_arguments(tiny_cnn: nn.Module) -> None:
         describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["block9"])
     with pytest.raises(ValueError, match=re.escape("must be an N x C x h x w tensor; got (1, 5)")):
         describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["head"])
+
+
+# resolve_layers and capture_activations: every way to name a layer wrongly is a clear error.
+
+
+def test_a_module_is_found_by_every_name_it_has() -> None:
+    model = ReusedReLU()
+    (alias,) = resolve_layers(model, ["alias"])
+    assert alias.module is model.conv1 and str(alias) == "alias"
+
+
+@pytest.mark.parametrize(
+    ("layers", "duplicate"),
+    [
+        (["block1", "block2", "block1"], "layers[0] and layers[2] are both block1"),
+        (["block1", "block1:-1"], "layers[0] and layers[1] are both block1"),
+        (lambda m: ["block2", m.block2], "layers[0] and layers[1] are both block2"),
+        (lambda m: [("block3", 0), (m.block3, 0)], "layers[0] and layers[1] are both block3:0"),
+    ],
+)
+def test_a_layer_given_twice_is_refused(tiny_cnn: nn.Module, layers, duplicate: str) -> None:
+    layers = layers(tiny_cnn) if callable(layers) else layers
+    with pytest.raises(ValueError, match=re.escape(
+        f"layers: {duplicate}; give each layer once (a duplicate would double its masked passes)"
+    )):  # fmt: skip
+        resolve_layers(tiny_cnn, layers)
+
+
+def test_a_module_given_by_two_names_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("layers[0] and layers[1] are both conv1")):
+        resolve_layers(ReusedReLU(), ["conv1", "alias"])
+
+
+@pytest.mark.parametrize(
+    ("layers", "first", "second"),
+    [(["act:1", "act"], "act:1", "act"), (["act:0", "act:-2"], "act:0", "act:-2")],
+)
+def test_two_indices_of_the_same_call_are_refused(layers, first: str, second: str) -> None:
+    model = ReusedReLU()
+    with pytest.raises(ValueError, match=re.escape(
+        f"layers: {first} and {second} are the same output, call "
+    )):  # fmt: skip
+        capture_activations(lambda: model(torch.rand(1, 3, 16, 16)), resolve_layers(model, layers))
+
+
+@pytest.mark.parametrize(
+    ("layer", "error", "message"),
+    [
+        ("block1:", ValueError, "layers: 'block1:' must be 'name' or 'name:call_index'"),
+        (("block1:0", 1), ValueError, "layers: ('block1:0', 1) gives the call index twice"),
+        (("block1", "x"), TypeError,
+         "layers: the call index of ('block1', 'x') must be an int; got 'x'"),
+        (("block1", 1.5), TypeError,
+         "layers: the call index of ('block1', 1.5) must be an int; got 1.5"),
+        (("block1", True), TypeError,
+         "layers: the call index of ('block1', True) must be an int; got True"),
+        (("block1", 0, 1), TypeError,
+         "layers: expected a module, a dotted name or (module, call); got ('block1', 0, 1)"),
+    ],
+)  # fmt: skip
+def test_malformed_layer_references_are_refused(
+    tiny_cnn: nn.Module, layer, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        resolve_layers(tiny_cnn, [layer])
+
+
+def test_a_call_index_the_module_does_not_have_is_refused() -> None:
+    model = ReusedReLU()
+    with pytest.raises(ValueError, match=re.escape(
+        "layers: act:99 asks for call 99, but the module is called 2 time(s)"
+    )):  # fmt: skip
+        capture_activations(lambda: model(torch.rand(1, 3, 16, 16)),
+                            resolve_layers(model, ["act:0", "act:99"]))  # fmt: skip

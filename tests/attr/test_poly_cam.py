@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
-from tests.conftest import BatchSizes
+from tests.conftest import BatchSizes, DropsRowsWhenPerturbed, ReusedReLU
 from tests.reference import normalise, reference_polycam
 
 LAYERS = ["block1", "block2", "block3"]
@@ -234,19 +236,7 @@ def test_modules_names_and_call_indices_are_equivalent(tiny_cnn, tiny_inputs) ->
 
 
 def test_reused_module_call_index_selects_the_right_output(tiny_inputs: Tensor) -> None:
-    class Reuse(nn.Module):  # one ReLU object called at 16 x 16, then at 8 x 8
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-            self.conv2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
-            self.act = nn.ReLU()
-            self.head = nn.Linear(4, 3)
-
-        def forward(self, x: Tensor) -> Tensor:
-            return self.head(self.act(self.conv2(self.act(self.conv1(x)))).mean(dim=(2, 3)))
-
-    model = Reuse().eval()
+    model = ReusedReLU().eval()  # one ReLU object called at 16 x 16, then at 8 x 8
     _, stages = PolyCam(model, ["act:0", "act"]).attribute(tiny_inputs, return_stages=True)
     assert len(stages) == 2
     with pytest.raises(ValueError, match=r"act:5.*called 2 time"):
@@ -285,6 +275,7 @@ def test_without_local_normalisation_matches_the_reference(tiny_cnn, tiny_inputs
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.filterwarnings("ignore:precision=.* slower than fp32")  # as fast as this CPU is
 def test_lower_precision_maps_stay_close_to_fp32(tiny_cnn, tiny_inputs, precision) -> None:
     exact = PolyCam(tiny_cnn, LAYERS, "plusminus").decompose(tiny_inputs)
     lowered = PolyCam(tiny_cnn, LAYERS, "plusminus", precision=precision).decompose(tiny_inputs)
@@ -313,3 +304,91 @@ def test_compiled_scoring_compiles_once_and_matches_eager(
     torch.testing.assert_close(maps, eager)
     assert counter.frame_count == 1
     assert "compile=True" in repr(compiled)
+
+
+def test_a_model_that_drops_rows_on_masked_passes_is_refused(tiny_cnn, tiny_inputs) -> None:
+    model = DropsRowsWhenPerturbed(tiny_cnn).eval()
+    polycam = PolyCam(model, ["net.block1", "net.block2", "net.block3"], "plus")
+    with pytest.raises(ValueError, match=re.escape(
+        "forward_func (scored with score_fn='softmax') must give one row of scores per input "
+        "on every pass, shaped as on the clean pass: a perturbed pass of 3 inputs gave shape "
+        "(1, 5), expected (3, 5)"
+    )):  # fmt: skip
+        polycam.attribute(tiny_inputs, perturbations_per_eval=1)
+    assert model.passes == 2  # the first masked pass stopped it
+
+
+def test_a_score_fn_that_drops_rows_on_masked_passes_is_refused(tiny_cnn, tiny_inputs) -> None:
+    calls = []
+
+    def detections(output: Tensor) -> Tensor:
+        calls.append(len(output))
+        scores = output.softmax(dim=1)
+        return scores if len(calls) == 1 else scores[scores[:, 0] > 1.0]  # none detected
+
+    polycam = PolyCam(tiny_cnn, LAYERS, "plus", score_fn=detections)
+    with pytest.raises(ValueError, match=re.escape(
+        "score_fn must give one row of scores per input on every pass, shaped as on the clean "
+        "pass: a perturbed pass of 6 inputs gave shape (0, 5), expected (6, 5)"
+    )):  # fmt: skip
+        polycam.attribute(tiny_inputs, target=0, perturbations_per_eval=2)
+
+
+@pytest.mark.parametrize(
+    "layers", [["conv1", "conv1"], ["act:0", ("act", 0)], lambda m: ["conv2", m.conv2]]
+)
+def test_a_layer_given_twice_is_refused_on_construction(layers) -> None:
+    model = ReusedReLU().eval()
+    layers = layers(model) if callable(layers) else layers
+    with pytest.raises(ValueError, match=r"layers: layers\[0\] and layers\[1\] are both "
+                                         r"(conv1|act:0|conv2); give each layer once"):  # fmt: skip
+        PolyCam(model, layers)
+    assert model.passes == 0
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (["act:0", "act:1", "act"], "layers: act:1 and act are the same output, call 1 of the 2 "
+                                    "calls of the module; give each layer once"),
+        (["act:0", "act:99"], "layers: act:99 asks for call 99, but the module is called 2 "
+                              "time(s)"),
+        (["act:1", "act:0"], "layers must be ordered shallow to deep, by non-increasing "
+                             "resolution; act:0 (16x16) comes after act:1 (8x8)"),
+    ],
+)  # fmt: skip
+def test_layer_errors_come_before_any_masked_pass(tiny_inputs: Tensor, layers, message) -> None:
+    model = ReusedReLU().eval()
+    polycam = PolyCam(model, layers)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        polycam.attribute(tiny_inputs)
+    assert model.passes == 1  # the clean pass only
+
+
+def test_bf16_much_slower_than_fp32_on_the_cpu_warns_once(
+    tiny_cnn, tiny_inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captum_polycam.perturbation import tuning
+    from captum_polycam.perturbation.scoring import _LOWERED
+
+    _LOWERED.forget()
+    measured: list[bool] = []
+
+    def fake_slowdown(run, clock=None) -> float:  # as measured on an AVX2-only AMD EPYC
+        measured.append(True)
+        return 17.2
+
+    monkeypatch.setattr(tuning, "slowdown", fake_slowdown)
+    monkeypatch.setattr(tuning, "cpu_flags", lambda: frozenset({"avx", "avx2"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    polycam = PolyCam(tiny_cnn, LAYERS, "plus", precision="bf16")
+    with pytest.warns(UserWarning, match=re.escape(
+        "precision='bf16' runs 17x slower than fp32 on this CPU (AVX2, no native bf16), "
+        "measured on one input of this model; use precision='fp32'"
+    )) as record:  # fmt: skip
+        polycam.attribute(tiny_inputs)
+    assert [w.filename for w in record] == [__file__]  # it names the line that asked for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        polycam.attribute(tiny_inputs)  # once per model and input shape, not per call
+    assert measured == [True]

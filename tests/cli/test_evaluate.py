@@ -121,3 +121,55 @@ def test_an_empty_method_list_is_a_one_line_error(
     images = _images(tmp_path / "images")
     assert main([*_small(images, tmp_path / "out"), "--methods", " , "]) == 2
     assert "--methods: give a comma-separated list" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "100000"], "n_steps: 100000 insertion and deletion steps need as many"),
+        (["--layers", "nope"], "layers: the model has no module named 'nope'"),
+        (["--methods", "gradcam", "--layers", "nope"], "no module named 'nope'"),
+        (["--layers", "block3,block1"], "layers must go shallow to deep"),
+        (["--layers", "block1:99"], "call 99"),
+        (["--size", "1", "1"], "n_steps: 8 insertion and deletion steps need as many pixels"),
+        (
+            ["--model", "tests.evaluation.tiny_models:fixed_size_classifier"],
+            "fails on an input of 32 x 32 pixels",
+        ),
+        (["--methods", "tests.evaluation.tiny_models:failing_method"], "failed to build"),
+        (["--methods", "mth_a:b,mth:a_b"], "would share the artefact files"),
+    ],
+)
+def test_usage_errors_come_before_the_run_and_leave_the_folder_free(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    assert main([*_small(images, out, "--methods", "random"), *extra]) == 2
+    assert message in error_line(capsys)
+    assert not out.exists()
+
+
+def test_labels_outside_the_classes_then_the_corrected_command_in_the_same_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    labels = tmp_path / "labels.txt"
+    for wrong in ("99", "-1"):
+        labels.write_text(f"image0.png 1\nimage1.png {wrong}\nimage2.png 2\n")
+        command = _small(images, out, "--methods", "random", "--target", "label", "--labels",
+                         str(labels))  # fmt: skip
+        assert main(command) == 2
+        assert f"such as 'image1.png' ({wrong})" in error_line(capsys)
+    labels.write_text("image0.png 1\nimage1.png 4\nimage2.png 2\n")
+    assert main(command) == 0
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _images(tmp_path / "images")
+    (tmp_path / "taken").write_text("mine")
+    assert main(_small(images, tmp_path / "taken", "--methods", "random")) == 2
+    assert "is a file; give a folder" in error_line(capsys)
+    assert main(_small(images, tmp_path / "taken" / "out", "--methods", "random")) == 2
+    assert "cannot write in" in error_line(capsys)

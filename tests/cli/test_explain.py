@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import urllib.error
 from pathlib import Path
 
@@ -229,3 +231,91 @@ def test_pass_budget_reaches_poly_cam_and_is_reported(tmp_path, capsys, monkeypa
 def test_bad_pass_budget_is_a_usage_error(value: str, capsys) -> None:
     assert main(["explain", "--pass-budget", value]) == 2
     assert "--pass-budget" in capsys.readouterr().err
+
+
+def _stub_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace the model with the stub; return the names it is loaded with, to show whether
+    the command got that far."""
+    loaded: list[str] = []
+
+    def load(name: str, device: object) -> tuple[nn.Module, list[str]]:
+        loaded.append(name)
+        torch.manual_seed(0)
+        return _StubClassifier().eval(), [f"class{i}" for i in range(5)]
+
+    monkeypatch.setattr(cli_explain, "load_model", load)
+    return loaded
+
+
+def test_a_decompression_bomb_is_a_usage_error(tmp_path, capsys, monkeypatch) -> None:
+    image = _png(tmp_path / "big.png", [9, 9, 9])  # 60 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 25)
+    assert main(["explain", str(image), "--out", str(tmp_path / "x.png")]) == 2
+    err = error_line(capsys)
+    assert "big.png" in err and "exceeds limit of 50 pixels" in err
+
+
+def test_an_output_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:
+    loaded = _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [9, 9, 9]))
+    assert main(["explain", image, "--out", str(tmp_path)]) == 2
+    assert f"--out: {str(tmp_path)!r} is a folder" in error_line(capsys)
+    assert loaded == []
+
+
+def test_an_unsupported_figure_format_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    loaded = _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [9, 9, 9]))
+    assert main(["explain", image, "--out", str(tmp_path / "maps.bmp")]) == 2
+    err = error_line(capsys)
+    assert "--out: cannot write a '.bmp' figure; use png, jpg, jpeg, " in err
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("maps.jpg", b"\xff\xd8\xff"),
+        ("maps.JPEG", b"\xff\xd8\xff"),
+        ("maps.pdf", b"%PDF-"),
+        ("maps.svg", b"<?xml"),
+        ("maps.tiff", b"II*\x00"),
+        ("maps", b"\x89PNG"),  # no suffix: PNG, as before
+    ],
+)
+def test_the_figure_format_follows_the_suffix(tmp_path, monkeypatch, name, start) -> None:
+    _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200]))
+    out = tmp_path / name
+    assert main(["explain", image, "--target", "1", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(start)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_the_figure_is_created_with_the_umasks_mode(tmp_path, monkeypatch, umask, mode) -> None:
+    _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200]))
+    out = tmp_path / "maps.png"
+    previous = os.umask(umask)
+    try:
+        assert main(["explain", image, "--target", "1", "--out", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+
+
+def test_a_model_factory_that_raises_is_a_usage_error(tmp_path, capsys) -> None:
+    factory = "tests.evaluation.test_models:broken_factory"
+    assert main(["explain", "--model", factory, "--out", str(tmp_path / "x.png")]) == 2
+    err = error_line(capsys)
+    assert f"model {factory!r}: the factory raised RuntimeError: checkpoint.pt not found" in err
+
+
+def test_a_detector_is_not_a_classifier(tmp_path, capsys) -> None:
+    detector = "tests.cli.test_explain_detection:known_answer_detector"
+    assert main(["explain", "--model", detector, "--out", str(tmp_path / "x.png")]) == 2
+    err = error_line(capsys)
+    assert f"--model {detector}: not an image classifier: it returned a list" in err
+    assert "expected a tensor of class scores" in err

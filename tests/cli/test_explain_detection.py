@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
+import pytest
 from PIL import Image
+from torch import nn
 
+from captum_polycam.cli import explain_detection as cli_explain_detection
 from captum_polycam.cli.main import main
 from captum_polycam.evaluation.images import bundled_image
 from captum_polycam.scores.known_answer import KnownAnswerDetector
@@ -77,3 +82,85 @@ def test_pass_budget_spends_fewer_passes(tmp_path: Path, capsys) -> None:
     passes, exact = re.search(r"(\d+) of (\d+) masked passes", capsys.readouterr().out).groups()
     # One detection, PCAM- (one pass per live channel): a quarter of the exact passes.
     assert 0 < int(passes) == math.floor(0.25 * int(exact)) < int(exact)
+
+
+def tiny_classifier() -> nn.Module:
+    """A classifier given where a detector is expected."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+
+
+def _run(*options: str) -> int:
+    return main([
+        "explain-detection", str(bundled_image()), "--model", _MODEL, "--device", "cpu",
+        "--score-threshold", "0.1", *options,
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (["nope"], "--layers: the model has no module named 'nope'"),
+        (["fine", "nope"], "--layers: the model has no module named 'nope'"),
+        (["fine:x", "coarse"], "--layers: 'fine:x' must be 'name' or 'name:call_index'"),
+        (["fine:3", "coarse"], "--layers: fine:3 asks for call 3, but the module is called 1"),
+        (["coarse", "fine"], "--layers: layers must be ordered shallow to deep"),
+    ],
+)
+def test_bad_layers_are_a_usage_error(
+    tmp_path: Path, capsys, layers: list[str], message: str
+) -> None:
+    assert _run("--out", str(tmp_path / "boxes.png"), "--layers", *layers) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "boxes.png").exists()
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet50"])
+def test_a_classifier_name_is_not_a_detector(tmp_path: Path, capsys, model: str) -> None:
+    out = str(tmp_path / "boxes.png")
+    assert main(["explain-detection", str(bundled_image()), "--model", model, "--out", out]) == 2
+    err = error_line(capsys)
+    assert f"{model!r} is an image classifier, not an object detector" in err
+    assert f"captum-polycam explain --model {model}" in err
+
+
+def test_a_classifier_factory_is_not_a_detector(tmp_path: Path, capsys) -> None:
+    model = f"{__name__}:tiny_classifier"
+    out = str(tmp_path / "boxes.png")
+    assert main(["explain-detection", str(bundled_image()), "--model", model, "--out", out]) == 2
+    assert (
+        f"--model {model}: not an object detector: it returned a tensor of shape (1, 5); "
+        "expected a list of dicts with boxes, labels and scores, one per image"
+    ) in error_line(capsys)
+
+
+def test_an_output_folder_is_refused_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
+    loaded = []
+    monkeypatch.setattr(
+        cli_explain_detection, "load_detector", lambda *args: loaded.append(args) or (None, None)
+    )
+    assert _run("--out", str(tmp_path)) == 2
+    assert f"--out: {str(tmp_path)!r} is a folder" in error_line(capsys)
+    assert _run("--out", str(tmp_path / "boxes.gif")) == 2
+    assert "--out: cannot write a '.gif' figure; use png, jpg" in error_line(capsys)
+    assert _run("--out", str(tmp_path / "missing" / "boxes.png")) == 2
+    assert f"--out: the folder {str(tmp_path / 'missing')!r} does not exist" in error_line(capsys)
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    ("name", "start"), [("boxes.jpg", b"\xff\xd8\xff"), ("boxes.pdf", b"%PDF-")]
+)
+def test_the_figure_format_follows_the_suffix(tmp_path: Path, name: str, start: bytes) -> None:
+    out = tmp_path / name
+    assert _run("--out", str(out), "--layers", "fine", "coarse") == 0
+    assert out.read_bytes().startswith(start)
+
+
+def test_the_figure_is_created_with_the_umasks_mode(tmp_path: Path) -> None:
+    out = tmp_path / "boxes.png"
+    previous = os.umask(0o027)
+    try:
+        assert _run("--out", str(out), "--layers", "fine", "coarse") == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640

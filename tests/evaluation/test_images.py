@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from captum_polycam.evaluation import EvaluationError, ImageFolder, Preprocessing, bundled_images
-from captum_polycam.evaluation.images import image_list_digest
+from captum_polycam.evaluation.images import image_list_digest, read_image
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -87,3 +93,144 @@ def test_the_bundled_photos_read_and_the_digest_follows_names_and_labels() -> No
                                         "rocket.jpg"]  # fmt: skip
     assert image_list_digest(["a", "b"], [1, None]) != image_list_digest(["b", "a"], [1, None])
     assert image_list_digest(["a"], [1]) != image_list_digest(["a"], [2])
+
+
+def _png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit PNG of ``H x W x 3`` (RGB) values, written by hand: Pillow writes no 16-bit RGB."""
+    height, width, _ = values.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type RGB
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _gradient(low: int, high: int, dtype: type = np.uint16) -> np.ndarray:
+    return np.linspace(low, high, 24 * 32).reshape(24, 32).astype(dtype)
+
+
+def test_a_16_bit_grey_png_is_scaled_to_its_range_not_clipped(tmp_path: Path) -> None:
+    values = _gradient(0, 65535)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as opened:
+        assert opened.mode == "I;16"  # Pillow's RGB conversion of it clips at 255
+    pixels = read_image(tmp_path / "grey16.png", size=None)[0]
+    assert pixels.shape == (3, 24, 32)
+    assert abs(pixels.mean().item() - values.mean() / 65535) < 1 / 255
+    torch.testing.assert_close(pixels[0], pixels[2])
+    torch.testing.assert_close(pixels[0], torch.from_numpy(values / 65535).float())
+
+
+def test_a_16_bit_rgb_png_is_scaled_to_its_range(tmp_path: Path) -> None:
+    values = np.stack([_gradient(0, 65535), _gradient(65535, 0), _gradient(1000, 20000)], axis=-1)
+    pixels = read_image(_png16(tmp_path / "rgb16.png", values), size=None)[0]
+    means = pixels.mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(means, values.mean(axis=(0, 1)) / 65535, atol=1 / 255)
+
+
+def test_a_big_endian_16_bit_tiff_is_scaled_to_its_range(tmp_path: Path) -> None:
+    values = _gradient(0, 40000)
+    Image.fromarray(values.astype(">u2")).save(tmp_path / "grey16b.tiff")
+    with Image.open(tmp_path / "grey16b.tiff") as opened:
+        assert opened.mode == "I;16B"
+    pixels = read_image(tmp_path / "grey16b.tiff", size=None)[0]
+    assert abs(pixels.mean().item() - values.mean() / 65535) < 1 / 255
+
+
+def test_a_16_bit_image_that_pillow_opens_as_32_bit_uses_the_16_bit_range(tmp_path: Path) -> None:
+    values = _gradient(0, 30000)
+    Image.fromarray(values).save(tmp_path / "grey16.pgm")
+    with Image.open(tmp_path / "grey16.pgm") as opened:
+        assert opened.mode == "I"
+    pixels = read_image(tmp_path / "grey16.pgm", size=None)[0]
+    assert abs(pixels.mean().item() - values.mean() / 65535) < 1 / 255
+
+
+def test_32_bit_integer_and_float_images_are_scaled_to_their_range(tmp_path: Path) -> None:
+    integers = _gradient(0, 2**31 - 1, np.int64).astype(np.int32)
+    Image.fromarray(integers).save(tmp_path / "int32.tiff")
+    pixels = read_image(tmp_path / "int32.tiff", size=None)[0]
+    assert abs(pixels.mean().item() - integers.mean() / (2**31 - 1)) < 1 / 255
+    floats = np.linspace(-0.5, 1.5, 24 * 32, dtype=np.float32).reshape(24, 32)
+    Image.fromarray(floats).save(tmp_path / "float.tiff")
+    pixels = read_image(tmp_path / "float.tiff", size=None)[0]
+    assert pixels.min().item() == 0.0 and pixels.max().item() == 1.0
+    assert abs(pixels.mean().item() - floats.clip(0, 1).mean()) < 1 / 255
+
+
+def test_a_folder_reads_16_bit_images_in_range_too(tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8), 13107, np.uint16)).save(tmp_path / "grey16.png")  # 0.2
+    sample = ImageFolder(tmp_path, preprocessing=Preprocessing(mean=(0, 0, 0), std=(1, 1, 1)))[0]
+    torch.testing.assert_close(sample.inputs, torch.full((3, 224, 224), 0.2))
+
+
+def test_samples_carry_the_digest_of_their_files_bytes(tmp_path: Path) -> None:
+    folder = ImageFolder(_folder(tmp_path), ["a.PNG", "notes.txt", "gone.jpg"])
+    expected = [hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+                for name in ("a.PNG", "notes.txt")]  # fmt: skip
+    readable, undecodable, missing = folder[0], folder[1], folder[2]
+    assert readable.error is None and readable.digest == expected[0]
+    # A file that is there but cannot be decoded still has bytes to identify it by.
+    assert undecodable.inputs is None and "decode" in undecodable.error
+    assert undecodable.digest == expected[1]
+    assert missing.inputs is None and missing.digest is None
+    assert [folder.digest(index) for index in range(3)] == [*expected, None]
+
+
+def test_digest_reads_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = ImageFolder(_folder(tmp_path))
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("decoded"))
+    assert folder.digest(1) == hashlib.sha256((tmp_path / "b.jpg").read_bytes()).hexdigest()
+
+
+def test_a_decompression_bomb_becomes_an_error_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = ImageFolder(_folder(tmp_path))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # b.jpg has 300 pixels, over twice that
+    sample = folder[1]
+    assert sample.inputs is None and sample.name == "b.jpg"
+    assert "'" + str(tmp_path / "b.jpg") + "'" in sample.error
+    assert "exceeds limit of 200 pixels" in sample.error
+    assert sample.digest == hashlib.sha256((tmp_path / "b.jpg").read_bytes()).hexdigest()
+    assert folder[0].error is None  # a.PNG, 25 pixels
+
+
+def test_a_decompression_bomb_warning_raised_as_an_error_is_an_evaluation_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _folder(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # between the limits: only a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as python -W error
+        with pytest.raises(EvaluationError, match=r"b\.jpg.*exceeds limit of 200 pixels"):
+            read_image(tmp_path / "b.jpg")
+    with pytest.warns(Image.DecompressionBombWarning):  # otherwise Pillow's warning, and it reads
+        assert read_image(tmp_path / "b.jpg").shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("argument", ["image_list", "labels"])
+def test_a_list_file_that_is_not_utf8_names_the_argument_and_file(
+    tmp_path: Path, argument: str
+) -> None:
+    _folder(tmp_path)
+    text = "b.jpg 1\n" if argument == "labels" else "b.jpg\n"
+    (tmp_path / "list.txt").write_bytes(text.encode("utf-16"))
+    files = {argument: tmp_path / "list.txt"}
+    message = f"{argument}: '{tmp_path / 'list.txt'}' is not UTF-8 text"
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        ImageFolder(tmp_path, **files)
+
+
+def test_a_list_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    (tmp_path / "images.txt").write_text("\ufeffb.jpg\n", encoding="utf-8")
+    (tmp_path / "labels.txt").write_text("\ufeffb.jpg 3\n", encoding="utf-8")
+    folder = ImageFolder(tmp_path, tmp_path / "images.txt", tmp_path / "labels.txt")
+    assert folder.names == ["b.jpg"] and folder[0].label == 3

@@ -135,3 +135,23 @@ def test_budget_option_builds_one_budgeted_run_per_budget(
 def test_bad_budget_options_are_named(name: str, tiny_cnn: nn.Module) -> None:
     with pytest.raises(EvaluationError, match=re.escape(repr(name))):
         build_methods([name], tiny_cnn, LAYERS)
+
+
+def test_names_that_would_share_artefact_files_are_refused(tiny_cnn: nn.Module) -> None:
+    # Both stems are mth_a_b: the second run's maps would overwrite the first's.
+    with pytest.raises(EvaluationError, match="mth_a:b and mth:a_b would share"):
+        build_methods(["mth_a:b", "mth:a_b"], tiny_cnn, LAYERS)
+
+
+def test_a_custom_method_is_recorded_without_a_memory_address(tiny_cnn: nn.Module) -> None:
+    [method] = build_methods(["tests.evaluation.tiny_models:saliency"], tiny_cnn, LAYERS)
+    assert method.parameters["attribution"] == "captum.attr._core.saliency.Saliency"
+    [polycam] = build_methods(["tests.evaluation.tiny_models:polycam"], tiny_cnn, LAYERS)
+    assert polycam.parameters["attribution"].startswith("PolyCam(layers=")  # its own repr
+
+
+def test_a_failing_custom_factory_is_named(tiny_cnn: nn.Module) -> None:
+    name = "tests.evaluation.tiny_models:failing_method"
+    with pytest.raises(EvaluationError, match=f"methods: '{name}' failed to build its "
+                       "attribution: RuntimeError: no weights for this model"):  # fmt: skip
+        build_methods([name], tiny_cnn, LAYERS)

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from captum_polycam.evaluation import (
     Report,
     evaluate,
 )
-from tests.evaluation.tiny_models import tiny_classifier
+from tests.evaluation.tiny_models import fixed_size_classifier, tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = Preprocessing(size=(32, 32))
@@ -280,7 +281,7 @@ def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path)
     batches = []
     model.register_forward_hook(lambda module, args, output: batches.append(len(args[0])))
     evaluate(photos, finished, _config(sensitivity_images=2), model=model, num_workers=0)
-    assert batches == [1]  # finding the layers on one image; no batch is computed again
+    assert batches == [1, 1]  # checking the model and the layers on one image; no batch
     assert {p: p.stat().st_mtime_ns for p in shards} == shards
     assert _stable_files(finished) == before
 
@@ -292,7 +293,11 @@ def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path)
         ({"batch_size": 2.5}, "batch_size must be a positive int"),
         ({"target": "top5"}, "target must be 'top1' or 'label'"),
         ({"baseline": "noise"}, "baseline must be"),
-        ({"sensitivity_images": -1}, "sensitivity_images must be 0 or more"),
+        ({"sensitivity_images": -1}, "sensitivity_images must be an int, 0 or more"),
+        ({"sensitivity_images": "3"}, "sensitivity_images must be an int, 0 or more; got '3'"),
+        ({"seed": 1.5}, "seed must be an int; got 1.5"),
+        ({"methods": "random"}, "methods must be a list of names.*got 'random'"),
+        ({"layers": "layer1"}, "layers must be a list of names.*got 'layer1'"),
     ],
 )
 def test_invalid_configurations_name_the_argument(changes: dict, message: str) -> None:
@@ -419,3 +424,128 @@ def test_a_cuda_run_gives_the_cpu_run_maps(photos: Path, finished: Path, tmp_pat
                 np.load(tmp_path / "cuda" / "npz" / f"tiny_{method}.npz") as cuda:  # fmt: skip
             for name in cpu.files:
                 np.testing.assert_allclose(cuda[name], cpu[name], atol=1e-4)
+
+
+# --- what a run must never do silently --------------------------------------------------------
+
+
+def _copy(photos: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for photo in photos.iterdir():
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    return folder
+
+
+def test_other_pixels_under_the_same_names_are_refused_with_their_names(
+    photos: Path, tmp_path: Path
+) -> None:
+    images = _copy(photos, tmp_path / "images")
+    out = tmp_path / "out"
+    _run(images, out, methods=("random",))
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["images_content_sha256"]) == 64
+    # Another photo under one of the same names, as a second data set with the same list.
+    (images / "photo5.png").write_bytes((images / "photo2.png").read_bytes())
+    with pytest.raises(EvaluationError, match=r"1 image\(s\) differ .*: photo5\.png; use a new"):
+        _run(images, out, methods=("random",))
+    # A dataset's items are checked by their pixels.
+    dataset_out = tmp_path / "dataset"
+    _run(_Pairs(photos, labelled=False), dataset_out, methods=("random",))
+    with pytest.raises(EvaluationError, match=r"differ .*: photo5\.png"):
+        _run(_Pairs(images, labelled=False), dataset_out, methods=("random",))
+
+
+def test_a_run_with_a_custom_method_resumes(photos: Path, tmp_path: Path) -> None:
+    methods = ("tests.evaluation.tiny_models:saliency",)
+    _run(photos, tmp_path / "out", methods=methods)
+    before = _stable_files(tmp_path / "out")
+    _run(photos, tmp_path / "out", methods=methods)  # refused before: a new address each time
+    assert _stable_files(tmp_path / "out") == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"n_steps": 2000},
+            "n_steps: 2000 insertion and deletion steps need as many pixels; "
+            "the inputs have 32 x 32 = 1024",
+        ),
+        ({"layers": ("nope",)}, "layers: the model has no module named 'nope'"),
+        ({"layers": ("block3", "block1")}, "layers must go shallow to deep"),
+        ({"layers": ("block1", "block3"), "methods": ("gradcam",)}, None),
+        (
+            {
+                "preprocessing": Preprocessing(size=(16, 16)),
+                "model": "fixed",
+                "layers": ("1",),
+                "methods": ("random",),
+            },
+            None,
+        ),
+    ],
+)
+def test_usage_errors_are_found_before_the_folder_is_claimed(
+    photos: Path, tmp_path: Path, changes: dict, message: str | None
+) -> None:
+    out = tmp_path / "out"
+    if message is None:  # valid: the run goes through
+        model = fixed_size_classifier() if changes.pop("model", None) else tiny_classifier()
+        evaluate(photos, out, _config(**changes), model=model, num_workers=0)
+        assert (out / "run.json").exists()
+        return
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        _run(photos, out, **changes)
+    assert not out.exists()  # the corrected command can use the same folder
+
+
+def test_a_model_that_fails_on_the_input_size_is_named(photos: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match=r"model 'tiny' fails on an input of 32 x 32 pixels "
+                       r"\(the preprocessing's size\): RuntimeError"):  # fmt: skip
+        evaluate(photos, tmp_path / "out", _config(), model=fixed_size_classifier(), num_workers=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_outside_the_model_classes_are_refused_first(photos: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text(
+        "".join(f"{name} {99 if name == 'photo3.jpg' else 1}\n" for name in os.listdir(photos))
+    )
+    with pytest.raises(EvaluationError, match=r"labels: the model has 5 classes \(0 to 4\); 1 "
+                       r"image\(s\) have another, such as 'photo3.jpg' \(99\)"):  # fmt: skip
+        evaluate(photos, tmp_path / "out", _config(target="label"), model=tiny_classifier(),
+                 labels=tmp_path / "labels.txt", num_workers=0)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_or_cannot_be_written_is_named(photos: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(EvaluationError, match=r"out: '.*file' is a file; give a folder"):
+        _run(photos, tmp_path / "file")
+    with pytest.raises(EvaluationError, match=r"out: cannot write in '.*file/out'"):
+        _run(photos, tmp_path / "file" / "out")
+
+
+def test_a_lent_model_gets_its_training_flags_back(photos: Path, tmp_path: Path) -> None:
+    model = tiny_classifier().train()
+    model.block2.eval()
+    evaluate(photos, tmp_path / "out", _config(methods=("random",)), model=model, num_workers=0)
+    assert model.training and model.block1.training and not model.block2.training
+
+
+def test_artefacts_get_the_mode_of_any_new_file(photos: Path, tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        _run(photos, tmp_path / "out", methods=("random",))
+    finally:
+        os.umask(previous)
+    modes = {path.stat().st_mode & 0o777 for path in (tmp_path / "out").rglob("*")
+             if path.is_file()}  # fmt: skip
+    assert modes == {0o644}
+
+
+def test_a_datasets_16_bit_pil_images_are_read_in_their_range() -> None:
+    from captum_polycam.evaluation.pipeline import _NamedDataset
+
+    grey = Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16))  # Pillow's "I;16"
+    sample = _NamedDataset([(grey, "grey.png")], preprocessing=None)[0]  # type: ignore[arg-type]
+    torch.testing.assert_close(sample.inputs, torch.full((3, 8, 8), 30000 / 65535))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from captum.attr import Saliency
 from torch import nn
 
+from captum_polycam import PolyCam
 from tests.conftest import TinyCNN
 
 
@@ -12,3 +14,25 @@ def tiny_classifier() -> nn.Module:
     """The seeded three-resolution :class:`TinyCNN` (5 classes), for 16 to 64 pixel inputs."""
     torch.manual_seed(0)
     return TinyCNN().eval()
+
+
+def fixed_size_classifier() -> nn.Module:
+    """A classifier whose head takes only 16 x 16 inputs, as a model with a flatten does."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 16 * 16, 5)).eval()  # fmt: skip
+
+
+def saliency(model: nn.Module) -> Saliency:
+    """A custom method: Captum's ``Saliency``, whose ``repr`` holds a memory address."""
+    return Saliency(model)
+
+
+def failing_method(model: nn.Module) -> Saliency:
+    """A custom method whose factory fails, as a user's code under development does."""
+    raise RuntimeError("no weights for this model")
+
+
+def polycam(model: nn.Module) -> PolyCam:
+    """A custom method with a settings ``repr``: Poly-CAM on :class:`TinyCNN`'s blocks."""
+    return PolyCam(model, ["block1", "block2", "block3"])

@@ -220,3 +220,15 @@ def test_constructor_errors() -> None:
         IncreaseInConfidence(SumModel(), score_fn="probability")
     with pytest.raises(ValueError, match="perturbations_per_eval"):
         ConfidenceChange(SumModel(), perturbations_per_eval=0)
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' runs")
+def test_result_carries_the_settings_that_decide_its_numbers() -> None:
+    result = ConfidenceChange(SumModel(), "logit", perturbations_per_eval=1, precision="bf16")(
+        row(1.0, 2.0), row(1.0, 3.0)
+    )
+    assert result.protocol == {"score_fn": "logit", "channel_reduction": "sum",
+                               "precision": "bf16"}  # fmt: skip
+    assert ConfidenceChange(SumModel())(row(1.0, 2.0), row(1.0, 3.0)).protocol == {
+        "score_fn": "softmax", "channel_reduction": "sum", "precision": "fp32",
+    }  # fmt: skip

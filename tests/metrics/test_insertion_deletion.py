@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_polycam.metrics import Deletion, Insertion, InsertionDeletion
+from tests.conftest import BatchSizes
 
 X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])  # score = sum of the pixels
 
@@ -176,8 +177,6 @@ def test_bad_calls(call, error, match) -> None:
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="n_steps must be a positive int"):
         InsertionDeletion(Sum(), n_steps=0)
-    with pytest.raises(ValueError, match=r"n_steps \(5\) exceeds the 4 pixels"):
-        InsertionDeletion(Sum(), n_steps=5)(X, X, 0)
     with pytest.raises(ValueError, match="baseline must be"):
         InsertionDeletion(Sum(), baseline="noise")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"baseline of shape \(3, 2, 2\) cannot broadcast"):
@@ -186,3 +185,40 @@ def test_bad_options() -> None:
         InsertionDeletion(Sum(), auc="simpson")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="channel_reduction"):
         _metric(channel_reduction="max")(X, X, 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: InsertionDeletion(model, n_steps=5, baseline="zeros")(X, X, 0),
+        lambda model: InsertionDeletion(model, n_steps=5, auc="trapezoid").curves((X,), X, 0),
+        lambda model: Deletion(model, n_steps=5)(X, X),
+    ],
+)
+def test_more_steps_than_pixels_are_refused_before_any_forward_pass(call) -> None:
+    # Steps past the 4th would all show the full image (insertion) or the baseline (deletion).
+    counting = BatchSizes(Sum())
+    with pytest.raises(ValueError, match=r"n_steps must be at most 4, the 2 x 2 pixels of the "
+                                         r"inputs; got 5"):  # fmt: skip
+        call(counting)
+    assert counting.sizes == []
+
+
+def test_results_carry_the_settings_that_decide_their_numbers() -> None:
+    result = InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, X, 0)
+    expected = {"n_steps": 4, "baseline": "blur", "blur_kernel_size": 3, "blur_sigma": 5.0,
+                "score_fn": "softmax", "auc": "mean", "channel_reduction": "sum",
+                "precision": "fp32"}  # fmt: skip
+    assert result.protocol == expected
+    assert result.insertion.protocol == result.deletion.protocol == expected
+
+    def my_score(output: Tensor) -> Tensor:
+        return output
+
+    # A tensor baseline is known as "tensor", a callable by its name; no blur settings then.
+    options = {"n_steps": 2, "baseline": torch.zeros(1, 1, 1), "score_fn": my_score,
+               "auc": "trapezoid", "perturbations_per_eval": 1}  # fmt: skip
+    custom = {"n_steps": 2, "baseline": "tensor", "score_fn": my_score.__qualname__,
+              "auc": "trapezoid", "channel_reduction": "sum", "precision": "fp32"}  # fmt: skip
+    assert InsertionDeletion(Sum(), **options)(X, X, 0).protocol == custom
+    assert Deletion(Sum(), **options)(X, X, 0).protocol == custom

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import matplotlib
 
@@ -14,11 +15,16 @@ from matplotlib import pyplot as plt
 from torch import Tensor, nn
 
 from captum_polycam.metrics import (
+    ConfidenceChange,
+    CurveResult,
     Deletion,
     Insertion,
     InsertionDeletion,
+    MeanCurve,
     MetricSummary,
     ScoreDirection,
+    Sensitivity,
+    Statistic,
     plot_insertion_deletion,
 )
 
@@ -137,12 +143,164 @@ def test_single_curves_summarise_under_the_same_keys() -> None:
     assert stats["deletion_curve"].fractions.tolist() == [0.25, 0.5, 0.75, 1.0]
 
 
+X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
+
+
+def _snapshot(summary: MetricSummary) -> dict:
+    return {name: (torch.as_tensor(v.mean).tolist(), v.count)
+            for name, v in summary.compute().items()}  # fmt: skip
+
+
 def test_curves_of_different_protocols_are_not_mixed() -> None:
-    x = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
     summary = MetricSummary()
-    summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(x, x, 0))
-    with pytest.raises(ValueError, match="insertion_curve: the curves' steps"):
-        summary.update(InsertionDeletion(Sum(), n_steps=2, baseline="zeros")(x, x, 0))
+    summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
+    with pytest.raises(ValueError, match=r"^insertion: the protocol differs from the earlier "
+                                         r"batches' in n_steps \(4 then 2\); "):  # fmt: skip
+        summary.update(InsertionDeletion(Sum(), n_steps=2, baseline="zeros")(X, X, 0))
+
+
+def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
+    blur = InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)  # softmax by default
+    zeros = InsertionDeletion(Sum(), n_steps=4, baseline="zeros", score_fn="logit")
+    summary = MetricSummary()
+    summary.update(blur(X, X, 0))
+    before = _snapshot(summary)
+    with pytest.raises(ValueError, match=r"in baseline \('blur' then 'zeros'\), "
+                                         r"blur_kernel_size \(3 then not given\), "
+                                         r"blur_sigma \(5\.0 then not given\), "
+                                         r"score_fn \('softmax' then 'logit'\)"):  # fmt: skip
+        summary.update(zeros(X, X, 0))
+    with pytest.raises(
+        ValueError,
+        match=r"^deletion: .* in score_fn \('softmax' then 'logit'\); "
+        r"summarise each protocol in its own MetricSummary$",
+    ):
+        summary.update(Deletion(Sum(), n_steps=4, blur_kernel_size=3, score_fn="logit")(X, X, 0))
+    with pytest.raises(ValueError, match=r"in blur_sigma \(5\.0 then 1\.0\)"):
+        summary.update(InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3, blur_sigma=1.0)(
+            X, X, 0))  # fmt: skip
+    assert _snapshot(summary) == before  # a refused batch leaves nothing behind
+    # The same protocol from another metric object, or from a single curve, is welcome.
+    summary.update(InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, -X, 0))
+    summary.update(Insertion(Sum(), n_steps=4, blur_kernel_size=3)(X, X, 0))
+    assert summary.compute()["insertion"].count == 3
+    assert summary.compute()["deletion"].count == 2
+    assert summary.protocols["insertion_curve"] == {
+        "n_steps": 4, "baseline": "blur", "blur_kernel_size": 3, "blur_sigma": 5.0,
+        "score_fn": "softmax", "auc": "mean", "channel_reduction": "sum", "precision": "fp32",
+    }  # fmt: skip
+    assert summary.protocols["insertion_minus_deletion"] == summary.protocols["deletion"]
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' runs")
+@pytest.mark.parametrize(
+    ("first", "second", "differs"),
+    [
+        ({"auc": "mean"}, {"auc": "trapezoid"}, r"auc \('mean' then 'trapezoid'\)"),
+        ({}, {"precision": "bf16"}, r"precision \('fp32' then 'bf16'\)"),
+        ({}, {"channel_reduction": "abs_sum"},
+         r"channel_reduction \('sum' then 'abs_sum'\)"),
+    ],
+)  # fmt: skip
+def test_other_settings_of_the_curves_are_part_of_the_protocol(first, second, differs) -> None:
+    options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
+    summary = MetricSummary()
+    summary.update(InsertionDeletion(Sum(), **options, **first)(X, X, 0))
+    with pytest.raises(ValueError, match=differs):
+        summary.update(InsertionDeletion(Sum(), **options, **second)(X, X, 0))
+
+
+def test_batching_settings_are_not_part_of_the_protocol() -> None:
+    options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
+    summary = MetricSummary()
+    summary.update(InsertionDeletion(Sum(), **options)(X, X, 0))
+    summary.update(InsertionDeletion(Sum(), **options, perturbations_per_eval=1)(X, X, 0))
+    assert len(summary) == 2
+
+
+def test_confidence_and_sensitivity_protocols_are_checked() -> None:
+    summary = MetricSummary()
+    summary.update(ConfidenceChange(Sum())(X, X, 0))
+    with pytest.raises(ValueError, match=r"^average_drop: .* in score_fn \('softmax' then "
+                                         r"'logit'\)"):  # fmt: skip
+        summary.update(ConfidenceChange(Sum(), score_fn="logit")(X, X, 0))
+    inputs = torch.rand(2, 3) + 1
+    summary.update(Sensitivity(lambda x: x, n_perturb_samples=2)(inputs))
+    with pytest.raises(ValueError, match=r"^sensitivity_max: .* in perturb_radius "
+                                         r"\(0\.02 then 0\.1\)"):  # fmt: skip
+        summary.update(Sensitivity(lambda x: x, n_perturb_samples=2, perturb_radius=0.1)(inputs))
+    # Different metrics under different keys share a summary, each with its own protocol.
+    summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
+    assert set(summary.compute()) >= {"average_drop", "sensitivity_max", "insertion"}
+
+
+def test_bare_values_do_not_join_results_of_a_protocol() -> None:
+    summary = MetricSummary()
+    summary.update(ConfidenceChange(Sum())(X, X, 0))
+    with pytest.raises(ValueError, match=r"average_drop: .* in score_fn \('softmax' then not "
+                                         r"given\), .*bare tensors carry none"):  # fmt: skip
+        summary.update({"average_drop": torch.tensor([10.0])})
+    bare = MetricSummary()
+    bare.update({"average_drop": torch.tensor([10.0])})
+    bare.update({"average_drop": torch.tensor([20.0])})
+    assert bare.compute()["average_drop"].mean == pytest.approx(15.0)
+    assert bare.protocols == {"average_drop": {}}
+    with pytest.raises(ValueError, match=r"^average_drop: .* in score_fn \(not given then "
+                                         r"'softmax'\), .*bare tensors carry none"):  # fmt: skip
+        bare.update(ConfidenceChange(Sum())(X, X, 0))
+
+
+def test_curves_of_another_length_are_refused_at_update() -> None:
+    summary = MetricSummary()
+    summary.update({"curve": torch.ones(2, 10), "auc": torch.ones(2)})
+    before = _snapshot(summary)
+    with pytest.raises(ValueError, match=r"^curve: each example's value has shape \(20,\) here "
+                                         r"and \(10,\) in the earlier batches"):  # fmt: skip
+        summary.update({"curve": torch.ones(2, 20), "auc": torch.ones(2)})
+    with pytest.raises(ValueError, match=r"^auc: each example's value has shape \(3,\) here "
+                                         r"and \(\) in the earlier batches"):  # fmt: skip
+        summary.update({"auc": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match=r"^curve: values must be \(N,\) per-example values or "
+                                         r"\(N, S\) curves; got shape \(2, 10, 1\)"):  # fmt: skip
+        summary.update({"curve": torch.ones(2, 10, 1)})
+    with pytest.raises(ValueError, match=r"^auc: values must be .*; got shape \(\)"):
+        summary.update({"auc": torch.tensor(1.0)})
+    assert _snapshot(summary) == before
+
+
+def test_insertion_results_of_10_then_20_steps_are_refused() -> None:
+    image = torch.rand(1, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    options = {"baseline": "zeros", "score_fn": "logit"}
+    summary = MetricSummary()
+    summary.update(Insertion(Sum(), n_steps=10, **options)(image, image, 0))
+    with pytest.raises(ValueError, match=r"^insertion: .* in n_steps \(10 then 20\)"):
+        summary.update(Insertion(Sum(), n_steps=20, **options)(image, image, 0))
+    # Same protocol, but a 5 x 5 image moves 3 pixels per step and a 4 x 4 one 2: other steps.
+    with pytest.raises(ValueError, match=r"^insertion_curve: the curves' steps \(fractions\)"):
+        summary.update(Insertion(Sum(), n_steps=10, **options)(image[..., :4, :4], image, 0))
+    # A curve built by hand, with no protocol, says so.
+    result = Insertion(Sum(), n_steps=10, **options)(image, image, 0)
+    bare = CurveResult("insertion", result.auc, result.curve, result.fractions)
+    with pytest.raises(ValueError, match=r"n_steps \(10 then not given\)"):
+        summary.update(bare)
+
+
+def test_compute_after_empty_batches_gives_nan_with_a_warning() -> None:
+    summary = MetricSummary()
+    summary.update({"drop": torch.zeros(0), "curve": torch.zeros(0, 3)})
+    with pytest.warns(UserWarning, match=r"no examples for 'drop', 'curve': their statistics "
+                                         r"are NaN"):  # fmt: skip
+        result = summary.compute()
+    drop, curve = result["drop"], result["curve"]
+    assert isinstance(drop, Statistic) and isinstance(curve, MeanCurve)
+    assert drop.count == 0 and curve.count == 0 and len(summary) == 0
+    assert all(math.isnan(v) for v in (drop.mean, drop.std, drop.ci_low, drop.ci_high))
+    assert curve.mean.shape == (3,) and bool(curve.mean.isnan().all())
+    # Examples that come later are summarised as usual, with no warning.
+    summary.update({"drop": torch.tensor([1.0, 3.0]), "curve": torch.ones(2, 3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert summary.compute()["drop"].mean == 2.0
 
 
 def test_plot_needs_fractions() -> None:

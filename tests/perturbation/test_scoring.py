@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 import torch
 from torch import Tensor, nn
 
+from captum_polycam.metrics import InsertionDeletion
 from captum_polycam.perturbation import (
     ExampleTargets,
     PerturbationPlan,
     PerturbationScorer,
     PreparedBatch,
+    tuning,
 )
-from tests.conftest import BatchSizes, zero_logits
+from captum_polycam.perturbation.scoring import _LOWERED
+from tests.conftest import BatchSizes, DropsRowsWhenPerturbed, zero_logits
 
 
 class Linear(nn.Module):
@@ -218,6 +224,7 @@ class AutocastRecorder(nn.Module):
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16),
                                                   ("fp16", torch.float16)])  # fmt: skip
+@pytest.mark.filterwarnings("ignore:precision=.* slower than fp32")  # as fast as this CPU is
 def test_lower_precision_autocasts_only_the_perturbed_passes(
     precision: str, dtype: torch.dtype
 ) -> None:
@@ -232,8 +239,9 @@ def test_lower_precision_autocasts_only_the_perturbed_passes(
     scorer = PerturbationScorer(model, perturbations_per_eval=1, precision=precision)
     batch = scorer.prepare(inputs)
     scores = scorer.score(batch, _scaling_plan(inputs, factors, example_of))
-    # The clean pass (targets, clean scores) at full precision, the perturbed ones lowered.
-    assert model.calls == [None, dtype, dtype, dtype]  # 6 items, 2 a pass
+    # The clean pass (targets, clean scores) at full precision, the perturbed ones lowered;
+    # in between, on a CPU, one input timed in each precision (a set-up pass and two timed).
+    assert model.calls == [None, *[None] * 3, *[dtype] * 3, dtype, dtype, dtype]  # 2 a pass
     assert batch.target_scores.dtype == torch.float32 and scores.dtype == torch.float32
     torch.testing.assert_close(scores, reference, atol=2e-2, rtol=0)
     assert not torch.equal(scores, reference)  # it did run in another precision
@@ -242,3 +250,145 @@ def test_lower_precision_autocasts_only_the_perturbed_passes(
 def test_precision_is_checked() -> None:
     with pytest.raises(ValueError, match=r"precision must be one of .*'fp32'.*; got 'fp64'"):
         PerturbationScorer(zero_logits, precision="fp64")  # type: ignore[arg-type]
+
+
+class DropsRowsScore:
+    """A ``score_fn`` that keeps every row of the clean pass, then only the first one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, output: Tensor) -> Tensor:
+        self.calls += 1
+        scores = output.softmax(dim=1)
+        return scores if self.calls == 1 else scores[:1]
+
+
+class TestRowsOfEveryPass:
+    """Every pass must give one row of scores per input, as the clean pass did: a row fewer
+    would be broadcast over the pass and its scores silently copied across examples."""
+
+    inputs = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(4))
+    plan = staticmethod(lambda inputs: _scaling_plan(inputs, torch.linspace(0, 1, 6),
+                                                     torch.tensor([0, 0, 0, 1, 1, 1])))  # fmt: skip
+
+    def test_a_forward_func_that_drops_rows_is_refused(self) -> None:
+        scorer = PerturbationScorer(DropsRowsWhenPerturbed(Linear()), perturbations_per_eval=2)
+        batch = scorer.prepare(self.inputs, target=[0, 1])
+        with pytest.raises(ValueError, match=re.escape(
+            "forward_func (scored with score_fn='softmax') must give one row of scores per "
+            "input on every pass, shaped as on the clean pass: a perturbed pass of 4 inputs "
+            "gave shape (1, 3), expected (4, 3)"
+        )):  # fmt: skip
+            scorer.score(batch, self.plan(self.inputs))
+
+    def test_a_score_fn_that_drops_rows_is_refused(self) -> None:
+        scorer = PerturbationScorer(Linear(), DropsRowsScore(), perturbations_per_eval=1)
+        batch = scorer.prepare(self.inputs, target=[0, 1])
+        with pytest.raises(ValueError, match=re.escape(
+            "score_fn must give one row of scores per input on every pass, shaped as on the "
+            "clean pass: a perturbed pass of 2 inputs gave shape (1, 3), expected (2, 3)"
+        )):  # fmt: skip
+            scorer.score(batch, self.plan(self.inputs))
+
+    def test_other_columns_than_the_clean_pass_are_refused(self) -> None:
+        calls = []
+
+        def score_fn(output: Tensor) -> Tensor:
+            calls.append(len(output))
+            return output if len(calls) == 1 else output[:, :2]
+
+        scorer = PerturbationScorer(Linear(), score_fn, perturbations_per_eval=3)
+        batch = scorer.prepare(self.inputs, target=[0, 1])
+        with pytest.raises(ValueError, match=re.escape("gave shape (6, 2), expected (6, 3)")):
+            scorer.score(batch, self.plan(self.inputs))
+
+    def test_insertion_deletion_refuses_a_model_that_drops_rows(self, tiny_cnn, tiny_inputs):
+        saliency = tiny_inputs.abs().sum(dim=1, keepdim=True)
+        metric = InsertionDeletion(DropsRowsWhenPerturbed(tiny_cnn), n_steps=4,
+                                   perturbations_per_eval=2)  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(
+            "forward_func (scored with score_fn='softmax') must give one row of scores per "
+            "input on every pass, shaped as on the clean pass: a perturbed pass of 6 inputs "
+            "gave shape (1, 5), expected (6, 5)"
+        )):  # fmt: skip
+            metric(tiny_inputs, saliency)
+
+
+class TestSlowLoweredPrecisionOnTheCpu:
+    """bf16 without native support runs 17 to 50 times slower than fp32 on a CPU: one pass
+    of each, measured once per model and input shape, says so."""
+
+    message = (
+        "precision='bf16' runs 17x slower than fp32 on this CPU (AVX2, no native bf16), "
+        "measured on one input of this model; use precision='fp32'. bf16 pays off on CPUs with "
+        "AVX-512 BF16 or AMX (Intel Sapphire Rapids and later, AMD Zen 4 and later) and on GPUs"
+    )
+
+    @pytest.fixture(autouse=True)
+    def _measured(self, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+        _LOWERED.forget()
+        measured: list[float] = []
+
+        def fake_slowdown(run, clock=None) -> float:
+            run(False)
+            run(True)
+            measured.append(self.factor)
+            return self.factor
+
+        self.factor = 17.2
+        monkeypatch.setattr(tuning, "slowdown", fake_slowdown)
+        monkeypatch.setattr(tuning, "cpu_flags", lambda: frozenset({"avx", "avx2"}))
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        return measured
+
+    def _score(self, model: nn.Module, inputs: Tensor, precision: str = "bf16") -> None:
+        scorer = PerturbationScorer(model, perturbations_per_eval=2, precision=precision)
+        batch = scorer.prepare(inputs)
+        example_of = torch.arange(len(inputs)).repeat_interleave(2)
+        scorer.score(batch, _scaling_plan(inputs, torch.ones(len(example_of)), example_of))
+
+    def test_warns_once_per_model_and_input_shape(self, _measured: list[float]) -> None:
+        model = AutocastRecorder().eval()
+        inputs = torch.rand(2, 3, 8, 8)
+        with pytest.warns(UserWarning, match=re.escape(self.message)) as record:
+            self._score(model, inputs)
+        assert len(record) == 1 and record[0].filename == __file__  # names the caller
+        # One input in fp32, then in bf16, between the clean pass and the perturbed passes.
+        assert model.calls == [None, None, torch.bfloat16, torch.bfloat16]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self._score(model, inputs)  # another scorer of the same model and shape
+            self._score(model, inputs[:1])  # the shape of one input is what counts
+        assert _measured == [17.2]
+        with pytest.warns(UserWarning, match=re.escape(self.message)):
+            self._score(model, torch.rand(1, 3, 4, 4))  # another input shape
+        assert _measured == [17.2, 17.2]
+
+    def test_a_precision_that_is_not_much_slower_is_quiet(self, _measured: list[float]) -> None:
+        self.factor = 1.9
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8))
+        assert _measured == [1.9]
+
+    def test_fp32_is_not_measured(self, _measured: list[float]) -> None:
+        model = AutocastRecorder().eval()
+        self._score(model, torch.rand(2, 3, 8, 8), precision="fp32")
+        assert _measured == [] and model.calls == [None, None]  # the clean pass, one pass
+
+    def test_fp16_is_measured_and_named(self, _measured: list[float]) -> None:
+        with pytest.warns(UserWarning, match=re.escape(
+            "precision='fp16' runs 17x slower than fp32 on this CPU (AVX2, no native fp16), "
+            "measured on one input of this model; use precision='fp32'. fp16 pays off on GPUs"
+        )):  # fmt: skip
+            self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8), precision="fp16")
+
+    def test_a_cpu_with_native_bf16_that_is_still_slow(self, monkeypatch) -> None:
+        monkeypatch.setattr(tuning, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        self.factor = 2.46
+        with pytest.warns(UserWarning, match=re.escape(
+            "precision='bf16' runs 2.5x slower than fp32 on this CPU (AVX512, native bf16), "
+        )):  # fmt: skip
+            self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from captum_polycam.perturbation import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.scoring import _TUNER
-from captum_polycam.perturbation.tuning import PassShape
+from captum_polycam.perturbation.tuning import PassShape, cpu_flags, native_support, slowdown
 
 
 class Timed(nn.Module):
@@ -148,3 +148,47 @@ def test_cuda_scoring_is_measured_and_close_to_the_cpu(precision: str) -> None:
     torch.testing.assert_close(scores.cpu(), expected, atol=1e-2, rtol=0)
     key = ((3, 16, 16), torch.float32, "cuda:0", precision)
     assert _TUNER.chosen(model, key) is not None
+
+
+# A lowered precision measured against fp32 on a CPU.
+
+
+def test_slowdown_times_the_fastest_of_two_passes_after_a_set_up_pass() -> None:
+    now = [0.0]
+    durations = {False: iter([9.0, 2.0, 3.0]), True: iter([90.0, 40.0, 34.0])}  # set-up first
+    calls: list[bool] = []
+
+    def run(lowered: bool) -> None:
+        calls.append(lowered)
+        now[0] += next(durations[lowered])
+
+    assert slowdown(run, clock=lambda: now[0]) == 17.0  # 34 / 2
+    assert calls == [False] * 3 + [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "native"),
+    [
+        ("bf16", {"avx", "avx2", "fma"}, False),  # this machine's AMD EPYC
+        ("bf16", {"avx2", "avx512f", "avx512_bf16"}, True),  # Zen 4, Cooper Lake
+        ("bf16", {"avx2", "amx_tile", "amx_bf16"}, True),  # Sapphire Rapids
+        ("bf16", {"fp", "asimd", "bf16"}, True),  # an Arm Neoverse V1
+        ("fp16", {"avx2", "amx_bf16"}, False),
+        ("fp16", {"avx512_fp16"}, True),
+        ("bf16", None, None),  # flags unknown
+    ],
+)
+def test_native_support_reads_the_cpu_flags(precision, flags, native) -> None:
+    assert native_support(precision, None if flags is None else frozenset(flags)) is native
+
+
+def test_cpu_flags_come_from_proc_cpuinfo(tmp_path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2\n\n"
+                   "processor\t: 1\nflags\t\t: fpu avx avx2\n")  # fmt: skip
+    assert cpu_flags(x86) == frozenset({"fpu", "avx", "avx2"})
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert cpu_flags(arm) == frozenset({"fp", "asimd", "bf16"})
+    assert cpu_flags(tmp_path / "missing") is None
+    assert cpu_flags(tmp_path) is None  # not a file

@@ -67,19 +67,74 @@ def test_from_detections_keeps_the_confident_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "named"),
+    ("found_box", "iou_threshold", "expected"),
     [
-        ({"boxes": torch.zeros(2, 3), "labels": [1, 2]}, "boxes"),
-        ({"boxes": [[0, 0, 1, 1]], "labels": [1]}, "boxes"),
-        ({"boxes": torch.zeros(2, 4), "labels": [1]}, "labels"),
-        ({"boxes": torch.zeros(1, 4), "labels": [1.5]}, "labels"),
-        ({"boxes": torch.zeros(1, 4), "labels": [1], "iou_threshold": 1.5}, "iou_threshold"),
-        ({"boxes": torch.zeros(1, 4), "labels": [1], "combine": "sum"}, "combine"),
+        ([50, 50, 60, 60], 0.0, 0.0),  # disjoint: IoU 0 is no overlap, even at threshold 0
+        ([10, 0, 20, 10], 0.0, 0.0),  # sharing an edge only: IoU 0
+        ([9, 0, 19, 10], 0.0, 0.9),  # IoU 10 / 190 > 0
+        ([9, 0, 19, 10], 10 / 190, 0.9),  # IoU exactly the threshold
+        ([9, 0, 19, 10], 0.06, 0.0),  # IoU 0.0526 below it
     ],
 )
-def test_bad_arguments_are_named(kwargs: dict, named: str) -> None:
-    with pytest.raises(ValueError, match=named):
+def test_iou_threshold_rule(found_box: list[float], iou_threshold: float, expected: float) -> None:
+    found = _found([found_box], [1], [0.9])
+    score = DetectionBoxScore(TARGETS, LABELS, iou_threshold=iou_threshold)
+    torch.testing.assert_close(score([found]), torch.tensor([[expected, 0.0]]))
+
+
+def test_no_target_box_scores_an_empty_row() -> None:
+    # [] becomes a float32 tensor: zero boxes take an empty list of labels all the same.
+    score = DetectionBoxScore(torch.zeros(0, 4), [])
+    assert len(score) == 0 and score.labels.dtype == torch.int64 and score.targets.tolist() == []
+    found = _found([[0, 0, 10, 10]], [1], [0.8])
+    assert score([found, _found([], [], [])]).shape == (2, 0)
+
+
+BOX = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"boxes": torch.zeros(2, 3), "labels": [1, 2]}, r"boxes must be a \(T, 4\) tensor"),
+        ({"boxes": [[0, 0, 1, 1]], "labels": [1]}, r"boxes must be a \(T, 4\) tensor"),
+        ({"boxes": [], "labels": []}, r"boxes must be a \(T, 4\) tensor .*; got list"),
+        # x, y, width, height by mistake: x2 = 5 < x1 = 10.
+        ({"boxes": torch.tensor([[10.0, 10, 5, 20]]), "labels": [1]},
+         r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 0 is "
+         r"\(10\.0, 10\.0, 5\.0, 20\.0\)"),
+        ({"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 5, 10, 5]]), "labels": [1, 2]},
+         r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 1 is"),
+        ({"boxes": torch.tensor([[0.0, 0, float("nan"), 10]]), "labels": [1]},
+         r"boxes must be x1, y1, x2, y2 .* finite; box 0 is \(0\.0, 0\.0, nan, 10\.0\)"),
+        ({"boxes": torch.tensor([[0.0, 0, float("inf"), 10]]), "labels": [1]}, "boxes must be"),
+        ({"boxes": BOX.repeat(2, 1), "labels": [1]},
+         r"labels must be 2 integer class labels, one per box; got \[1\]"),
+        ({"boxes": BOX, "labels": [1.5]}, r"labels must be 1 integer class labels"),
+        ({"boxes": BOX, "labels": ["cat"]},
+         r"labels must be 1 integer class labels, one per box; got \['cat'\]"),
+        ({"boxes": BOX, "labels": [True]}, r"labels must be 1 integer class labels"),
+        ({"boxes": BOX, "labels": [1], "iou_threshold": 1.5},
+         r"iou_threshold must be a number in \[0, 1\]; got 1\.5"),
+        ({"boxes": BOX, "labels": [1], "iou_threshold": "0.5"},
+         r"iou_threshold must be a number in \[0, 1\]; got '0\.5'"),
+        ({"boxes": BOX, "labels": [1], "iou_threshold": True},
+         r"iou_threshold must be a number in \[0, 1\]; got True"),
+        ({"boxes": BOX, "labels": [1], "iou_threshold": float("nan")}, "iou_threshold must be"),
+        ({"boxes": BOX, "labels": [1], "combine": "sum"}, "combine must be one of"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         DetectionBoxScore(**kwargs)
+
+
+def test_from_detections_names_a_bad_score_threshold() -> None:
+    found = _found([[0, 0, 10, 10]], [1], [0.9])
+    with pytest.raises(
+        ValueError, match=r"score_threshold must be a number in \[0, 1\]; got '0.5'"
+    ):
+        DetectionBoxScore.from_detections(found, score_threshold="0.5")  # type: ignore[arg-type]
 
 
 def test_a_tensor_output_is_refused_with_an_explanation() -> None:

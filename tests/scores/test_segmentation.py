@@ -47,16 +47,28 @@ def test_regions_from_the_clean_prediction() -> None:
     torch.testing.assert_close(score(LOGITS), torch.tensor([[0.75, 0.625], [p, p]]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
+def test_a_zero_one_mask_is_the_boolean_mask(dtype: torch.dtype) -> None:
+    regions = torch.tensor([[[True, False]], [[True, True]]])
+    expected = SegmentationScore(1, regions)(LOGITS)
+    torch.testing.assert_close(SegmentationScore(1, regions.to(dtype))(LOGITS), expected)
+
+
 @pytest.mark.parametrize(
-    ("args", "named"),
+    ("args", "message"),
     [
-        ((-1,), "class_index"),
-        ((1, torch.zeros(2)), "mask"),
-        ((1, None, "median"), "reduction"),
+        ((-1,), "class_index must be"),
+        ((1, torch.zeros(2)), r"mask must be an \(H, W\) or \(E, H, W\) tensor"),
+        # A soft mask is not a region: weighting by it would be another score.
+        ((1, torch.tensor([[0.3, 1.0]])),
+         r"mask must be boolean or hold only 0 and 1; got torch.float32 values such as 0.3"),
+        ((1, torch.tensor([[0.0, float("nan")]])), r"mask must be boolean or hold only 0 and 1"),
+        ((1, torch.tensor([[2, 0]])), r"mask must be boolean .*; got torch.int64 values such as 2"),
+        ((1, None, "median"), "reduction must be one of"),
     ],
-)
-def test_bad_arguments_are_named(args: tuple, named: str) -> None:
-    with pytest.raises(ValueError, match=named):
+)  # fmt: skip
+def test_bad_arguments_are_named(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         SegmentationScore(*args)
 
 
