@@ -76,15 +76,20 @@ def interleaved(candidates: dict[str, Callable[[], object]], rounds: int = 3) ->
 
 
 def inference(
-    model: Callable[..., object], x: torch.Tensor, size: int, layout: torch.memory_format,
+    model: Callable[..., object],
+    x: torch.Tensor,
+    size: int,
+    layout: torch.memory_format,
     precision: str,
-) -> Callable[[], None]:  # fmt: skip
+) -> Callable[[], None]:
     batch = x.expand(size, -1, -1, -1).contiguous(memory_format=layout)
     autocast = _AUTOCAST_DTYPES.get(precision)
 
     def run() -> None:
-        with torch.no_grad(), torch.autocast("cpu", autocast or torch.bfloat16,
-                                             enabled=autocast is not None):  # fmt: skip
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", autocast or torch.bfloat16, enabled=autocast is not None),
+        ):
             model(batch)
 
     return run
@@ -178,8 +183,9 @@ def main() -> None:
     )
 
     print("\ninference limit and Poly-CAM PCAM+ on every discovered layer")
-    polycams = {precision: PolyCam(model, variant="plus", precision=precision)
-                for precision in precisions}  # fmt: skip
+    polycams = {
+        precision: PolyCam(model, variant="plus", precision=precision) for precision in precisions
+    }
     passes = masked_passes(polycams["fp32"], x, target)
     for precision, polycam in polycams.items():
         size, layout = best_inference(model, x, precision)
@@ -200,8 +206,9 @@ def main() -> None:
         "fp32": PolyCam(model, [args.layer], variant="plus"),
         "bf16": PolyCam(model, [args.layer], variant="plus", precision="bf16"),
     }
-    candidates = {f"Poly-CAM PCAM+, {name}": lambda p=p: p.attribute(x, target)
-                  for name, p in single.items()}  # fmt: skip
+    candidates = {
+        f"Poly-CAM PCAM+, {name}": lambda p=p: p.attribute(x, target) for name, p in single.items()
+    }
     for name, default in (("torchcam", 32), ("pytorch-grad-cam", 16)):
         candidates[f"{name} ScoreCAM, default batch {default}"] = peer(
             name, model, x, args.layer, target, None
@@ -216,8 +223,10 @@ def main() -> None:
         print(f"  Poly-CAM PCAM+, {name}, measured pass: {took:6.2f} s")
     for name, default in (("torchcam", 32), ("pytorch-grad-cam", 16)):
         at_default = timings[f"{name} ScoreCAM, default batch {default}"]
-        best = min((key for key in timings if key.startswith(f"{name} ScoreCAM, batch")),
-                   key=timings.__getitem__)  # fmt: skip
+        best = min(
+            (key for key in timings if key.startswith(f"{name} ScoreCAM, batch")),
+            key=timings.__getitem__,
+        )
         print(
             f"  {name} ScoreCAM: default batch {default}: {at_default:6.2f} s "
             f"(Poly-CAM fp32 {at_default / ours['fp32']:.2f}x, bf16 "

@@ -41,8 +41,9 @@ def main() -> None:
         for index in range(args.images):
             photo = photos[index % len(photos)]
             shutil.copy(photo, images / f"{index:03d}_{photo.name}")
-        config = EvaluationConfig(model=args.model, methods=tuple(args.methods.split(",")),
-                                  batch_size=args.batch_size)  # fmt: skip
+        config = EvaluationConfig(
+            model=args.model, methods=tuple(args.methods.split(",")), batch_size=args.batch_size
+        )
         start = time.perf_counter()
         evaluate(images, Path(work) / "out", config, device=args.device)
         seconds = time.perf_counter() - start

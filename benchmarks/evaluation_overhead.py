@@ -62,8 +62,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_lite0()
-    config = EvaluationConfig(methods=tuple(args.methods.split(",")), n_steps=args.steps,
-                              batch_size=args.batch_size)  # fmt: skip
+    config = EvaluationConfig(
+        methods=tuple(args.methods.split(",")), n_steps=args.steps, batch_size=args.batch_size
+    )
     folder = ImageFolder(bundled_folder(), preprocessing=config.preprocessing)
     print(
         f"EfficientNet-Lite0, {len(folder)} bundled photos, methods {args.methods}, "
@@ -74,8 +75,10 @@ def main() -> None:
         hand = by_hand(model, folder, config)
         whole = pipeline(model, config)
         ratios.append(whole / hand)
-        print(f"round {round_}: metric classes alone {hand:6.1f} s | pipeline {whole:6.1f} s "
-              f"| ratio {ratios[-1]:.3f}")  # fmt: skip
+        print(
+            f"round {round_}: metric classes alone {hand:6.1f} s | pipeline {whole:6.1f} s "
+            f"| ratio {ratios[-1]:.3f}"
+        )
     print(f"median ratio (pipeline / metric classes): {sorted(ratios)[len(ratios) // 2]:.3f}")
 
 

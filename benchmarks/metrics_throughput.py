@@ -37,8 +37,10 @@ def main() -> None:
     metric(inputs, saliency)  # warm-up
 
     threads, batch = torch.get_num_threads(), args.per_eval * args.images
-    print(f"EfficientNet-Lite0, insertion + deletion, 224 steps, {args.images} images, "
-          f"batch {batch}, {threads} CPU threads")  # fmt: skip
+    print(
+        f"EfficientNet-Lite0, insertion + deletion, 224 steps, {args.images} images, "
+        f"batch {batch}, {threads} CPU threads"
+    )
     ratios = []
     for round_ in range(1, args.rounds + 1):
         counting.images = 0

@@ -72,12 +72,16 @@ def main() -> None:
         targets = model(inputs).argmax(dim=1)
     budgets = [float(b) for b in args.budgets.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{args.model}, discovered layers, {len(inputs)} bundled photos at 224 x 224, "
-          f"{name}, {torch.get_num_threads()} threads, {args.precision}, "
-          f"torch {torch.__version__}")  # fmt: skip
-    header = (f"{'variant':<8}{'budget':>7}{'passes':>8}{'of':>6}{'s/map':>8}{'x exact':>8}"
-              f"{'spearman min/mean':>19}{'max diff':>9}{'d ins':>8}{'|d ins|':>8}"
-              f"{'d del':>8}{'|d del|':>8}")  # fmt: skip
+    print(
+        f"{args.model}, discovered layers, {len(inputs)} bundled photos at 224 x 224, "
+        f"{name}, {torch.get_num_threads()} threads, {args.precision}, "
+        f"torch {torch.__version__}"
+    )
+    header = (
+        f"{'variant':<8}{'budget':>7}{'passes':>8}{'of':>6}{'s/map':>8}{'x exact':>8}"
+        f"{'spearman min/mean':>19}{'max diff':>9}{'d ins':>8}{'|d ins|':>8}"
+        f"{'d del':>8}{'|d del|':>8}"
+    )
     print(header)
     metric = InsertionDeletion(model)
     frontier: dict[str, list[tuple[float, float, float]]] = {}
@@ -88,8 +92,12 @@ def main() -> None:
         )
         exact_maps, exact_seconds, exact_curves = None, None, None
         for budget in budgets:
-            polycam = PolyCam(model, variant=variant, precision=args.precision,
-                              pass_budget=None if budget == 1 else budget)  # fmt: skip
+            polycam = PolyCam(
+                model,
+                variant=variant,
+                precision=args.precision,
+                pass_budget=None if budget == 1 else budget,
+            )
             maps, seconds, passes, exact = timed_maps(polycam, inputs, targets)
             curves = metric(inputs, maps, targets)
             if exact_maps is None:
@@ -101,12 +109,14 @@ def main() -> None:
             d_ins = (curves.insertion.auc - exact_curves.insertion.auc).cpu()
             d_del = (curves.deletion.auc - exact_curves.deletion.auc).cpu()
             ratio = sum(seconds) / sum(exact_seconds)
-            print(f"{_NAMES[variant]:<8}{budget:>7.2f}{passes / len(inputs):>8.0f}"
-                  f"{exact / len(inputs):>6.0f}{np.mean(seconds):>8.2f}{ratio:>8.2f}"
-                  f"{min(rho):>9.4f} /{np.mean(rho):>7.4f}{np.abs(flat - ref).max():>9.3f}"
-                  f"{float(d_ins.mean()):>+8.4f}{float(d_ins.abs().mean()):>8.4f}"
-                  f"{float(d_del.mean()):>+8.4f}{float(d_del.abs().mean()):>8.4f}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{_NAMES[variant]:<8}{budget:>7.2f}{passes / len(inputs):>8.0f}"
+                f"{exact / len(inputs):>6.0f}{np.mean(seconds):>8.2f}{ratio:>8.2f}"
+                f"{min(rho):>9.4f} /{np.mean(rho):>7.4f}{np.abs(flat - ref).max():>9.3f}"
+                f"{float(d_ins.mean()):>+8.4f}{float(d_ins.abs().mean()):>8.4f}"
+                f"{float(d_del.mean()):>+8.4f}{float(d_del.abs().mean()):>8.4f}",
+                flush=True,
+            )
             frontier.setdefault(variant, []).append((passes / exact, min(rho), float(np.mean(rho))))
     if args.figure:
         save_frontier(frontier, args.figure, f"{args.model}, {len(inputs)} photos, {name}")
@@ -124,8 +134,14 @@ def save_frontier(
     for variant, points in frontier.items():
         fraction, low, mean = zip(*sorted(points), strict=True)
         line = axes.plot(fraction, mean, marker="o", label=f"{_NAMES[variant]} mean")[0]
-        axes.plot(fraction, low, marker="v", linestyle="--", color=line.get_color(),
-                  label=f"{_NAMES[variant]} worst photo")  # fmt: skip
+        axes.plot(
+            fraction,
+            low,
+            marker="v",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{_NAMES[variant]} worst photo",
+        )
     axes.set_xlabel("masked passes run / exact passes")
     axes.set_ylabel("Spearman with the exact map")
     axes.set_title(title, fontsize=9)

@@ -84,10 +84,14 @@ def main() -> None:
     with torch.no_grad():
         targets = model(inputs).argmax(dim=1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{args.model}, PCAM {args.variant}, {args.images} images at 224 x 224, {name}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
-    print(f"{'precision':<10}{'s/image':>9}{'masked/s':>10}{'limit/s':>9}{'ratio':>7}"
-          f"{'spearman min/mean':>19}{'max diff':>10}{'|d ins|':>9}{'|d del|':>9}")  # fmt: skip
+    print(
+        f"{args.model}, PCAM {args.variant}, {args.images} images at 224 x 224, {name}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"{'precision':<10}{'s/image':>9}{'masked/s':>10}{'limit/s':>9}{'ratio':>7}"
+        f"{'spearman min/mean':>19}{'max diff':>10}{'|d ins|':>9}{'|d del|':>9}"
+    )
     reference = None
     metric = InsertionDeletion(model)
     for precision in args.precisions.split(","):
@@ -102,8 +106,10 @@ def main() -> None:
         seconds = time.perf_counter() - began
         masked_rate = counting.images / seconds
         limit = inference_limit(model, inputs[:1], precision)
-        line = (f"{precision:<10}{seconds / len(inputs):>9.2f}{masked_rate:>10.0f}{limit:>9.0f}"
-                f"{masked_rate / limit:>7.2f}")  # fmt: skip
+        line = (
+            f"{precision:<10}{seconds / len(inputs):>9.2f}{masked_rate:>10.0f}{limit:>9.0f}"
+            f"{masked_rate / limit:>7.2f}"
+        )
         if not args.no_fidelity:
             curves = metric(inputs, maps, targets)
             if reference is None:
@@ -113,8 +119,10 @@ def main() -> None:
             difference = float(np.abs(flat - ref_flat).max())
             d_ins = float((curves.insertion.auc - reference[1].insertion.auc).abs().mean())
             d_del = float((curves.deletion.auc - reference[1].deletion.auc).abs().mean())
-            line += (f"{min(rho):>9.4f} /{np.mean(rho):>7.4f}{difference:>10.4f}"
-                     f"{d_ins:>9.4f}{d_del:>9.4f}")  # fmt: skip
+            line += (
+                f"{min(rho):>9.4f} /{np.mean(rho):>7.4f}{difference:>10.4f}"
+                f"{d_ins:>9.4f}{d_del:>9.4f}"
+            )
         print(line, flush=True)
 
 

@@ -113,8 +113,9 @@ def lite0() -> nn.Module:
 def photos() -> Tensor:
     """scikit-image's ``chelsea`` (a cat, class 285) and ``coffee`` (class 967), normalised."""
     data = pytest.importorskip("skimage.data")
-    return torch.cat([preprocess(torch.from_numpy(data.chelsea())),
-                      preprocess(torch.from_numpy(data.coffee()))])  # fmt: skip
+    return torch.cat(
+        [preprocess(torch.from_numpy(data.chelsea())), preprocess(torch.from_numpy(data.coffee()))]
+    )
 
 
 class ReusedReLU(nn.Module):
@@ -149,3 +150,13 @@ class DropsRowsWhenPerturbed(nn.Module):
         self.passes += 1
         output = self.net(x)
         return output if self.passes == 1 else output[:1]
+
+
+def hooked_modules(model: nn.Module) -> list[str]:
+    """The names of ``model``'s modules that still hold a forward hook: ``[]`` after any call
+    of the library, whose hooks live for one call."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if module._forward_hooks or module._forward_pre_hooks
+    ]

@@ -46,16 +46,24 @@ def test_sensitivity_max_runs_on_attribute(tiny_cnn: nn.Module, tiny_inputs: Ten
     assert torch.isfinite(sensitivity).all() and float(sensitivity.min()) > 0
 
 
-def test_infidelity_runs_on_the_map(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
+def test_infidelity_of_the_map_equals_its_definition(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
     maps = PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs, target=1)
+    attributions = maps.expand_as(tiny_inputs)
+    step = torch.linspace(-0.2, 0.2, tiny_inputs[0].numel()).view_as(tiny_inputs[0])
 
     def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
-        noise = torch.randn_like(inputs) * 0.1
-        return noise, inputs - noise
+        perturbation = step.expand_as(inputs)  # the same for every sample: one term to check
+        return perturbation, inputs - perturbation
 
-    torch.manual_seed(0)
-    scores = infidelity(tiny_cnn, perturb, tiny_inputs, maps.expand_as(tiny_inputs), target=1)
-    assert scores.shape == (3,) and torch.isfinite(scores).all()
+    scores = infidelity(tiny_cnn, perturb, tiny_inputs, attributions, target=1, n_perturb_samples=3)
+    # E[(I . attribution - (f(x) - f(x - I)))^2], f the logit of class 1.
+    with torch.no_grad():
+        drop = tiny_cnn(tiny_inputs)[:, 1] - tiny_cnn(tiny_inputs - step)[:, 1]
+    expected = ((step * attributions).flatten(1).sum(dim=1) - drop) ** 2
+    torch.testing.assert_close(scores, expected)
+    assert float(expected.min()) > 0  # a value that depends on the map
 
 
 def test_is_a_captum_layer_and_perturbation_attribution(tiny_cnn: nn.Module) -> None:
@@ -76,9 +84,13 @@ def test_noise_tunnel_averages_polycam_over_noisy_copies(
     inputs, targets, samples, stdev = tiny_inputs[:2], torch.tensor([1, 3]), 3, 0.1
     torch.manual_seed(0)
     smoothed = NoiseTunnel(polycam).attribute(
-        inputs, nt_type=nt_type, nt_samples=samples, nt_samples_batch_size=batch_size,
-        stdevs=stdev, target=targets,
-    )  # fmt: skip
+        inputs,
+        nt_type=nt_type,
+        nt_samples=samples,
+        nt_samples_batch_size=batch_size,
+        stdevs=stdev,
+        target=targets,
+    )
 
     # The same noise, drawn as Captum draws it: one normal sample per element of each group of
     # copies, the copies of an example next to each other.
@@ -88,8 +100,11 @@ def test_noise_tunnel_averages_polycam_over_noisy_copies(
     for size in [group] * (samples // group) + [samples % group] * (samples % group > 0):
         noisy = inputs.repeat_interleave(size, dim=0)
         noisy = noisy + torch.normal(0, torch.tensor(stdev).repeat(noisy.shape))
-        maps.append(polycam.attribute(noisy, target=targets.repeat_interleave(size))
-                    .view(len(inputs), size, 1, 16, 16))  # fmt: skip
+        maps.append(
+            polycam.attribute(noisy, target=targets.repeat_interleave(size)).view(
+                len(inputs), size, 1, 16, 16
+            )
+        )
     stacked = torch.cat(maps, dim=1)
     mean, mean_sq = stacked.mean(dim=1), (stacked**2).mean(dim=1)
     expected = {"smoothgrad": mean, "smoothgrad_sq": mean_sq, "vargrad": mean_sq - mean**2}

@@ -1,4 +1,4 @@
-"""The code stays ruff clean, as the project's review standard asks."""
+"""The code stays ruff clean and ruff formatted, as the project's review standard asks."""
 
 import subprocess
 import sys
@@ -7,12 +7,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ["captum_polycam", "tests", "benchmarks"]
 
 
-def test_ruff_check_is_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_is_clean(command: list[str]) -> None:
     pytest.importorskip("ruff", reason="ruff is not installed")
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "captum_polycam", "tests", "benchmarks"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "ruff", *command, *FOLDERS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

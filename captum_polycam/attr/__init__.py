@@ -1,6 +1,14 @@
 """Attribution: the Poly-CAM method and the choice of its layers."""
 
-from captum_polycam.attr.layers import LayerInfo, describe_layers, discover_layers
-from captum_polycam.attr.poly_cam import PolyCam, PolyCamMaps
+from captum_polycam.attr.capture import LayerInfo
+from captum_polycam.attr.layers import describe_layers, discover_layers
+from captum_polycam.attr.poly_cam import VARIANTS, PolyCam, PolyCamMaps
 
-__all__ = ["LayerInfo", "PolyCam", "PolyCamMaps", "describe_layers", "discover_layers"]
+__all__ = [
+    "VARIANTS",
+    "LayerInfo",
+    "PolyCam",
+    "PolyCamMaps",
+    "describe_layers",
+    "discover_layers",
+]

@@ -21,13 +21,13 @@ from captum_polycam.attr.budget import (
     mask_features,
     spend_budget,
 )
-from captum_polycam.attr.layers import (
+from captum_polycam.attr.capture import (
     LayerCall,
     LayerLike,
     capture_activations,
-    discover_layers,
     resolve_layers,
 )
+from captum_polycam.attr.layers import discover_layers
 from captum_polycam.attr.maps import (
     backward_recursion,
     normalise_within,
@@ -44,10 +44,11 @@ from captum_polycam.perturbation.batch import (
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
-__all__ = ["PolyCam", "PolyCamMaps", "Variant"]
+__all__ = ["VARIANTS", "PolyCam", "PolyCamMaps", "Variant"]
 
 Variant = Literal["plus", "minus", "plusminus"]
-_VARIANTS = ("plus", "minus", "plusminus")
+# The one declaration of the variants, with the paper's names (which evaluate's methods are).
+VARIANTS: dict[Variant, str] = {"plus": "PCAM+", "minus": "PCAM-", "plusminus": "PCAM+-"}
 # Which masked inputs each variant scores: unveiled X * H (hide=False), hidden X * (1 - H).
 _HIDE_MODES: dict[str, tuple[bool, ...]] = {
     "plus": (False,),
@@ -70,6 +71,8 @@ class PolyCamMaps(NamedTuple):
         exact_passes: The masked passes of the exact method: live channels times the
             variant's masks per channel (one, or two for PCAM+-), summed over the examples.
             ``passes`` equals it unless a ``pass_budget`` is set.
+        saliencies: Each layer's ``S_l`` at its own resolution, not normalised: what the
+            recursion combines, and what :meth:`recomposed` combines again.
     """
 
     maps: Tensor
@@ -77,6 +80,20 @@ class PolyCamMaps(NamedTuple):
     layer_maps: list[Tensor]
     passes: int
     exact_passes: int
+    saliencies: tuple[Tensor, ...] = ()
+
+    def recomposed(self, local_normalisation: bool) -> PolyCamMaps:
+        """The same run's ``maps`` and ``stages`` with or without local normalisation.
+
+        ``LNorm`` acts in the recursion only, after every channel is weighted, so the paper's
+        ablation needs no masked pass of its own: the layer maps are combined again.
+
+        Example:
+            >>> result = PolyCam(model).decompose(inputs)
+            >>> ablation = result.recomposed(local_normalisation=False).maps
+        """
+        stages = _stages(list(self.saliencies), local_normalisation, tuple(self.maps.shape[-2:]))
+        return self._replace(maps=stages[-1], stages=stages)
 
 
 class _LayerMasks(NamedTuple):
@@ -189,8 +206,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 the most similar masks for PCAM+-): an approximation whose measured fidelity
                 is on the performance page. ``1.0`` gives the exact maps.
         """
-        if variant not in _VARIANTS:
-            raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {variant!r}")
         check_pass_budget(pass_budget)
         # The scorer checks forward_func, score_fn and precision.
         scorer = PerturbationScorer(forward_func, score_fn, precision=precision, compile=compile)
@@ -214,12 +231,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
     def __repr__(self) -> str:
         layers = None if self.layer_calls is None else [str(c) for c in self.layer_calls]
         return settings_repr(
-            "PolyCam", layers=layers, variant=self.variant, score_fn=self._scorer.score_fn,
-            local_normalisation=self.local_normalisation, precision=self._scorer.precision,
+            "PolyCam",
+            layers=layers,
+            variant=self.variant,
+            score_fn=self._scorer.score_fn,
+            local_normalisation=self.local_normalisation,
+            precision=self._scorer.precision,
             compile=self._scorer.compile,
             # Shown only when set, so that the exact method reads as it always has.
             **({} if self.pass_budget is None else {"pass_budget": self.pass_budget}),
-        )  # fmt: skip
+        )
 
     @overload
     def attribute(
@@ -296,8 +317,14 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         """
         inputs, was_tuple = unpack_single(inputs, "inputs")
         # The warning names attribute()'s caller, past log_usage's wrapper.
-        result = self._run(inputs, target, additional_forward_args, perturbations_per_eval,
-                           show_progress, warning_stacklevel=4)  # fmt: skip
+        result = self._run(
+            inputs,
+            target,
+            additional_forward_args,
+            perturbations_per_eval,
+            show_progress,
+            warning_stacklevel=4,
+        )
         maps = (result.maps,) if was_tuple else result.maps
         return (maps, result.stages) if return_stages else maps
 
@@ -319,8 +346,14 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             >>> result = PolyCam(model).decompose(inputs)
             >>> result.maps, result.stages[0], result.layer_maps[-1]
         """
-        return self._run(inputs, target, additional_forward_args, perturbations_per_eval,
-                         show_progress, warning_stacklevel=3)  # fmt: skip
+        return self._run(
+            inputs,
+            target,
+            additional_forward_args,
+            perturbations_per_eval,
+            show_progress,
+            warning_stacklevel=3,
+        )
 
     def _run(
         self,
@@ -367,9 +400,13 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
         def weights_of(scored: Tensor) -> Tensor:
             unveiled, hidden, black[:] = self._score_masks(
-                batch, layers, scored, black[0] if black else None, perturbations_per_eval,
+                batch,
+                layers,
+                scored,
+                black[0] if black else None,
+                perturbations_per_eval,
                 show_progress,
-            )  # fmt: skip
+            )
             return self._channel_weights(batch.target_scores, unveiled, hidden)
 
         if self.pass_budget is None:
@@ -391,12 +428,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         ]
 
         size = tuple(batch.inputs.shape[-2:])
-        composites = backward_recursion(layer_maps, self.local_normalisation)
-        stages = [upsample(robust_normalise(m), size) for m in composites]
+        stages = _stages(layer_maps, self.local_normalisation, size)
         singles = [upsample(robust_normalise(m), size) for m in layer_maps]
         modes = len(_HIDE_MODES[self.variant])
         passes, exact = modes * int(scored.sum()), modes * int(live.sum())
-        return PolyCamMaps(stages[-1], stages, singles, passes, exact)
+        return PolyCamMaps(stages[-1], stages, singles, passes, exact, tuple(layer_maps))
 
     def _channel_weights(
         self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None
@@ -474,8 +510,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             full = dead.repeat_interleave(channels)
             full[run.indices] = run_scores
             by_mode[run.hide].append(full.view(count, channels))
-        unveiled, hidden = (torch.cat(by_mode[h], dim=1) if h in by_mode else None
-                            for h in (False, True))  # fmt: skip
+        unveiled, hidden = (
+            torch.cat(by_mode[h], dim=1) if h in by_mode else None for h in (False, True)
+        )
         return unveiled, hidden, [] if black_scores is None else [black_scores]
 
     @staticmethod
@@ -487,6 +524,14 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                     f"{deep} ({b.shape[-2]}x{b.shape[-1]}) comes after {shallow} "
                     f"({a.shape[-2]}x{a.shape[-1]})"
                 )
+
+
+def _stages(
+    layer_maps: list[Tensor], local_normalisation: bool, size: tuple[int, ...]
+) -> list[Tensor]:
+    """The recursion's composites, deepest first, normalised and upsampled to ``size``."""
+    composites = backward_recursion(layer_maps, local_normalisation)
+    return [upsample(robust_normalise(m), size) for m in composites]
 
 
 def _features(layers: list[_LayerMasks]) -> Tensor:

@@ -13,10 +13,12 @@ from captum_polycam.evaluation.models import DEFAULT_MODEL
 __all__ = [
     "add_device_option",
     "add_figure_option",
+    "add_layers_option",
     "add_model_option",
     "add_pass_budget_option",
     "check_device",
     "comma_list",
+    "layer_names",
     "non_negative_int",
     "positive_int",
 ]
@@ -38,19 +40,22 @@ def non_negative_int(text: str) -> int:
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="NAME",
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="NAME",
         help=f"{DEFAULT_MODEL} (offline), a torchvision classifier such as vgg16 or resnet50 "
         "(ImageNet weights downloaded or cached), or package.module:callable returning a model "
         "(default: %(default)s)",
-    )  # fmt: skip
+    )
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", choices=("cpu", "cuda"),
+        "--device",
+        choices=("cpu", "cuda"),
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to run the model (default: %(default)s)",
-    )  # fmt: skip
+    )
 
 
 def pass_budget(text: str) -> float:
@@ -62,19 +67,42 @@ def pass_budget(text: str) -> float:
 
 def add_pass_budget_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pass-budget", type=pass_budget, metavar="F",
+        "--pass-budget",
+        type=pass_budget,
+        metavar="F",
         help="spend at most this fraction (in (0, 1]) of Poly-CAM's masked forward passes and "
         "estimate the other channels' weights: faster, approximate maps whose measured "
         "fidelity is in the documentation (default: the exact method)",
-    )  # fmt: skip
+    )
 
 
 def add_figure_option(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
-        "--out", type=Path, default=Path(default), metavar="PATH",
+        "--out",
+        type=Path,
+        default=Path(default),
+        metavar="PATH",
         help="figure to write, in the format of its suffix: png, jpg, pdf, svg... (default: "
         "%(default)s)",
-    )  # fmt: skip
+    )
+
+
+def add_layers_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--layers``, as every command takes it: names separated by commas or spaces."""
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="A,B",
+        help=f"Poly-CAM's layers, shallow to deep, separated by commas or spaces (default: "
+        f"{default})",
+    )
+
+
+def layer_names(values: list[str] | None) -> tuple[str, ...] | None:
+    """The names given to ``--layers`` (``a,b``, ``a b`` or both), ``None`` when not given."""
+    if values is None:
+        return None
+    return tuple(comma_list(",".join(values), "--layers"))
 
 
 def check_device(device: str) -> None:

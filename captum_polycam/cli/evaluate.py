@@ -16,9 +16,11 @@ from pathlib import Path
 
 from captum_polycam.cli.arguments import (
     add_device_option,
+    add_layers_option,
     add_model_option,
     check_device,
     comma_list,
+    layer_names,
     non_negative_int,
     positive_int,
 )
@@ -50,85 +52,124 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "any moment continues when the same command is run again.",
     )
     parser.add_argument(
-        "--images", type=Path, metavar="DIR",
+        "--images",
+        type=Path,
+        metavar="DIR",
         help="folder of JPEG or PNG images (default: the four bundled photographs)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--image-list", type=Path, metavar="FILE",
+        "--image-list",
+        type=Path,
+        metavar="FILE",
         help="file names to use, one a line (as the paper's images.txt; default: all)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--labels", type=Path, metavar="FILE",
+        "--labels",
+        type=Path,
+        metavar="FILE",
         help="'file_name class_index' lines (as the paper's imagenet_validation_imagename_labels"
         ".txt)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--target", choices=("top1", "label"), default="top1",
+        "--target",
+        choices=("top1", "label"),
+        default="top1",
         help="explain the model's top-1 class (the paper's) or the label (default: %(default)s)",
-    )  # fmt: skip
+    )
     add_model_option(parser)
     parser.add_argument(
-        "--methods", default=",".join(DEFAULT_METHODS), metavar="A,B,...",
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        metavar="A,B,...",
         help="pcam+, pcam-, pcam+- (options :no-lnorm, :budgetF, :stageK, :layerK), "
         f"{', '.join(BASELINES)}, or package.module:callable (default: "
         f"{','.join(DEFAULT_METHODS)})",
-    )  # fmt: skip
+    )
+    add_layers_option(parser, "discovered")
     parser.add_argument(
-        "--layers", metavar="A,B,...",
-        help="Poly-CAM's layers, shallow to deep (default: discovered)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, default=Path("captum-polycam-evaluation"), metavar="DIR",
+        "--out",
+        type=Path,
+        default=Path("captum-polycam-evaluation"),
+        metavar="DIR",
         help="output folder; rerunning into it resumes (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--steps", type=positive_int, default=224, metavar="N",
+        "--steps",
+        type=positive_int,
+        default=224,
+        metavar="N",
         help="insertion and deletion steps (default: the paper's %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--baseline", choices=("blur", "zeros", "mean"), default="blur",
+        "--baseline",
+        choices=("blur", "zeros", "mean"),
+        default="blur",
         help="insertion's start and deletion's end (default: the paper's Gaussian blur)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--sensitivity-images", type=non_negative_int, default=0, metavar="K",
+        "--sensitivity-images",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
         help="max-sensitivity on the first K images; each costs 10 more maps (default: 0)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=8, metavar="N",
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
         help="images attributed together, the unit of resuming (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"),
+        "--size",
+        type=positive_int,
+        nargs=2,
+        default=(224, 224),
+        metavar=("H", "W"),
         help="images are squashed to this size, not cropped (default: 224 224)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--mean", type=_floats, default=Preprocessing().mean, metavar="R,G,B",
+        "--mean",
+        type=_floats,
+        default=Preprocessing().mean,
+        metavar="R,G,B",
         help="normalisation mean (default: ImageNet's)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--std", type=_floats, default=Preprocessing().std, metavar="R,G,B",
+        "--std",
+        type=_floats,
+        default=Preprocessing().std,
+        metavar="R,G,B",
         help="normalisation standard deviation (default: ImageNet's)",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parts")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
         help="type of the masked and perturbed forward passes, under autocast; fp32 is the "
         "paper's (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--compile", action="store_true",
+        "--compile",
+        action="store_true",
         help="run those passes through torch.compile: a warm-up first, faster on long runs",
-    )  # fmt: skip
+    )
     add_device_option(parser)
     parser.add_argument(
-        "--workers", type=non_negative_int, default=1, metavar="N",
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
         help="processes reading images while the model runs (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--perturbations-per-eval", type=positive_int, metavar="N",
+        "--perturbations-per-eval",
+        type=positive_int,
+        metavar="N",
         help="masked images per image and forward pass (default: about 4 images per pass on "
         "the CPU, 64 on a GPU); the results do not depend on it",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -140,20 +181,32 @@ def run(args: argparse.Namespace) -> int:
         images = bundled_folder()
         print("Images: the four bundled photographs (no --images given)")
     methods = tuple(comma_list(args.methods, "--methods"))
-    layers = None if args.layers is None else tuple(comma_list(args.layers, "--layers"))
+    layers = layer_names(args.layers)
     config = EvaluationConfig(
-        model=args.model, methods=methods, target=args.target, n_steps=args.steps,
-        baseline=args.baseline, batch_size=args.batch_size,
-        sensitivity_images=args.sensitivity_images, layers=layers,
-        preprocessing=Preprocessing(tuple(args.size), args.mean, args.std), seed=args.seed,
-        precision=args.precision, compile=args.compile,
-    )  # fmt: skip
+        model=args.model,
+        methods=methods,
+        target=args.target,
+        n_steps=args.steps,
+        baseline=args.baseline,
+        batch_size=args.batch_size,
+        sensitivity_images=args.sensitivity_images,
+        layers=layers,
+        preprocessing=Preprocessing(tuple(args.size), args.mean, args.std),
+        seed=args.seed,
+        precision=args.precision,
+        compile=args.compile,
+    )
     started = time.perf_counter()
     report = evaluate(
-        images, args.out, config, image_list=args.image_list, labels=args.labels,
-        device=args.device, num_workers=args.workers,
+        images,
+        args.out,
+        config,
+        image_list=args.image_list,
+        labels=args.labels,
+        device=args.device,
+        num_workers=args.workers,
         perturbations_per_eval=args.perturbations_per_eval,
-    )  # fmt: skip
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process reports
         print(f"\n{report.markdown}")
         print(f"Artefacts: {args.out}/ ({time.perf_counter() - started:.0f} s)")

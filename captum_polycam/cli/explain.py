@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam import PolyCam, describe_layers
+from captum_polycam.attr import VARIANTS
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
@@ -31,8 +32,6 @@ from captum_polycam.evaluation.models import load_model
 
 __all__ = ["add_parser", "run"]
 
-_METHOD_NAMES = {"plus": "PCAM+", "minus": "PCAM-", "plusminus": "PCAM+/-"}
-
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``explain`` subcommand."""
@@ -42,29 +41,39 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Explain each image's class with Poly-CAM and save a figure of the maps.",
     )
     explain.add_argument(
-        "images", nargs="*", type=Path, metavar="IMAGE",
+        "images",
+        nargs="*",
+        type=Path,
+        metavar="IMAGE",
         help="JPEG, PNG, WebP or GIF files (default: a bundled photo of a cat)",
-    )  # fmt: skip
+    )
     add_model_option(explain)
     explain.add_argument(
-        "--variant", choices=tuple(_METHOD_NAMES), default="plus",
+        "--variant",
+        choices=tuple(VARIANTS),
+        default="plus",
         # PCAM+ by default: one masked pass per channel keeps the CPU demo near 25 s, where
         # PCAM+- (the library's default) takes about twice as long.
         help="Poly-CAM channel weights: PCAM+, PCAM- or PCAM+- (default: %(default)s)",
-    )  # fmt: skip
+    )
     explain.add_argument(
-        "--target", type=int, nargs="+", metavar="CLASS",
+        "--target",
+        type=int,
+        nargs="+",
+        metavar="CLASS",
         help="ImageNet class index to explain: one per image, or one for all "
         "(default: each image's top-1 class)",
-    )  # fmt: skip
+    )
     add_figure_option(explain, "polycam.png")
     add_device_option(explain)
     add_pass_budget_option(explain)
     explain.add_argument(
-        "--perturbations-per-eval", type=positive_int, metavar="N",
+        "--perturbations-per-eval",
+        type=positive_int,
+        metavar="N",
         help="masked images per image and forward pass, as Captum's perturbations_per_eval "
         "(default: about 4 images per pass on the CPU, 64 on a GPU)",
-    )  # fmt: skip
+    )
     return explain
 
 
@@ -111,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = [f"{layer.height}x{layer.width}" for layer in found]
 
     # Report the classes before the attribution, which takes a while on a CPU.
-    method = _METHOD_NAMES[args.variant]
+    method = VARIANTS[args.variant]
     print(f"Model: {args.model} on {device}, method: {method}")
     print("Layers, shallow to deep: " + ", ".join(str(layer) for layer in found))
     for name, probs, target in zip(names, probabilities, explained, strict=True):
@@ -121,12 +130,16 @@ def run(args: argparse.Namespace) -> int:
     polycam = PolyCam(model, layers=layers, variant=args.variant, pass_budget=args.pass_budget)
     start = time.perf_counter()
     result = polycam.decompose(
-        inputs, target=explained, perturbations_per_eval=args.perturbations_per_eval,
+        inputs,
+        target=explained,
+        perturbations_per_eval=args.perturbations_per_eval,
         show_progress=sys.stderr.isatty(),
-    )  # fmt: skip
+    )
     maps, stages = result.maps, result.stages
-    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s), "
-          f"{result.passes} of {result.exact_passes} masked passes")  # fmt: skip
+    print(
+        f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s), "
+        f"{result.passes} of {result.exact_passes} masked passes"
+    )
 
     # Stage k fuses the k deepest layers, at the resolution of the shallowest of them.
     stage_titles = [
@@ -134,10 +147,15 @@ def run(args: argparse.Namespace) -> int:
     ]
     try:
         save_figure(
-            args.out, pixels, maps, stages, image_names=[source.name for source in sources],
-            class_names=[categories[t] for t in explained], stage_titles=stage_titles,
+            args.out,
+            pixels,
+            maps,
+            stages,
+            image_names=[source.name for source in sources],
+            class_names=[categories[t] for t in explained],
+            stage_titles=stage_titles,
             method=method,
-        )  # fmt: skip
+        )
     except OSError as error:
         raise EvaluationError(
             f"--out: cannot write {str(args.out)!r}: {error.strerror or error}"

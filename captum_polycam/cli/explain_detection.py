@@ -18,11 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
+from captum_polycam.attr import VARIANTS
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
+    add_layers_option,
     add_pass_budget_option,
     check_device,
+    layer_names,
     positive_int,
 )
 from captum_polycam.cli.figure import check_figure_path, save_detection_figure
@@ -33,7 +36,6 @@ from captum_polycam.evaluation.models import load_detector
 __all__ = ["add_parser", "run"]
 
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
-_VARIANTS = ("plus", "minus", "plusminus")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,35 +48,44 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("image", type=Path, metavar="IMAGE", help="JPEG, PNG, WebP or GIF file")
     parser.add_argument(
-        "--model", default=DEFAULT_DETECTOR, metavar="NAME",
+        "--model",
+        default=DEFAULT_DETECTOR,
+        metavar="NAME",
         help="a torchvision detector such as fasterrcnn_resnet50_fpn_v2 (COCO weights "
         "downloaded or cached) or package.module:callable returning one (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--score-threshold", type=float, default=0.5, metavar="S",
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        metavar="S",
         help="explain the detections at least this confident (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-detections", type=positive_int, default=5, metavar="N",
+        "--max-detections",
+        type=positive_int,
+        default=5,
+        metavar="N",
         help="explain at most the N most confident detections (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--variant", choices=_VARIANTS, default="minus",
+        "--variant",
+        choices=tuple(VARIANTS),
+        default="minus",
         # PCAM- by default: hiding a region is what a detector notices; unveiling a single
         # channel's region rarely lets it find the object at all.
         help="Poly-CAM channel weights (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--layers", nargs="+", metavar="LAYER",
-        help="layers to combine, shallow to deep (default: discovered in the backbone)",
-    )  # fmt: skip
+    )
+    add_layers_option(parser, "discovered in the backbone")
     add_figure_option(parser, "detections.png")
     add_device_option(parser)
     add_pass_budget_option(parser)
     parser.add_argument(
-        "--perturbations-per-eval", type=positive_int, metavar="N",
+        "--perturbations-per-eval",
+        type=positive_int,
+        metavar="N",
         help="masked images per detection and forward pass (default: measured)",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -88,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model, categories = load_detector(args.model, device)
     pixels = pixels.to(device)
-    if args.layers is not None:
-        _check_layers(model, pixels, args.layers)
+    layers = layer_names(args.layers)
+    if layers is not None:
+        _check_layers(model, pixels, layers)
     with torch.no_grad():
         found = _detections(model(pixels), args.model)
     order = found["scores"].argsort(descending=True)[: args.max_detections]
@@ -110,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name} {float(confidence):.2f} at ({corners})")
 
     inputs = pixels.expand(len(score), -1, -1, -1)
-    layers = args.layers
     if layers is None:
         try:
             layers = [layer.name for layer in describe_layers(model, pixels)]
@@ -123,12 +134,16 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     result = polycam.decompose(
-        inputs, target=score.targets, perturbations_per_eval=args.perturbations_per_eval,
+        inputs,
+        target=score.targets,
+        perturbations_per_eval=args.perturbations_per_eval,
         show_progress=sys.stderr.isatty(),
-    )  # fmt: skip
+    )
     maps = result.maps
-    print(f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(score)} detection(s), "
-          f"{result.passes} of {result.exact_passes} masked passes")  # fmt: skip
+    print(
+        f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(score)} detection(s), "
+        f"{result.passes} of {result.exact_passes} masked passes"
+    )
     titles = [f"{name} {float(c):.2f}" for name, c in zip(names, found["scores"], strict=False)]
     try:
         save_detection_figure(args.out, pixels.cpu(), maps.cpu(), score.boxes.cpu(), titles)
@@ -140,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_layers(model: nn.Module, pixels: Tensor, layers: list[str]) -> None:
+def _check_layers(model: nn.Module, pixels: Tensor, layers: Sequence[str]) -> None:
     """Fail before the attribution when ``--layers`` names no module, a call that does not
     happen, a layer without ``C x h x w`` maps, or resolutions out of order."""
     try:
@@ -160,9 +175,11 @@ def _check_layers(model: nn.Module, pixels: Tensor, layers: list[str]) -> None:
 def _detections(output: object, model_name: str) -> Mapping[str, Tensor]:
     """The first image's detections, or a usage error saying what the model returned."""
     if (
-        isinstance(output, Sequence) and len(output) > 0 and isinstance(output[0], Mapping)
+        isinstance(output, Sequence)
+        and len(output) > 0
+        and isinstance(output[0], Mapping)
         and all(key in output[0] for key in ("boxes", "labels", "scores"))
-    ):  # fmt: skip
+    ):
         return output[0]
     if isinstance(output, Tensor):
         returned = f"a tensor of shape {tuple(output.shape)}"

@@ -112,10 +112,16 @@ def save_figure(
         # The maps are already in [0, 1]: outlier_perc=0 keeps that scale instead of
         # stretching the top 2% to saturation, so the overlay matches the stage panels.
         visualization.visualize_image_attr(
-            _hwc(maps[row]), photo, method="blended_heat_map", sign="positive",
-            plt_fig_axis=(figure, axes[row, 1]), outlier_perc=0, cmap=_CMAP,
-            title=f"{method}: {class_names[row]}", use_pyplot=False,
-        )  # fmt: skip
+            _hwc(maps[row]),
+            photo,
+            method="blended_heat_map",
+            sign="positive",
+            plt_fig_axis=(figure, axes[row, 1]),
+            outlier_perc=0,
+            cmap=_CMAP,
+            title=f"{method}: {class_names[row]}",
+            use_pyplot=False,
+        )
         axes[row, 1].set_axis_off()  # Captum hides the ticks but leaves a frame
         for column, (stage, title) in enumerate(zip(stages, stage_titles, strict=True), 2):
             axis = axes[row, column]
@@ -144,8 +150,9 @@ def save_detection_figure(
         raise ValueError("maps, boxes and titles need one entry per detection")
     photo = _hwc(pixels.reshape(-1, *pixels.shape[-3:])[0])
     columns = 1 + len(maps)
-    figure = Figure(figsize=(_PANEL_INCHES * columns, _PANEL_INCHES), dpi=_DPI,
-                    layout="constrained")  # fmt: skip
+    figure = Figure(
+        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES), dpi=_DPI, layout="constrained"
+    )
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, columns, squeeze=False)[0]
     _draw_photo(axes[0], photo, f"{len(boxes)} detection{'s' * (len(boxes) != 1)}")
@@ -153,10 +160,16 @@ def save_detection_figure(
         _draw_box(axes[0], box)
     for axis, map_, box, title in zip(axes[1:], maps, boxes, titles, strict=True):
         visualization.visualize_image_attr(
-            _hwc(map_), photo, method="blended_heat_map", sign="positive",
-            plt_fig_axis=(figure, axis), outlier_perc=0, cmap=_CMAP, title=title,
+            _hwc(map_),
+            photo,
+            method="blended_heat_map",
+            sign="positive",
+            plt_fig_axis=(figure, axis),
+            outlier_perc=0,
+            cmap=_CMAP,
+            title=title,
             use_pyplot=False,
-        )  # fmt: skip
+        )
         axis.set_axis_off()
         _draw_box(axis, box)
     figure.savefig(path, format=format_, dpi=_DPI)
@@ -164,8 +177,9 @@ def save_detection_figure(
 
 def _draw_box(axis: Axes, box: Tensor) -> None:
     x1, y1, x2, y2 = box.tolist()
-    axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white",
-                             linewidth=1.5))  # fmt: skip
+    axis.add_patch(
+        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=1.5)
+    )
 
 
 def _hwc(image: Tensor) -> np.ndarray:

@@ -37,40 +37,54 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Re-initialise the model's blocks from the output backwards, one at a "
         "time, and measure how similar each method's maps stay to the original ones "
         "(Adebayo et al., 2018). Writes sanity.csv, sanity.md and sanity.png.",
-    )  # fmt: skip
+    )
     sanity.add_argument(
-        "images", nargs="*", type=Path, metavar="IMAGE",
+        "images",
+        nargs="*",
+        type=Path,
+        metavar="IMAGE",
         help="JPEG, PNG, WebP or GIF files (default: the four bundled photos)",
-    )  # fmt: skip
+    )
     add_model_option(sanity)
     sanity.add_argument(
-        "--methods", default="pcam+,gradcam", metavar="A,B",
+        "--methods",
+        default="pcam+,gradcam",
+        metavar="A,B",
         help="comma-separated saliency methods, as for evaluate (default: %(default)s)",
-    )  # fmt: skip
+    )
     sanity.add_argument(
-        "--steps", metavar="K,L",
+        "--blocks",
+        "--steps",  # its first name, kept; evaluate's --steps are insertion steps
+        dest="steps",
+        metavar="K,L",
         help="comma-separated numbers of blocks to randomise, from the output, at which to "
         "explain, such as 1,2,4,8 (default: every block; the original model is always shown)",
-    )  # fmt: skip
+    )
     sanity.add_argument(
-        "--out", type=Path, default=Path("sanity"), metavar="DIR",
+        "--out",
+        type=Path,
+        default=Path("sanity"),
+        metavar="DIR",
         help="folder for sanity.csv, sanity.md and sanity.png, created if missing "
         "(default: %(default)s)",
-    )  # fmt: skip
+    )
     add_device_option(sanity)
     sanity.add_argument(
-        "--seed", type=int, default=0, metavar="N",
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
         help="seed of the re-initialisation and of random methods (default: %(default)s)",
-    )  # fmt: skip
+    )
     return sanity
 
 
 def _steps(text: str | None) -> list[int] | None:
     if text is None:
         return None
-    items = comma_list(text, "--steps")
+    items = comma_list(text, "--blocks")
     if not all(item.isdigit() for item in items):
-        raise EvaluationError(f"--steps: expected comma-separated whole numbers; got {text!r}")
+        raise EvaluationError(f"--blocks: expected comma-separated whole numbers; got {text!r}")
     return [int(item) for item in items]
 
 
@@ -88,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model, _ = load_model(args.model, device)
     inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
-    result = sanity_check(model, inputs, methods, steps=steps, seed=args.seed,
-                          show_progress=sys.stderr.isatty())  # fmt: skip
+    result = sanity_check(
+        model, inputs, methods, steps=steps, seed=args.seed, show_progress=sys.stderr.isatty()
+    )
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         result.to_csv(args.out / _OUTPUTS[0])
@@ -99,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError(
             f"--out: cannot write to {str(args.out)!r}: {error.strerror or error}"
         ) from None
-    print(f"Sanity check of {args.model} on {len(sources)} image(s), blocks randomised from "
-          f"the output: {', '.join(result.blocks)}\n")  # fmt: skip
+    print(
+        f"Sanity check of {args.model} on {len(sources)} image(s), blocks randomised from "
+        f"the output: {', '.join(result.blocks)}\n"
+    )
     print(result.to_markdown())
     print("Written: " + ", ".join(str(args.out / name) for name in _OUTPUTS))
     return 0

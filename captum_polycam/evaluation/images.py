@@ -99,9 +99,12 @@ def _decode_bytes(data: bytes, path: str | Path | Traversable) -> Tensor:
     # Pillow's decoders raise the first three; its size limit the bomb error, and the bomb
     # warning when warnings are errors (python -W error).
     except (
-        OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
         Image.DecompressionBombWarning,
-    ) as error:  # fmt: skip
+    ) as error:
         if isinstance(error, UnidentifiedImageError):
             raise EvaluationError(
                 f"cannot decode image {str(path)!r}: not a supported image file"
@@ -241,9 +244,10 @@ class ImageFolder(Dataset[Sample]):
         self.preprocessing = preprocessing or Preprocessing()
         if image_list is None:
             self.names = sorted(
-                entry.name for entry in self.root.iterdir()
+                entry.name
+                for entry in self.root.iterdir()
                 if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
-            )  # fmt: skip
+            )
         elif isinstance(image_list, (str, os.PathLike)):
             self.names = _read_lines(Path(image_list), "image_list")
         else:
@@ -320,6 +324,8 @@ def _read_labels(path: str | Path) -> dict[str, int]:
 
 def image_list_digest(names: Sequence[str], labels: Sequence[int | None]) -> str:
     """SHA-256 of the ordered names and labels: two runs on the same list share it."""
-    text = "\n".join(f"{name}\t{'' if label is None else label}" for name, label in
-                     zip(names, labels, strict=True))  # fmt: skip
+    text = "\n".join(
+        f"{name}\t{'' if label is None else label}"
+        for name, label in zip(names, labels, strict=True)
+    )
     return hashlib.sha256(text.encode()).hexdigest()

@@ -7,8 +7,8 @@ input's resolution, and records every parameter its maps depend on. Names:
   options follow colons: ``:no-lnorm`` (no local normalisation), ``:budgetF`` (at most the
   fraction ``F`` of the masked passes, ``PolyCam(pass_budget=F)``), ``:stageK`` (the
   composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
-  from 1, alone, without the recursion). Methods that differ only by ``:stageK`` or
-  ``:layerK`` share one Poly-CAM run.
+  from 1, alone, without the recursion). Methods that differ only by ``:no-lnorm``,
+  ``:stageK`` or ``:layerK`` share one Poly-CAM run: none of them changes a channel weight.
 - ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly.
 - ``ig``, ``ixg``, ``saliency``, ``smoothgrad``, ``occlusion``: Captum's
   ``IntegratedGradients``, ``InputXGradient``, ``Saliency``, ``NoiseTunnel(Saliency)`` and
@@ -38,8 +38,8 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from captum_polycam.attr import PolyCam, PolyCamMaps
-from captum_polycam.attr.layers import resolve_layers
+from captum_polycam.attr import VARIANTS, PolyCam, PolyCamMaps
+from captum_polycam.attr.capture import resolve_layers
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.metrics.confidence import min_max_mask
 from captum_polycam.perturbation.scoring import Precision
@@ -47,7 +47,7 @@ from captum_polycam.perturbation.scoring import Precision
 __all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
 
 BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random")
-_VARIANTS = {"pcam+": "plus", "pcam-": "minus", "pcam+-": "plusminus"}
+_VARIANTS = {name.lower(): variant for variant, name in VARIANTS.items()}  # pcam+ -> plus
 _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
 _BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
 
@@ -72,8 +72,9 @@ class Method:
         parameters: Everything its maps depend on, JSON-serialisable (recorded in run.json).
     """
 
-    def __init__(self, name: str, parameters: dict[str, Any],
-                 explain: Callable[[Tensor, Tensor], Tensor]) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, parameters: dict[str, Any], explain: Callable[[Tensor, Tensor], Tensor]
+    ) -> None:
         self.name = name
         self.parameters = parameters
         self._explain = explain
@@ -150,7 +151,7 @@ def build_methods(
             f"methods: {' and '.join(clashes[0])} would share the artefact files "
             f"*_{method_file_stem(clashes[0][0])}.*; rename one of them"
         )
-    shared: dict[tuple[str, bool, float | None], _SharedPolyCam] = {}
+    shared: dict[tuple[str, float | None], _SharedPolyCam] = {}
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
@@ -176,7 +177,7 @@ def _poly_cam(
     layers: list[str],
     perturbations_per_eval: int | None,
     lowering: tuple[Precision, bool],
-    shared: dict[tuple[str, bool, float | None], _SharedPolyCam],
+    shared: dict[tuple[str, float | None], _SharedPolyCam],
 ) -> Method:
     head, *options = name.split(":")
     variant = _VARIANTS[head]
@@ -206,20 +207,29 @@ def _poly_cam(
                 f"methods: {name!r}: options after {head} are :no-lnorm, :budgetF and one of "
                 f":stageK or :layerK, each at most once; got {option!r}"
             )
-    key = (variant, local_normalisation, pass_budget)
+    key = (variant, pass_budget)
     if key not in shared:
         precision, compile = lowering
-        polycam = PolyCam(model, layers, variant, local_normalisation=local_normalisation,
-                          precision=precision, compile=compile,
-                          pass_budget=pass_budget)  # fmt: skip
+        polycam = PolyCam(
+            model, layers, variant, precision=precision, compile=compile, pass_budget=pass_budget
+        )
         shared[key] = _SharedPolyCam(polycam, perturbations_per_eval)
-    run = shared[key]
+    shared_run = shared[key]
+
+    def run(inputs: Tensor, targets: Tensor) -> PolyCamMaps:
+        result = shared_run(inputs, targets)
+        # The ablation recombines the same layer maps: LNorm changes no channel weight.
+        return result if local_normalisation else result.recomposed(local_normalisation=False)
 
     parameters: dict[str, Any] = {
-        "method": "PolyCam", "variant": variant, "layers": layers, "score_fn": "softmax",
-        "local_normalisation": local_normalisation, "precision": lowering[0],
+        "method": "PolyCam",
+        "variant": variant,
+        "layers": layers,
+        "score_fn": "softmax",
+        "local_normalisation": local_normalisation,
+        "precision": lowering[0],
         "compile": lowering[1],
-    }  # fmt: skip
+    }
     if pass_budget is not None:  # absent for the exact method, so that older runs resume
         parameters["pass_budget"] = pass_budget
     if output is None:
@@ -249,8 +259,13 @@ def _baseline(
     explain: Callable[[Tensor, Tensor], Tensor]
     if name == "gradcam":
         gradcam = LayerGradCam(model, resolve_layers(model, [deepest])[0].module)
-        parameters = {"method": "LayerGradCam", "layer": deepest, "relu_attributions": True,
-                      "upsampling": "bilinear", "scaling": "divide by the maximum"}  # fmt: skip
+        parameters = {
+            "method": "LayerGradCam",
+            "layer": deepest,
+            "relu_attributions": True,
+            "upsampling": "bilinear",
+            "scaling": "divide by the maximum",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             maps = gradcam.attribute(inputs, targets, relu_attributions=True)
@@ -258,25 +273,35 @@ def _baseline(
     elif name == "ig":
         ig = IntegratedGradients(model)
         settings = {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre"}
-        parameters = {"method": "IntegratedGradients", **settings,
-                      "channels": "sum of absolute values",
-                      "scaling": "divide by the maximum"}  # fmt: skip
+        parameters = {
+            "method": "IntegratedGradients",
+            **settings,
+            "channels": "sum of absolute values",
+            "scaling": "divide by the maximum",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             attributions = ig.attribute(inputs, target=targets, internal_batch_size=50, **settings)
             return scale_to_unit(attributions.abs().sum(dim=1, keepdim=True))
     elif name == "ixg":
         ixg = InputXGradient(model)
-        parameters = {"method": "InputXGradient", "channels": "sum of absolute values",
-                      "scaling": "divide by the maximum"}  # fmt: skip
+        parameters = {
+            "method": "InputXGradient",
+            "channels": "sum of absolute values",
+            "scaling": "divide by the maximum",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             attributions = ixg.attribute(_requiring_gradients(inputs), target=targets)
             return scale_to_unit(attributions.abs().sum(dim=1, keepdim=True))
     elif name == "saliency":
         saliency = Saliency(model)
-        parameters = {"method": "Saliency", "abs": True, "channels": "maximum",
-                      "scaling": "divide by the maximum"}  # fmt: skip
+        parameters = {
+            "method": "Saliency",
+            "abs": True,
+            "channels": "maximum",
+            "scaling": "divide by the maximum",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             gradients = saliency.attribute(_requiring_gradients(inputs), target=targets, abs=True)
@@ -286,19 +311,31 @@ def _baseline(
     elif name == "occlusion":
         occlusion = Occlusion(model)
         per_eval = perturbations_per_eval or 8
-        parameters = {"method": "Occlusion", "sliding_window_shapes": [3, 16, 16],
-                      "strides": [3, 8, 8], "baselines": 0.0, "channels": "sum",
-                      "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
+        parameters = {
+            "method": "Occlusion",
+            "sliding_window_shapes": [3, 16, 16],
+            "strides": [3, 8, 8],
+            "baselines": 0.0,
+            "channels": "sum",
+            "scaling": "minimum to 0, maximum to 1",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             attributions = occlusion.attribute(
-                inputs, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0,
-                target=targets, perturbations_per_eval=per_eval,
-            )  # fmt: skip
+                inputs,
+                sliding_window_shapes=(3, 16, 16),
+                strides=(3, 8, 8),
+                baselines=0.0,
+                target=targets,
+                perturbations_per_eval=per_eval,
+            )
             return min_max_mask(inputs, attributions)[:, None]  # channels summed, then min-max
     else:  # random
-        parameters = {"method": "random", "distribution": "uniform on [0, 1)",
-                      "seed": "the run's seed and the batch"}  # fmt: skip
+        parameters = {
+            "method": "random",
+            "distribution": "uniform on [0, 1)",
+            "seed": "the run's seed and the batch",
+        }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             maps = torch.rand(len(inputs), 1, *inputs.shape[-2:])  # CPU: the same on any device
@@ -310,10 +347,15 @@ def _baseline(
 def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], dict[str, Any]]:
     tunnel = NoiseTunnel(Saliency(model))
     samples, noise_level = 25, 0.15
-    parameters = {"method": "NoiseTunnel(Saliency)", "nt_type": "smoothgrad",
-                  "nt_samples": samples, "abs": True,
-                  "stdevs": f"{noise_level} x (max - min) of each input",
-                  "channels": "maximum", "scaling": "divide by the maximum"}  # fmt: skip
+    parameters = {
+        "method": "NoiseTunnel(Saliency)",
+        "nt_type": "smoothgrad",
+        "nt_samples": samples,
+        "abs": True,
+        "stdevs": f"{noise_level} x (max - min) of each input",
+        "channels": "maximum",
+        "scaling": "divide by the maximum",
+    }
 
     def explain(inputs: Tensor, targets: Tensor) -> Tensor:
         # SmoothGrad's noise level is relative to each image's range, and Captum takes one
@@ -322,9 +364,14 @@ def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], d
         for example, target in zip(inputs, targets, strict=True):
             stdev = noise_level * float(example.max() - example.min())
             gradients = tunnel.attribute(
-                _requiring_gradients(example[None]), nt_type="smoothgrad", nt_samples=samples,
-                nt_samples_batch_size=samples, stdevs=stdev, target=target[None], abs=True,
-            )  # fmt: skip
+                _requiring_gradients(example[None]),
+                nt_type="smoothgrad",
+                nt_samples=samples,
+                nt_samples_batch_size=samples,
+                stdevs=stdev,
+                target=target[None],
+                abs=True,
+            )
             maps.append(gradients.amax(dim=1, keepdim=True))
         return scale_to_unit(torch.cat(maps))
 
@@ -350,9 +397,13 @@ def _custom(name: str, model: nn.Module) -> Method:
             f"methods: {name!r} must return a Captum attribution (an object with "
             f"attribute()); got {type(attribution).__name__}"
         )
-    parameters = {"method": name, "attribution": _identity(attribution),
-                  "channels": "sum of absolute values when several",
-                  "upsampling": "bilinear", "scaling": "minimum to 0, maximum to 1"}  # fmt: skip
+    parameters = {
+        "method": name,
+        "attribution": _identity(attribution),
+        "channels": "sum of absolute values when several",
+        "upsampling": "bilinear",
+        "scaling": "minimum to 0, maximum to 1",
+    }
 
     def explain(inputs: Tensor, targets: Tensor) -> Tensor:
         maps = attribution.attribute(inputs, target=targets)

@@ -20,10 +20,9 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import captum
 import numpy as np
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import captum_polycam
 from captum_polycam.attr import describe_layers
-from captum_polycam.attr.layers import _evaluation_mode as evaluation_mode
+from captum_polycam.attr.capture import evaluation_mode
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
@@ -41,115 +40,42 @@ from captum_polycam.evaluation.artefacts import (
     write_json,
     write_npz,
 )
+from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig
+from captum_polycam.evaluation.datasets import as_samples, first_input
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import (
-    ImageFolder,
-    Preprocessing,
     Sample,
     image_list_digest,
-    pil_pixels,
 )
 from captum_polycam.evaluation.methods import Method, build_methods, method_file_stem
-from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model, model_file_stem
+from captum_polycam.evaluation.models import load_model, model_file_stem
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
-from captum_polycam.metrics.keys import DELETION, INSERTION
+from captum_polycam.metrics.keys import (
+    AVERAGE_DROP,
+    DELETION,
+    DELETION_CURVE,
+    INCREASE_IN_CONFIDENCE,
+    INSERTION,
+    INSERTION_CURVE,
+    SENSITIVITY_MAX,
+)
 from captum_polycam.perturbation.scoring import (
-    PRECISIONS,
-    Precision,
     default_perturbations_per_eval,
 )
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
-DEFAULT_METHODS = ("pcam+", "gradcam", "random")
 RUN_FILE = "run.json"
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Everything the artefacts depend on. A rerun into the same folder must match it.
-
-    Attributes:
-        model: ``"efficientnet-lite0"`` (pretrained, offline), a torchvision classifier name
-            (ImageNet weights downloaded or cached) or ``"package.module:callable"``; with a
-            model object passed to :func:`evaluate`, the name its artefacts carry.
-        methods: Method names (:mod:`captum_polycam.evaluation.methods`).
-        target: ``"top1"``, the model's top-1 class on the clean image (the paper's), or
-            ``"label"``, the image's label.
-        n_steps: Insertion and deletion steps (the paper's 224).
-        baseline: The image that insertion starts from and deletion ends at: ``"blur"`` (the
-            paper's Gaussian blur), ``"zeros"`` or ``"mean"``.
-        batch_size: Images attributed together, and the unit of resuming and sharding.
-        sensitivity_images: Max-sensitivity on the first this many images (10 more maps
-            each).
-        layers: Poly-CAM's layers, shallow to deep; ``None`` discovers them.
-        preprocessing: How photos become inputs (the paper's by default); ``None`` takes a
-            dataset's images as model inputs as they are (its own transform prepared them).
-        seed: Seed of the random parts (the random floor, SmoothGrad, sensitivity's noise).
-        precision: ``"fp32"`` (the paper's), ``"bf16"`` or ``"fp16"``: the type Poly-CAM's
-            masked passes and the metrics' perturbed passes run in, under autocast.
-        compile: Run those passes through ``torch.compile``: a warm-up on the first batch,
-            then faster passes for the rest of a long run.
-    """
-
-    model: str = DEFAULT_MODEL
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    target: Literal["top1", "label"] = "top1"
-    n_steps: int = 224
-    baseline: Literal["blur", "zeros", "mean"] = "blur"
-    batch_size: int = 8
-    sensitivity_images: int = 0
-    layers: tuple[str, ...] | None = None
-    preprocessing: Preprocessing | None = field(default_factory=Preprocessing)
-    seed: int = 0
-    precision: Precision = "fp32"
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        for name, least in (("n_steps", 1), ("batch_size", 1), ("sensitivity_images", 0),
-                            ("seed", None)):  # fmt: skip
-            value = getattr(self, name)
-            bad_type = isinstance(value, bool) or not isinstance(value, int)
-            if bad_type or (least is not None and value < least):
-                expected = {1: "a positive int", 0: "an int, 0 or more", None: "an int"}[least]
-                raise EvaluationError(f"{name} must be {expected}; got {value!r}")
-        for name in ("methods", "layers"):
-            names = getattr(self, name)
-            # A lone string would otherwise be read as one name per character.
-            if name == "layers" and names is None:
-                continue
-            if (
-                isinstance(names, str)
-                or not isinstance(names, Sequence)
-                or not all(isinstance(n, str) for n in names)
-            ):
-                raise EvaluationError(
-                    f"{name} must be a list of names, such as ('pcam+', 'gradcam'); got {names!r}"
-                )
-        if self.target not in ("top1", "label"):
-            raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
-        if self.precision not in PRECISIONS:
-            raise EvaluationError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
-        if self.baseline not in ("blur", "zeros", "mean"):
-            raise EvaluationError(
-                f"baseline must be 'blur', 'zeros' or 'mean'; got {self.baseline!r}"
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        settings = asdict(self)
-        settings["methods"] = list(self.methods)
-        settings["layers"] = None if self.layers is None else list(self.layers)
-        settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
-        return settings
 
 
 class _Batch:
     """One batch of the image list: its readable samples, their inputs on the device and the
     classes to explain (the labels, or the model's top-1 from one clean pass)."""
 
-    def __init__(self, index: int, samples: list[Sample], target: str, device: torch.device,
-                 model: nn.Module) -> None:  # fmt: skip
+    def __init__(
+        self, index: int, samples: list[Sample], target: str, device: torch.device, model: nn.Module
+    ) -> None:
         self.index = index
         # Every image of the batch, readable or not, and its content: what a resumed run checks.
         self.image_names = [sample.name for sample in samples]
@@ -237,7 +163,7 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     out = Path(out)
-    dataset = _dataset(images, image_list, labels, config)
+    dataset = as_samples(images, image_list, labels, config)
     if config.target == "label" and getattr(dataset, "labels", True) is None:
         raise EvaluationError("target 'label' needs labels: pass a labels file")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -251,14 +177,15 @@ def evaluate(
             model = load_model(config.model, device)[0] if model is None else model.to(device)
             # Every usage error is found here, on one image, before run.json claims the
             # folder: a corrected command can then use the same folder.
-            layers = _checked_layers(model, _first_input(dataset).to(device), dataset, config)
+            layers = _checked_layers(model, first_input(dataset).to(device), dataset, config)
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
             per_eval = perturbations_per_eval or default_perturbations_per_eval(
                 device, config.batch_size
             )
-            methods = build_methods(config.methods, model, layers, per_eval, config.precision,
-                                    config.compile)  # fmt: skip
+            methods = build_methods(
+                config.methods, model, layers, per_eval, config.precision, config.compile
+            )
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
             run.claim_folder()
             run.check_finished_images()
@@ -320,71 +247,6 @@ def _checked_layers(
     return [layer.name for layer in described]
 
 
-def _dataset(
-    images: str | Path | Dataset[Any],
-    image_list: str | Path | Sequence[str] | None,
-    labels: str | Path | dict[str, int] | None,
-    config: EvaluationConfig,
-) -> Dataset[Sample]:
-    if isinstance(images, (str, Path)):
-        if config.preprocessing is None:
-            raise EvaluationError("preprocessing: a folder of photos needs one; got None")
-        return ImageFolder(images, image_list, labels, config.preprocessing)
-    if image_list is not None or labels is not None:
-        raise EvaluationError("image_list and labels apply to a folder of images, not a dataset")
-    if not isinstance(images, Dataset) or not hasattr(images, "__len__"):
-        raise EvaluationError(
-            f"images must be a folder or a torch Dataset with a length; got {type(images)}"
-        )
-    return _NamedDataset(images, config.preprocessing)
-
-
-class _NamedDataset(Dataset[Sample]):
-    """A user's dataset of ``(image, name)`` or ``(image, label, name)`` as samples."""
-
-    def __init__(self, dataset: Dataset[Any], preprocessing: Preprocessing | None) -> None:
-        self.dataset = dataset
-        self.preprocessing = preprocessing
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Sample:
-        item = self.dataset[index]
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise EvaluationError(
-                f"images: dataset items must be (image, name) or (image, label, name); item "
-                f"{index} is {type(item).__name__}"
-            )
-        image, *label, name = item
-        label = int(label[0]) if label and label[0] is not None else None
-        if not isinstance(image, Tensor):
-            image = pil_pixels(image)  # as a file's: 16-bit images in their own range
-        inputs = image if self.preprocessing is None else self.preprocessing(image)
-        return Sample(str(name), inputs, label, digest=_tensor_digest(image))
-
-    def digest(self, index: int) -> str:
-        """The digest of item ``index``'s image, as :meth:`__getitem__` records it."""
-        digest = self[index].digest
-        assert digest is not None
-        return digest
-
-
-def _tensor_digest(image: Tensor) -> str:
-    """SHA-256 of an image tensor's shape and values: a dataset's images have no file."""
-    values = image.detach().cpu().contiguous()
-    return hashlib.sha256(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
-
-
-def _first_input(dataset: Dataset[Sample]) -> Tensor:
-    """An input of the dataset's size, for discovering the layers."""
-    for index in range(len(dataset)):  # type: ignore[arg-type]
-        sample = dataset[index]
-        if sample.inputs is not None:
-            return sample.inputs[None]
-    raise EvaluationError("images: none of the images can be read (see their errors)")
-
-
 def _as_list(samples: list[Sample]) -> list[Sample]:
     return samples
 
@@ -397,9 +259,17 @@ def _seed(seed: int, method: str, batch: int) -> int:
 class _Run:
     """One evaluation in one output folder: its shards, the share of this process, the merge."""
 
-    def __init__(self, out: Path, config: EvaluationConfig, dataset: Dataset[Sample],
-                 model: nn.Module, methods: list[Method], layers: list[str],
-                 device: torch.device, ranks: _distributed.Ranks) -> None:  # fmt: skip
+    def __init__(
+        self,
+        out: Path,
+        config: EvaluationConfig,
+        dataset: Dataset[Sample],
+        model: nn.Module,
+        methods: list[Method],
+        layers: list[str],
+        device: torch.device,
+        ranks: _distributed.Ranks,
+    ) -> None:
         self.out = out
         self.config = config
         self.dataset = dataset
@@ -418,8 +288,11 @@ class _Run:
     def configuration(self) -> dict[str, Any]:
         names = getattr(self.dataset, "names", None)
         labels = getattr(self.dataset, "labels", None) or {}
-        digest = None if names is None else image_list_digest(
-            names, [labels.get(name) for name in names])  # fmt: skip
+        digest = (
+            None
+            if names is None
+            else image_list_digest(names, [labels.get(name) for name in names])
+        )
         return {
             **self.config.as_dict(),
             "layers": self.layers,
@@ -462,8 +335,11 @@ class _Run:
             previous = json.loads(record.read_text())["configuration"]
         except (OSError, ValueError, KeyError) as error:
             raise EvaluationError(f"out: cannot read {str(record)!r} ({error})") from None
-        changed = sorted(key for key in configuration.keys() | previous.keys()
-                         if configuration.get(key) != previous.get(key))  # fmt: skip
+        changed = sorted(
+            key
+            for key in configuration.keys() | previous.keys()
+            if configuration.get(key) != previous.get(key)
+        )
         if changed:
             raise EvaluationError(
                 f"out: {str(self.out)!r} holds a run of another configuration (it differs in "
@@ -489,8 +365,12 @@ class _Run:
             recorded = read_npz(done[0])
             if "image_digests" not in recorded:  # a shard of an earlier version
                 continue
-            for index, name, before in zip(self.images_of(batch), recorded["image_names"],
-                                           recorded["image_digests"], strict=True):  # fmt: skip
+            for index, name, before in zip(
+                self.images_of(batch),
+                recorded["image_names"],
+                recorded["image_digests"],
+                strict=True,
+            ):
                 if (digest(index) or "") != before:
                     changed.append(str(name))
         if changed:
@@ -509,26 +389,35 @@ class _Run:
         return range(batch * size, min((batch + 1) * size, self.count))
 
     def pending(self) -> list[int]:
-        return [b for b in self.mine()
-                if not all(self.shard(m, b).exists() for m in self.methods)]  # fmt: skip
+        return [b for b in self.mine() if not all(self.shard(m, b).exists() for m in self.methods)]
 
-    def compute(self, num_workers: int, perturbations_per_eval: int | None,
-                show_progress: bool) -> None:  # fmt: skip
+    def compute(
+        self, num_workers: int, perturbations_per_eval: int | None, show_progress: bool
+    ) -> None:
         from tqdm.auto import tqdm
 
         pending = self.pending()
         indices = [list(self.images_of(b)) for b in pending]
-        loader = DataLoader(self.dataset, batch_sampler=indices, num_workers=num_workers,
-                            collate_fn=_as_list)  # fmt: skip
+        loader = DataLoader(
+            self.dataset, batch_sampler=indices, num_workers=num_workers, collate_fn=_as_list
+        )
         mine = sum(len(self.images_of(b)) for b in self.mine())
-        bar = tqdm(total=mine, initial=mine - sum(map(len, indices)), unit="image",
-                   desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
-                   disable=not show_progress, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=mine,
+            initial=mine - sum(map(len, indices)),
+            unit="image",
+            desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
+            disable=not show_progress,
+            dynamic_ncols=True,
+        )
         lowered = {"precision": self.config.precision, "compile": self.config.compile}
         insertion_deletion = InsertionDeletion(
-            self.model, self.config.n_steps, self.config.baseline,
-            perturbations_per_eval=perturbations_per_eval, **lowered,
-        )  # fmt: skip
+            self.model,
+            self.config.n_steps,
+            self.config.baseline,
+            perturbations_per_eval=perturbations_per_eval,
+            **lowered,
+        )
         confidence = ConfidenceChange(
             self.model, perturbations_per_eval=perturbations_per_eval, **lowered
         )
@@ -538,13 +427,17 @@ class _Run:
                 self._compute_batch(batch, insertion_deletion, confidence)
                 bar.update(len(samples))
 
-    def _compute_batch(self, batch: _Batch, insertion_deletion: InsertionDeletion,
-                       confidence: ConfidenceChange) -> None:  # fmt: skip
+    def _compute_batch(
+        self, batch: _Batch, insertion_deletion: InsertionDeletion, confidence: ConfidenceChange
+    ) -> None:
         todo = [m for m in self.methods if not self.shard(m, batch.index).exists()]
         # Rows of this batch among the first `sensitivity_images` images of the list.
         start = batch.index * self.config.batch_size
-        sensitive = [row for row, offset in enumerate(batch.offsets)
-                     if start + offset < self.config.sensitivity_images]  # fmt: skip
+        sensitive = [
+            row
+            for row, offset in enumerate(batch.offsets)
+            if start + offset < self.config.sensitivity_images
+        ]
         # All maps first: the Poly-CAM methods of one configuration share a run on the batch,
         # which the sensitivity's noisy inputs would otherwise replace.
         maps: dict[str, Tensor] = {}
@@ -553,8 +446,9 @@ class _Run:
             started = time.perf_counter()
             maps[method.name] = (
                 self._seeded(method, batch, method.explain, batch.inputs, batch.targets)
-                if len(batch) else torch.empty(0, 1, 1, 1)
-            )  # fmt: skip
+                if len(batch)
+                else torch.empty(0, 1, 1, 1)
+            )
             seconds[method.name] = time.perf_counter() - started
         rows = torch.tensor(sensitive, dtype=torch.long, device=self.device)
         for method in todo:
@@ -562,25 +456,38 @@ class _Run:
             arrays = self._metrics(batch, maps[method.name], insertion_deletion, confidence)
             sensitivity = np.full(len(batch), np.nan, dtype=np.float32)
             if sensitive:
-                result = self._seeded(method, batch, _sensitivity, method, batch.inputs[rows],
-                                      batch.targets[rows], maps[method.name][rows])  # fmt: skip
+                result = self._seeded(
+                    method,
+                    batch,
+                    _sensitivity,
+                    method,
+                    batch.inputs[rows],
+                    batch.targets[rows],
+                    maps[method.name][rows],
+                )
                 sensitivity[sensitive] = result.cpu().numpy()
-            arrays["sensitivity_max"] = sensitivity
+            arrays[SENSITIVITY_MAX] = sensitivity
             # Wall times, for planning runs (run.json); the artefacts never include them.
             arrays["map_seconds"] = np.float64(seconds[method.name])
             arrays["metric_seconds"] = np.float64(time.perf_counter() - started)
             write_npz(self.shard(method, batch.index), arrays.items())
 
-    def _seeded(self, method: Method, batch: _Batch, compute: Callable[..., Tensor],
-                *args: Any) -> Tensor:  # fmt: skip
+    def _seeded(
+        self, method: Method, batch: _Batch, compute: Callable[..., Tensor], *args: Any
+    ) -> Tensor:
         """``compute(*args)`` with the random generators seeded for this method and batch."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(_seed(self.config.seed, method.name, batch.index))
             return compute(*args)
 
-    def _metrics(self, batch: _Batch, maps: Tensor, insertion_deletion: InsertionDeletion,
-                 confidence: ConfidenceChange) -> dict[str, np.ndarray]:  # fmt: skip
+    def _metrics(
+        self,
+        batch: _Batch,
+        maps: Tensor,
+        insertion_deletion: InsertionDeletion,
+        confidence: ConfidenceChange,
+    ) -> dict[str, np.ndarray]:
         steps = self.config.n_steps
         arrays: dict[str, Any] = {
             "names": np.array(batch.names, dtype=str),
@@ -593,21 +500,25 @@ class _Run:
         }
         if not len(batch):
             empty = np.zeros(0, dtype=np.float32)
-            arrays |= {"insertion": empty, "deletion": empty, "average_drop": empty,
-                       "increase_in_confidence": empty, "clean_score": empty,
-                       "insertion_curve": np.zeros((0, steps), np.float32),
-                       "deletion_curve": np.zeros((0, steps), np.float32),
-                       "fractions": np.zeros(0, np.float32)}  # fmt: skip
+            arrays |= {
+                **dict.fromkeys((INSERTION, DELETION, AVERAGE_DROP, INCREASE_IN_CONFIDENCE), empty),
+                "clean_score": empty,
+                INSERTION_CURVE: np.zeros((0, steps), np.float32),
+                DELETION_CURVE: np.zeros((0, steps), np.float32),
+                "fractions": np.zeros(0, np.float32),
+            }
             return arrays
         curves = insertion_deletion.curves(batch.inputs, maps, batch.targets)
         change = confidence(batch.inputs, maps, batch.targets)
         arrays |= {
-            "insertion": curves[INSERTION].auc, "deletion": curves[DELETION].auc,
-            "insertion_curve": curves[INSERTION].curve, "deletion_curve": curves[DELETION].curve,
-            "fractions": curves[INSERTION].fractions, "clean_score": change.clean,
-            "average_drop": change.drop,
-            "increase_in_confidence": change.increase.float() * 100,
-        }  # fmt: skip
+            INSERTION: curves[INSERTION].auc,
+            DELETION: curves[DELETION].auc,
+            INSERTION_CURVE: curves[INSERTION].curve,
+            DELETION_CURVE: curves[DELETION].curve,
+            "fractions": curves[INSERTION].fractions,
+            "clean_score": change.clean,
+            **change.as_dict(),  # average drop and increase in confidence, in percent
+        }
         return {key: v.cpu().numpy() if isinstance(v, Tensor) else v for key, v in arrays.items()}
 
     def shards(self, method: Method) -> Iterator[dict[str, np.ndarray]]:
@@ -619,8 +530,12 @@ class _Run:
 
     def merge(self) -> None:
         """Write the final artefacts from the shards, in the order of the image list."""
-        write_report(self.out, self.model_stem, [(m.name, self.shards(m)) for m in self.methods],
-                     self.config.n_steps)  # fmt: skip
+        write_report(
+            self.out,
+            self.model_stem,
+            [(m.name, self.shards(m)) for m in self.methods],
+            self.config.n_steps,
+        )
         record = json.loads((self.out / RUN_FILE).read_text())
         timings = {}
         for method in self.methods:
@@ -641,13 +556,17 @@ class _Run:
         record |= {
             "finished": _now(),
             "images_content_sha256": contents.hexdigest(),
-            "versions": {"captum_polycam": captum_polycam.__version__,
-                         "torch": torch.__version__, "captum": captum.__version__,
-                         "numpy": np.__version__, "python": platform.python_version()},
+            "versions": {
+                "captum_polycam": captum_polycam.__version__,
+                "torch": torch.__version__,
+                "captum": captum.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
             "device_name": _device_name(self.device),
             "processes": self.ranks.world,
             "timings": timings,
-        }  # fmt: skip
+        }
         write_json(self.out / RUN_FILE, record)
 
 

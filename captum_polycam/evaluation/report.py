@@ -25,8 +25,10 @@ from captum_polycam.evaluation.methods import method_file_stem
 from captum_polycam.metrics.keys import (
     AVERAGE_DROP,
     DELETION,
+    DELETION_CURVE,
     INCREASE_IN_CONFIDENCE,
     INSERTION,
+    INSERTION_CURVE,
     INSERTION_MINUS_DELETION,
     SCORE_DIRECTIONS,
     SENSITIVITY_MAX,
@@ -44,8 +46,14 @@ METRICS: dict[str, str] = {
     INCREASE_IN_CONFIDENCE: "increase in confidence (%)",
     SENSITIVITY_MAX: "max-sensitivity",
 }
-_PER_IMAGE = ("clean_score", INSERTION, DELETION, AVERAGE_DROP, INCREASE_IN_CONFIDENCE,
-              SENSITIVITY_MAX)  # fmt: skip
+_PER_IMAGE = (
+    "clean_score",
+    INSERTION,
+    DELETION,
+    AVERAGE_DROP,
+    INCREASE_IN_CONFIDENCE,
+    SENSITIVITY_MAX,
+)
 
 
 def _number(value: Any) -> str:
@@ -76,10 +84,13 @@ class Report:
         with (out / "summary.csv").open(newline="") as file:
             for row in csv.DictReader(file):
                 statistics.setdefault(row["method"], {})[row["metric"]] = Statistic(
-                    float(row["mean"]), float(row["std"]), float(row["ci95_low"]),
-                    float(row["ci95_high"]), int(row["images"]),
+                    float(row["mean"]),
+                    float(row["std"]),
+                    float(row["ci95_low"]),
+                    float(row["ci95_high"]),
+                    int(row["images"]),
                     SCORE_DIRECTIONS.get(row["metric"]),
-                )  # fmt: skip
+                )
         return cls(out, statistics, (out / "summary.md").read_text())
 
 
@@ -113,18 +124,26 @@ def write_report(
         stem = f"{model}_{method_file_stem(method)}"
         write_npz(out / "npz" / f"{stem}.npz", results.maps(shards))
         if errors is None:  # every method's shards record the same unreadable images
-            errors = list(zip(results["error_names"].tolist(),
-                              results["error_messages"].tolist(), strict=True))  # fmt: skip
+            errors = list(
+                zip(
+                    results["error_names"].tolist(), results["error_messages"].tolist(), strict=True
+                )
+            )
         _write_csvs(out / "csv", stem, results, n_steps)
         summaries[method] = _summary(results)
         if len(results["names"]):
-            curves[method] = (results["fractions"][:n_steps], results["insertion_curve"].mean(0),
-                              results["deletion_curve"].mean(0))  # fmt: skip
+            curves[method] = (
+                results["fractions"][:n_steps],
+                results[INSERTION_CURVE].mean(0),
+                results[DELETION_CURVE].mean(0),
+            )
     write_csv(out / "errors.csv", ("image", "error"), errors or [])
     statistics = {method: summary.compute() for method, summary in summaries.items()}
-    write_csv(out / "summary.csv",
-              ("method", "metric", "better", "mean", "std", "ci95_low", "ci95_high", "images"),
-              _summary_rows(statistics))  # fmt: skip
+    write_csv(
+        out / "summary.csv",
+        ("method", "metric", "better", "mean", "std", "ci95_low", "ci95_high", "images"),
+        _summary_rows(statistics),
+    )
     write_bytes(out / "summary.md", _markdown(statistics, len(errors or [])).encode())
     if curves:
         _plot_curves(out / "curves.png", curves)
@@ -141,24 +160,35 @@ def _write_csvs(folder: Path, stem: str, results: _MethodResults, n_steps: int) 
             ([n, t, _number(a)] for n, t, a in zip(names, targets, areas, strict=True)),
         )
         details = results[f"{kind}_curve"]
-        write_csv(folder / f"{short}_details_{stem}.csv", ("image", "target", *steps),
-                  ([n, t, *map(_number, row)]
-                   for n, t, row in zip(names, targets, details, strict=True)))  # fmt: skip
+        write_csv(
+            folder / f"{short}_details_{stem}.csv",
+            ("image", "target", *steps),
+            ([n, t, *map(_number, row)] for n, t, row in zip(names, targets, details, strict=True)),
+        )
     columns = [results[key].tolist() for key in _PER_IMAGE]
-    write_csv(folder / f"scores_{stem}.csv", ("image", "target", *_PER_IMAGE),
-              ([n, t, *map(_number, values)]
-               for n, t, *values in zip(names, targets, *columns, strict=True)))  # fmt: skip
+    write_csv(
+        folder / f"scores_{stem}.csv",
+        ("image", "target", *_PER_IMAGE),
+        (
+            [n, t, *map(_number, values)]
+            for n, t, *values in zip(names, targets, *columns, strict=True)
+        ),
+    )
 
 
 def _summary(results: _MethodResults) -> MetricSummary:
     summary = MetricSummary()
     insertion = torch.from_numpy(results[INSERTION])
     deletion = torch.from_numpy(results[DELETION])
-    summary.update({
-        INSERTION: insertion, DELETION: deletion, INSERTION_MINUS_DELETION: insertion - deletion,
-        AVERAGE_DROP: torch.from_numpy(results[AVERAGE_DROP]),
-        INCREASE_IN_CONFIDENCE: torch.from_numpy(results[INCREASE_IN_CONFIDENCE]),
-    })  # fmt: skip
+    summary.update(
+        {
+            INSERTION: insertion,
+            DELETION: deletion,
+            INSERTION_MINUS_DELETION: insertion - deletion,
+            AVERAGE_DROP: torch.from_numpy(results[AVERAGE_DROP]),
+            INCREASE_IN_CONFIDENCE: torch.from_numpy(results[INCREASE_IN_CONFIDENCE]),
+        }
+    )
     sensitivity = torch.from_numpy(results[SENSITIVITY_MAX])
     sensitivity = sensitivity[~sensitivity.isnan()]
     if len(sensitivity):
@@ -171,16 +201,20 @@ def _summary_rows(statistics: dict[str, dict[str, Any]]) -> Iterator[list[Any]]:
         for metric in METRICS:
             if metric in values:
                 s = values[metric]
-                yield [method, metric, SCORE_DIRECTIONS[metric].value, *map(
-                    _number, (s.mean, s.std, s.ci_low, s.ci_high)), s.count]  # fmt: skip
+                yield [
+                    method,
+                    metric,
+                    SCORE_DIRECTIONS[metric].value,
+                    *map(_number, (s.mean, s.std, s.ci_low, s.ci_high)),
+                    s.count,
+                ]
 
 
 def _markdown(statistics: dict[str, dict[str, Any]], errors: int) -> str:
     shown = [m for m in METRICS if any(m in values for values in statistics.values())]
     arrows = {"higher": "↑", "lower": "↓"}
     heads = [f"{METRICS[m]} {arrows[SCORE_DIRECTIONS[m].value]}" for m in shown]
-    lines = ["| method | " + " | ".join(heads) + " | images |",
-             "|---" * (len(shown) + 2) + "|"]  # fmt: skip
+    lines = ["| method | " + " | ".join(heads) + " | images |", "|---" * (len(shown) + 2) + "|"]
     for method, values in statistics.items():
         cells = []
         for metric in shown:
@@ -188,8 +222,10 @@ def _markdown(statistics: dict[str, dict[str, Any]], errors: int) -> str:
             cells.append("-" if s is None else f"{s.mean:.4f} ± {(s.ci_high - s.ci_low) / 2:.4f}")
         count = values[INSERTION].count
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {count} |")
-    note = ("\nMean ± half-width of the 95% confidence interval (normal approximation) over "
-            "the images; ↑ higher is better, ↓ lower is better.")  # fmt: skip
+    note = (
+        "\nMean ± half-width of the 95% confidence interval (normal approximation) over "
+        "the images; ↑ higher is better, ↓ lower is better."
+    )
     if SENSITIVITY_MAX in shown:
         note += " Max-sensitivity is over the first images only (see summary.csv)."
     if errors:
@@ -206,10 +242,16 @@ def _plot_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.
     for method, (fractions, insertion, deletion) in curves.items():
         insertion_axes.plot(fractions, insertion, label=f"{method} ({insertion.mean():.3f})")
         deletion_axes.plot(fractions, deletion, label=f"{method} ({deletion.mean():.3f})")
-    for axes, kind, moved in ((insertion_axes, "insertion", "inserted"),
-                              (deletion_axes, "deletion", "deleted")):  # fmt: skip
-        axes.set(title=f"mean {kind} curve (area)", xlabel=f"fraction of pixels {moved}",
-                 xlim=(0, 1), ylim=(0, None))  # fmt: skip
+    for axes, kind, moved in (
+        (insertion_axes, "insertion", "inserted"),
+        (deletion_axes, "deletion", "deleted"),
+    ):
+        axes.set(
+            title=f"mean {kind} curve (area)",
+            xlabel=f"fraction of pixels {moved}",
+            xlim=(0, 1),
+            ylim=(0, None),
+        )
         axes.legend(fontsize="small")
     insertion_axes.set_ylabel("probability of the target")
     buffer = io.BytesIO()

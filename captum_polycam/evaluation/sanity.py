@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from captum_polycam._compat import progress
 from captum_polycam.attr import describe_layers
+from captum_polycam.attr.capture import evaluation_mode
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.methods import build_methods
 
@@ -87,18 +88,15 @@ def randomisation_blocks(model: nn.Module, inputs: Tensor) -> list[str]:
 
         return hook
 
-    handles = [module.register_forward_pre_hook(record(name)) for name, module in
-               candidates.items()]  # fmt: skip
-    training = {module: module.training for module in model.modules()}
+    handles = [
+        module.register_forward_pre_hook(record(name)) for name, module in candidates.items()
+    ]
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             model(inputs[:1])
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in training.items():
-            module.training = flag
     if not first_calls:
         raise EvaluationError("model: no module with parameters runs in its forward pass")
     return first_calls
@@ -190,13 +188,19 @@ def map_similarity(reference: Tensor, maps: Tensor) -> dict[str, Tensor]:
 
     def hog(image: np.ndarray) -> np.ndarray:
         cell = max(1, min(_HOG_CELL, min(image.shape) // _HOG_BLOCK))
-        return feature.hog(image, orientations=_HOG_ORIENTATIONS, pixels_per_cell=(cell, cell),
-                           cells_per_block=(_HOG_BLOCK, _HOG_BLOCK))  # fmt: skip
+        return feature.hog(
+            image,
+            orientations=_HOG_ORIENTATIONS,
+            pixels_per_cell=(cell, cell),
+            cells_per_block=(_HOG_BLOCK, _HOG_BLOCK),
+        )
 
     scores: dict[str, list[float]] = {measure: [] for measure in MEASURES}
     height, width = reference.shape[-2:]
-    as_images = (batch.detach().cpu().double().reshape(-1, height, width).numpy()
-                 for batch in (reference, maps))  # fmt: skip
+    as_images = (
+        batch.detach().cpu().double().reshape(-1, height, width).numpy()
+        for batch in (reference, maps)
+    )
     for first, second in zip(*as_images, strict=True):
         if np.array_equal(first, second):
             values = dict.fromkeys(MEASURES, 1.0)
@@ -208,8 +212,9 @@ def map_similarity(reference: Tensor, maps: Tensor) -> dict[str, Tensor]:
             }
         for measure in MEASURES:
             scores[measure].append(values[measure])
-    return {measure: torch.tensor(values, dtype=torch.float64) for measure, values in
-            scores.items()}  # fmt: skip
+    return {
+        measure: torch.tensor(values, dtype=torch.float64) for measure, values in scores.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -234,11 +239,15 @@ class SanityResult:
         """One row per method and checkpoint: ``method``, ``step``, ``randomised`` (the last
         block randomised, ``""`` at step 0) and each measure's mean over the images."""
         return [
-            {"method": method, "step": step, "randomised": self.blocks[step - 1] if step else "",
-             **{measure: float(values[index].mean()) for measure, values in measures.items()}}
+            {
+                "method": method,
+                "step": step,
+                "randomised": self.blocks[step - 1] if step else "",
+                **{measure: float(values[index].mean()) for measure, values in measures.items()},
+            }
             for method, measures in self.similarity.items()
             for index, step in enumerate(self.steps)
-        ]  # fmt: skip
+        ]
 
     def to_csv(self, path: str | Path) -> None:
         """Write :meth:`table` as a CSV file with a header row."""
@@ -278,8 +287,11 @@ class SanityResult:
             for method in methods:
                 means = self.similarity[method][measure].mean(dim=1)
                 axes.plot(self.steps, means.numpy(), marker="o", label=method)
-            axes.set(title=measure, xlabel="blocks randomised, from the output",
-                     ylabel="similarity to the original maps")  # fmt: skip
+            axes.set(
+                title=measure,
+                xlabel="blocks randomised, from the output",
+                ylabel="similarity to the original maps",
+            )
             axes.axhline(0.0, color="grey", linewidth=0.5)
         axes.legend()
         grid = thumbnails.subplots(len(methods), len(self.steps), squeeze=False)
@@ -297,8 +309,11 @@ class SanityResult:
 def _checked_steps(steps: Sequence[int] | None, block_count: int) -> list[int]:
     if steps is None:
         return list(range(1, block_count + 1))
-    wrong = [step for step in steps if isinstance(step, bool) or not isinstance(step, int)
-             or not 1 <= step <= block_count]  # fmt: skip
+    wrong = [
+        step
+        for step in steps
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= block_count
+    ]
     if wrong or not steps:
         raise EvaluationError(
             f"steps: numbers of blocks to randomise, integers from 1 to {block_count} (the model "
@@ -414,6 +429,7 @@ def sanity_check(
     similarity = {}
     for name, per_step in stacked.items():
         scores = [map_similarity(per_step[0], at_step) for at_step in per_step]
-        similarity[name] = {measure: torch.stack([score[measure] for score in scores]) for
-                            measure in MEASURES}  # fmt: skip
+        similarity[name] = {
+            measure: torch.stack([score[measure] for score in scores]) for measure in MEASURES
+        }
     return SanityResult(cascade, checkpoints, stacked, similarity)

@@ -214,8 +214,10 @@ class InsertionDeletion:
 
     def _protocol(self) -> dict[str, Any]:
         """The settings that decide the numbers (:attr:`CurveResult.protocol`)."""
-        protocol: dict[str, Any] = {"n_steps": self.n_steps,
-                                    "baseline": protocol_value(self.baseline)}  # fmt: skip
+        protocol: dict[str, Any] = {
+            "n_steps": self.n_steps,
+            "baseline": protocol_value(self.baseline),
+        }
         if isinstance(self.baseline, str) and self.baseline == "blur":
             protocol |= {"blur_kernel_size": self.blur_kernel_size, "blur_sigma": self.blur_sigma}
         return protocol | {
@@ -283,8 +285,9 @@ class InsertionDeletion:
         self._check_n_steps(inputs)
         batch = self.scorer.prepare(inputs, target, additional_forward_args)
         inputs = batch.inputs
-        saliency = pixel_saliency(inputs, unpack_single(attributions, "attributions")[0],
-                                  self.channel_reduction)  # fmt: skip
+        saliency = pixel_saliency(
+            inputs, unpack_single(attributions, "attributions")[0], self.channel_reduction
+        )
         count, pixels = len(inputs), inputs.shape[-2] * inputs.shape[-1]
 
         # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
@@ -379,9 +382,18 @@ class _SingleCurve:
     ) -> None:
         """The arguments are those of :class:`InsertionDeletion`."""
         self.metric = InsertionDeletion(
-            forward_func, n_steps, baseline, score_fn, auc, channel_reduction,
-            perturbations_per_eval, blur_kernel_size, blur_sigma, precision, compile,
-        )  # fmt: skip
+            forward_func,
+            n_steps,
+            baseline,
+            score_fn,
+            auc,
+            channel_reduction,
+            perturbations_per_eval,
+            blur_kernel_size,
+            blur_sigma,
+            precision,
+            compile,
+        )
 
     def __repr__(self) -> str:
         return settings_repr(type(self).__name__, **self.metric._settings())

@@ -61,9 +61,10 @@ def plot_insertion_deletion(
         _, ax = plt.subplots(figsize=(5, 3.5))
     for kind, (fractions, curve, area) in curves.items():
         ax.plot(
-            fractions.detach().cpu().numpy(), curve.detach().cpu().numpy(),
+            fractions.detach().cpu().numpy(),
+            curve.detach().cpu().numpy(),
             label=f"{kind} (AUC {area:.3f})",
-        )  # fmt: skip
+        )
     ax.set_xlabel("fraction of pixels inserted or deleted")
     ax.set_ylabel("score of the target")
     ax.set_xlim(0, 1)

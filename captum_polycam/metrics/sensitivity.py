@@ -158,10 +158,13 @@ class Sensitivity:
 
     def __repr__(self) -> str:
         return settings_repr(
-            "Sensitivity", explanation_func=self.explanation_func,
-            n_perturb_samples=self.n_perturb_samples, perturb_radius=self.perturb_radius,
-            norm_ord=self.norm_ord, max_examples_per_batch=self.max_examples_per_batch,
-        )  # fmt: skip
+            "Sensitivity",
+            explanation_func=self.explanation_func,
+            n_perturb_samples=self.n_perturb_samples,
+            perturb_radius=self.perturb_radius,
+            norm_ord=self.norm_ord,
+            max_examples_per_batch=self.max_examples_per_batch,
+        )
 
     def __call__(
         self,

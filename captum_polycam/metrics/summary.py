@@ -113,8 +113,11 @@ class MetricSummary:
         batch: dict[str, tuple[Tensor, Tensor | None, dict[str, Any]]] = {}
         for name, value in named.items():
             if isinstance(value, CurveResult):
-                batch[name] = (_cpu(name, value.curve), value.fractions.detach().cpu(),
-                               dict(value.protocol))  # fmt: skip
+                batch[name] = (
+                    _cpu(name, value.curve),
+                    value.fractions.detach().cpu(),
+                    dict(value.protocol),
+                )
             else:
                 batch[name] = (_cpu(name, value), None, shared)
         sizes = {len(per_example) for per_example, _, _ in batch.values()}

@@ -228,8 +228,9 @@ class PerturbationScorer:
             rows = shape.size if self.compile else items
             buffer = buffers.get(shape.channels_last)
             if buffer is None or len(buffer) < rows:
-                buffer = torch.zeros((rows, *inputs.shape[1:]), dtype=inputs.dtype,
-                                     device=inputs.device)  # fmt: skip
+                buffer = torch.zeros(
+                    (rows, *inputs.shape[1:]), dtype=inputs.dtype, device=inputs.device
+                )
                 buffer = buffers[shape.channels_last] = buffer.contiguous(
                     memory_format=shape.memory_format
                 )
@@ -291,9 +292,11 @@ class PerturbationScorer:
         the first time, the fastest of a probe on the plan's first items.
         """
         inputs = batch.inputs
-        caller_layout = inputs.dim() == 4 and inputs.is_contiguous(
-            memory_format=torch.channels_last
-        ) and not inputs.is_contiguous()  # fmt: skip
+        caller_layout = (
+            inputs.dim() == 4
+            and inputs.is_contiguous(memory_format=torch.channels_last)
+            and not inputs.is_contiguous()
+        )
         explicit = perturbations_per_eval or self.perturbations_per_eval
         if explicit:
             return PassShape(explicit * len(batch), caller_layout), 0, False

@@ -115,9 +115,12 @@ class PassTuner:
 
     @staticmethod
     def probe(
-        run: RunPass, count: int, device: torch.device, layouts: tuple[bool, ...],
+        run: RunPass,
+        count: int,
+        device: torch.device,
+        layouts: tuple[bool, ...],
         item_bytes: int,
-    ) -> tuple[PassShape | None, int]:  # fmt: skip
+    ) -> tuple[PassShape | None, int]:
         """Score the first items with every candidate shape and return the fastest.
 
         Returns:
@@ -245,8 +248,9 @@ class LoweredPrecisionCheck:
         with contextlib.suppress(TypeError):
             self._measured.setdefault(owner, {})[key] = factor
         if factor >= _SLOWDOWN_WARNING:
-            warnings.warn(_slowdown_message(precision, factor), UserWarning,
-                          stacklevel=_caller_stacklevel())  # fmt: skip
+            warnings.warn(
+                _slowdown_message(precision, factor), UserWarning, stacklevel=_caller_stacklevel()
+            )
         return factor
 
     def forget(self) -> None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from captum_polycam import PolyCam, discover_layers
 from captum_polycam.attr import poly_cam
 from captum_polycam.attr.layers import describe_layers
+from tests.conftest import hooked_modules
 
 # (name, channels, side) of each layer discovered, shallow to deep.
 Expected = list[tuple[str, int, int]]
@@ -124,8 +125,10 @@ def test_discovery_on_detectors_reads_the_backbone_only(name: str) -> None:
     assert all(layer.height == layer.width for layer in layers)
     assert [(layer.name, layer.channels, layer.height) for layer in layers] == expected
     # Neither the feature pyramid (backbone.fpn) nor a head (rpn, roi_heads, head).
-    assert all(layer.name.startswith(("backbone.body.", "backbone.features.", "backbone.extra."))
-               for layer in layers)  # fmt: skip
+    assert all(
+        layer.name.startswith(("backbone.body.", "backbone.features.", "backbone.extra."))
+        for layer in layers
+    )
 
 
 @pytest.mark.filterwarnings("error::UserWarning")
@@ -191,24 +194,23 @@ def _calibrate_batch_norm(module: nn.Module, images: Tensor) -> None:
     module.eval()
 
 
-def _hooked_modules(model: nn.Module) -> list[str]:
-    return [name for name, module in model.named_modules()
-            if module._forward_hooks or module._forward_pre_hooks]  # fmt: skip
-
-
 def test_poly_cam_runs_end_to_end_on_faster_rcnn(monkeypatch: pytest.MonkeyPatch) -> None:
     # box_score_thresh=0 keeps detections whose random-weight scores (about 1/91) are under
     # the default 0.05; the small proposal and detection counts make each pass cheap.
     model = _build(
         "fasterrcnn_mobilenet_v3_large_320_fpn",
-        min_size=64, max_size=64, box_score_thresh=0.0, rpn_pre_nms_top_n_test=10,
-        rpn_post_nms_top_n_test=10, box_detections_per_img=10,
-    )  # fmt: skip
+        min_size=64,
+        max_size=64,
+        box_score_thresh=0.0,
+        rpn_pre_nms_top_n_test=10,
+        rpn_post_nms_top_n_test=10,
+        box_detections_per_img=10,
+    )
     _calibrate_batch_norm(
         model.backbone.body, torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     )
     inputs = _image(96)
-    assert _hooked_modules(model) == []
+    assert hooked_modules(model) == []
 
     def total_score(detections: list[dict[str, Tensor]]) -> Tensor:
         """The sum of each image's detection scores, one column."""
@@ -233,4 +235,4 @@ def test_poly_cam_runs_end_to_end_on_faster_rcnn(monkeypatch: pytest.MonkeyPatch
     assert saliency.max().item() == pytest.approx(1, abs=0.05)
     assert saliency.min().item() == 0
     assert saliency.std().item() > 0.05  # a map, not a constant
-    assert _hooked_modules(model) == []
+    assert hooked_modules(model) == []

@@ -11,13 +11,9 @@ import torchvision
 from torch import Tensor, nn
 
 from captum_polycam import discover_layers
-from captum_polycam.attr.layers import (
-    LayerInfo,
-    capture_activations,
-    describe_layers,
-    resolve_layers,
-)
-from tests.conftest import ReusedReLU
+from captum_polycam.attr.capture import LayerInfo, capture_activations, resolve_layers
+from captum_polycam.attr.layers import describe_layers
+from tests.conftest import ReusedReLU, hooked_modules
 
 IMAGE = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -82,8 +78,7 @@ def test_discovery_leaves_the_model_untouched() -> None:
     discover_layers(model, IMAGE)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not model._forward_hooks and not model._forward_pre_hooks
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert hooked_modules(model) == []
 
 
 def test_discovery_skips_padding_and_names_reused_modules_by_call() -> None:
@@ -289,9 +284,13 @@ def test_discovery_reads_channels_last_stages_through_taps() -> None:
 def test_discovery_accepts_a_stem_that_quarters_the_side() -> None:
     # 16 -> 4, as ResNet's stem goes from 224 to 56: a factor of 4 is not a gap.
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 4, stride=4), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-    )  # fmt: skip
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 4, stride=4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert discover_layers(model.eval(), torch.rand(1, 3, 16, 16)) == ["1", "3"]
@@ -342,11 +341,13 @@ class _TwoStages(nn.Module):
     ("layers", "expected"),
     [
         (None, [LayerInfo("stage1", 4, 16, 16), LayerInfo("stage2", 6, 8, 8)]),
-        (["stage2.0", ("stage1", -1)], [LayerInfo("stage2.0", 6, 8, 8),
-                                         LayerInfo("stage1", 4, 16, 16)]),
+        (
+            ["stage2.0", ("stage1", -1)],
+            [LayerInfo("stage2.0", 6, 8, 8), LayerInfo("stage1", 4, 16, 16)],
+        ),
         ("stage1.2", [LayerInfo("stage1.2", 4, 16, 16)]),
     ],
-)  # fmt: skip
+)
 def test_describe_layers_runs_the_first_example_and_leaves_the_model_untouched(
     layers: list | str | None, expected: list[LayerInfo]
 ) -> None:
@@ -358,7 +359,7 @@ def test_describe_layers_runs_the_first_example_and_leaves_the_model_untouched(
     assert model.batch_sizes == [(1, 1)]  # one pass, with the first example's scale
     assert all(module.training for module in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert hooked_modules(model) == []
 
 
 def test_describe_layers_reports_bad_arguments(tiny_cnn: nn.Module) -> None:
@@ -392,9 +393,13 @@ def test_a_module_is_found_by_every_name_it_has() -> None:
 )
 def test_a_layer_given_twice_is_refused(tiny_cnn: nn.Module, layers, duplicate: str) -> None:
     layers = layers(tiny_cnn) if callable(layers) else layers
-    with pytest.raises(ValueError, match=re.escape(
-        f"layers: {duplicate}; give each layer once (a duplicate would double its masked passes)"
-    )):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"layers: {duplicate}; give each layer once (a duplicate would double its masked "
+            "passes)"
+        ),
+    ):
         resolve_layers(tiny_cnn, layers)
 
 
@@ -409,9 +414,9 @@ def test_a_module_given_by_two_names_is_refused() -> None:
 )
 def test_two_indices_of_the_same_call_are_refused(layers, first: str, second: str) -> None:
     model = ReusedReLU()
-    with pytest.raises(ValueError, match=re.escape(
-        f"layers: {first} and {second} are the same output, call "
-    )):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=re.escape(f"layers: {first} and {second} are the same output, call ")
+    ):
         capture_activations(lambda: model(torch.rand(1, 3, 16, 16)), resolve_layers(model, layers))
 
 
@@ -420,16 +425,28 @@ def test_two_indices_of_the_same_call_are_refused(layers, first: str, second: st
     [
         ("block1:", ValueError, "layers: 'block1:' must be 'name' or 'name:call_index'"),
         (("block1:0", 1), ValueError, "layers: ('block1:0', 1) gives the call index twice"),
-        (("block1", "x"), TypeError,
-         "layers: the call index of ('block1', 'x') must be an int; got 'x'"),
-        (("block1", 1.5), TypeError,
-         "layers: the call index of ('block1', 1.5) must be an int; got 1.5"),
-        (("block1", True), TypeError,
-         "layers: the call index of ('block1', True) must be an int; got True"),
-        (("block1", 0, 1), TypeError,
-         "layers: expected a module, a dotted name or (module, call); got ('block1', 0, 1)"),
+        (
+            ("block1", "x"),
+            TypeError,
+            "layers: the call index of ('block1', 'x') must be an int; got 'x'",
+        ),
+        (
+            ("block1", 1.5),
+            TypeError,
+            "layers: the call index of ('block1', 1.5) must be an int; got 1.5",
+        ),
+        (
+            ("block1", True),
+            TypeError,
+            "layers: the call index of ('block1', True) must be an int; got True",
+        ),
+        (
+            ("block1", 0, 1),
+            TypeError,
+            "layers: expected a module, a dotted name or (module, call); got ('block1', 0, 1)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_layer_references_are_refused(
     tiny_cnn: nn.Module, layer, error: type[Exception], message: str
 ) -> None:
@@ -439,8 +456,10 @@ def test_malformed_layer_references_are_refused(
 
 def test_a_call_index_the_module_does_not_have_is_refused() -> None:
     model = ReusedReLU()
-    with pytest.raises(ValueError, match=re.escape(
-        "layers: act:99 asks for call 99, but the module is called 2 time(s)"
-    )):  # fmt: skip
-        capture_activations(lambda: model(torch.rand(1, 3, 16, 16)),
-                            resolve_layers(model, ["act:0", "act:99"]))  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=re.escape("layers: act:99 asks for call 99, but the module is called 2 time(s)"),
+    ):
+        capture_activations(
+            lambda: model(torch.rand(1, 3, 16, 16)), resolve_layers(model, ["act:0", "act:99"])
+        )

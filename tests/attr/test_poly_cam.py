@@ -87,16 +87,19 @@ def test_decompose_gives_the_reference_stages_and_single_layer_maps(
     result = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs, target=[1, 0, 2])
     layers = [getattr(tiny_cnn, name) for name in LAYERS]
     for i, target in enumerate([1, 0, 2]):
-        stages, singles = reference_polycam(tiny_cnn, tiny_inputs[i : i + 1], layers, target,
-                                            variant, with_layer_maps=True)  # fmt: skip
-        for ours, reference in zip([*result.stages, *result.layer_maps], [*stages, *singles],
-                                   strict=True):  # fmt: skip
+        stages, singles = reference_polycam(
+            tiny_cnn, tiny_inputs[i : i + 1], layers, target, variant, with_layer_maps=True
+        )
+        for ours, reference in zip(
+            [*result.stages, *result.layer_maps], [*stages, *singles], strict=True
+        ):
             assert ours.shape == (3, 1, 16, 16)
             np.testing.assert_allclose(ours[i, 0].numpy(), reference, atol=1e-4)
     # The deepest stage is the deepest layer alone: the recursion starts there.
     torch.testing.assert_close(result.stages[0], result.layer_maps[-1])
-    torch.testing.assert_close(result.maps, PolyCam(tiny_cnn, LAYERS, variant).attribute(
-        tiny_inputs, target=[1, 0, 2]))  # fmt: skip
+    torch.testing.assert_close(
+        result.maps, PolyCam(tiny_cnn, LAYERS, variant).attribute(tiny_inputs, target=[1, 0, 2])
+    )
 
 
 def test_output_contract(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
@@ -134,8 +137,9 @@ def test_tuple_targets_index_multidimensional_outputs(tiny_cnn: nn.Module, tiny_
 
     grid = Grid(tiny_cnn).eval()
     layers = [f"flat.{name}" for name in LAYERS]
-    by_tuple = PolyCam(grid, layers, score_fn="logit").attribute(tiny_inputs, [(0, 1), (1, 0)] * 1
-                                                                   + [(1, 1)])  # fmt: skip
+    by_tuple = PolyCam(grid, layers, score_fn="logit").attribute(
+        tiny_inputs, [(0, 1), (1, 0)] * 1 + [(1, 1)]
+    )
     by_index = PolyCam(tiny_cnn, LAYERS, score_fn="logit").attribute(tiny_inputs, [1, 3, 4])
     torch.testing.assert_close(by_tuple, by_index)
 
@@ -268,8 +272,9 @@ def test_without_local_normalisation_matches_the_reference(tiny_cnn, tiny_inputs
     assert not torch.allclose(maps, with_lnorm, atol=1e-3)
     layers = [getattr(tiny_cnn, name) for name in LAYERS]
     for i, target in enumerate([0, 3, 4]):
-        expected = reference_polycam(tiny_cnn, tiny_inputs[i : i + 1], layers, target, "plus",
-                                     local_normalisation=False)  # fmt: skip
+        expected = reference_polycam(
+            tiny_cnn, tiny_inputs[i : i + 1], layers, target, "plus", local_normalisation=False
+        )
         for stage, reference in zip(stages, expected, strict=True):
             np.testing.assert_allclose(stage[i, 0].numpy(), reference, atol=1e-4)
 
@@ -309,11 +314,14 @@ def test_compiled_scoring_compiles_once_and_matches_eager(
 def test_a_model_that_drops_rows_on_masked_passes_is_refused(tiny_cnn, tiny_inputs) -> None:
     model = DropsRowsWhenPerturbed(tiny_cnn).eval()
     polycam = PolyCam(model, ["net.block1", "net.block2", "net.block3"], "plus")
-    with pytest.raises(ValueError, match=re.escape(
-        "forward_func (scored with score_fn='softmax') must give one row of scores per input "
-        "on every pass, shaped as on the clean pass: a perturbed pass of 3 inputs gave shape "
-        "(1, 5), expected (3, 5)"
-    )):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "forward_func (scored with score_fn='softmax') must give one row of scores per input "
+            "on every pass, shaped as on the clean pass: a perturbed pass of 3 inputs gave shape "
+            "(1, 5), expected (3, 5)"
+        ),
+    ):
         polycam.attribute(tiny_inputs, perturbations_per_eval=1)
     assert model.passes == 2  # the first masked pass stopped it
 
@@ -327,10 +335,13 @@ def test_a_score_fn_that_drops_rows_on_masked_passes_is_refused(tiny_cnn, tiny_i
         return scores if len(calls) == 1 else scores[scores[:, 0] > 1.0]  # none detected
 
     polycam = PolyCam(tiny_cnn, LAYERS, "plus", score_fn=detections)
-    with pytest.raises(ValueError, match=re.escape(
-        "score_fn must give one row of scores per input on every pass, shaped as on the clean "
-        "pass: a perturbed pass of 6 inputs gave shape (0, 5), expected (6, 5)"
-    )):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "score_fn must give one row of scores per input on every pass, shaped as on the clean "
+            "pass: a perturbed pass of 6 inputs gave shape (0, 5), expected (6, 5)"
+        ),
+    ):
         polycam.attribute(tiny_inputs, target=0, perturbations_per_eval=2)
 
 
@@ -340,8 +351,11 @@ def test_a_score_fn_that_drops_rows_on_masked_passes_is_refused(tiny_cnn, tiny_i
 def test_a_layer_given_twice_is_refused_on_construction(layers) -> None:
     model = ReusedReLU().eval()
     layers = layers(model) if callable(layers) else layers
-    with pytest.raises(ValueError, match=r"layers: layers\[0\] and layers\[1\] are both "
-                                         r"(conv1|act:0|conv2); give each layer once"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"layers: layers\[0\] and layers\[1\] are both "
+        r"(conv1|act:0|conv2); give each layer once",
+    ):
         PolyCam(model, layers)
     assert model.passes == 0
 
@@ -349,14 +363,22 @@ def test_a_layer_given_twice_is_refused_on_construction(layers) -> None:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        (["act:0", "act:1", "act"], "layers: act:1 and act are the same output, call 1 of the 2 "
-                                    "calls of the module; give each layer once"),
-        (["act:0", "act:99"], "layers: act:99 asks for call 99, but the module is called 2 "
-                              "time(s)"),
-        (["act:1", "act:0"], "layers must be ordered shallow to deep, by non-increasing "
-                             "resolution; act:0 (16x16) comes after act:1 (8x8)"),
+        (
+            ["act:0", "act:1", "act"],
+            "layers: act:1 and act are the same output, call 1 of the 2 "
+            "calls of the module; give each layer once",
+        ),
+        (
+            ["act:0", "act:99"],
+            "layers: act:99 asks for call 99, but the module is called 2 time(s)",
+        ),
+        (
+            ["act:1", "act:0"],
+            "layers must be ordered shallow to deep, by non-increasing "
+            "resolution; act:0 (16x16) comes after act:1 (8x8)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_layer_errors_come_before_any_masked_pass(tiny_inputs: Tensor, layers, message) -> None:
     model = ReusedReLU().eval()
     polycam = PolyCam(model, layers)
@@ -382,13 +404,32 @@ def test_bf16_much_slower_than_fp32_on_the_cpu_warns_once(
     monkeypatch.setattr(tuning, "cpu_flags", lambda: frozenset({"avx", "avx2"}))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     polycam = PolyCam(tiny_cnn, LAYERS, "plus", precision="bf16")
-    with pytest.warns(UserWarning, match=re.escape(
-        "precision='bf16' runs 17x slower than fp32 on this CPU (AVX2, no native bf16), "
-        "measured on one input of this model; use precision='fp32'"
-    )) as record:  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=re.escape(
+            "precision='bf16' runs 17x slower than fp32 on this CPU (AVX2, no native bf16), "
+            "measured on one input of this model; use precision='fp32'"
+        ),
+    ) as record:
         polycam.attribute(tiny_inputs)
     assert [w.filename for w in record] == [__file__]  # it names the line that asked for it
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         polycam.attribute(tiny_inputs)  # once per model and input shape, not per call
     assert measured == [True]
+
+
+@pytest.mark.parametrize("variant", ["plus", "plusminus"])
+def test_recomposed_without_lnorm_equals_a_run_without_it(tiny_cnn, tiny_inputs, variant) -> None:
+    result = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs, perturbations_per_eval=4)
+    ablation = PolyCam(tiny_cnn, LAYERS, variant, local_normalisation=False).decompose(
+        tiny_inputs, perturbations_per_eval=4
+    )
+    recomposed = result.recomposed(local_normalisation=False)
+    for got, expected in zip(
+        [recomposed.maps, *recomposed.stages], [ablation.maps, *ablation.stages], strict=True
+    ):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert recomposed.layer_maps is result.layer_maps  # the weights are not touched
+    back = recomposed.recomposed(local_normalisation=True)
+    torch.testing.assert_close(back.maps, result.maps, rtol=0, atol=0)

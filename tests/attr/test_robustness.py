@@ -7,13 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
-from tests.conftest import BatchSizes
+from tests.conftest import BatchSizes, hooked_modules
 
 LAYERS = ["block1", "block2", "block3"]
-
-
-def _no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 @pytest.mark.parametrize(
@@ -58,13 +54,13 @@ def test_layer_never_called(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
     tiny_cnn.unused = nn.ReLU()
     with pytest.raises(ValueError, match="layers: unused is never called"):
         PolyCam(tiny_cnn, ["block1", "unused"]).attribute(tiny_inputs)
-    assert _no_hooks(tiny_cnn)
+    assert hooked_modules(tiny_cnn) == []
 
 
 def test_layer_output_not_a_map(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
     with pytest.raises(ValueError, match=r"layers: the output of head must be an N x C x h x w"):
         PolyCam(tiny_cnn, ["block1", "head"]).attribute(tiny_inputs)
-    assert _no_hooks(tiny_cnn)
+    assert hooked_modules(tiny_cnn) == []
 
 
 def test_layers_out_of_order(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
@@ -112,7 +108,7 @@ def test_hooks_removed_when_the_forward_fails(tiny_cnn, tiny_inputs) -> None:
     tiny_cnn.head.forward = lambda x: (_ for _ in ()).throw(RuntimeError("boom"))
     with pytest.raises(RuntimeError, match="boom"):
         polycam.attribute(tiny_inputs)
-    assert _no_hooks(tiny_cnn)
+    assert hooked_modules(tiny_cnn) == []
 
 
 def test_hooks_removed_when_discovery_fails(tiny_inputs) -> None:
@@ -127,7 +123,7 @@ def test_hooks_removed_when_discovery_fails(tiny_inputs) -> None:
     model = Broken().eval()
     with pytest.raises(RuntimeError, match="boom"):
         PolyCam(model).attribute(tiny_inputs)
-    assert _no_hooks(model)
+    assert hooked_modules(model) == []
 
 
 def test_model_state_is_left_as_it_was(tiny_cnn, tiny_inputs) -> None:
@@ -140,7 +136,7 @@ def test_model_state_is_left_as_it_was(tiny_cnn, tiny_inputs) -> None:
     assert all(torch.equal(before[k], v) for k, v in tiny_cnn.state_dict().items())
     assert {k: p.requires_grad for k, p in tiny_cnn.named_parameters()} == grads
     assert all(p.grad is None for p in tiny_cnn.parameters())
-    assert _no_hooks(tiny_cnn)
+    assert hooked_modules(tiny_cnn) == []
 
 
 def test_training_mode_warns_and_is_kept(tiny_cnn, tiny_inputs) -> None:
@@ -159,7 +155,7 @@ def test_model_with_a_dict_output_is_told_to_pass_score_fn(
     layers = [f"net.{name}" for name in LAYERS]
     with pytest.raises(TypeError, match=r"returned a dict.*score_fn=lambda out: out\['logits'\]"):
         PolyCam(model, layers).attribute(tiny_inputs)
-    assert _no_hooks(model)
+    assert hooked_modules(model) == []
     by_key = PolyCam(model, layers, score_fn=lambda out: out["logits"].softmax(dim=-1))
     torch.testing.assert_close(
         by_key.attribute(tiny_inputs), PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
@@ -180,17 +176,23 @@ def test_nan_on_masked_inputs_stops(tiny_cnn, tiny_inputs) -> None:
         return logits if len(x) == 3 else logits / 0 * 0
 
     tiny_cnn.forward = unstable  # type: ignore[method-assign]
-    with pytest.raises(ValueError, match=r"NaN or Inf on some of the \d+ perturbed inputs "
-                                         r"\(Poly-CAM forward passes\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"NaN or Inf on some of the \d+ perturbed inputs "
+        r"\(Poly-CAM forward passes\)",
+    ):
         PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, perturbations_per_eval=2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_inputs_of_another_dtype_than_the_model(tiny_cnn, tiny_inputs, dtype) -> None:
-    with pytest.raises(TypeError, match=rf"inputs are {dtype} but the model's parameters are "
-                                        r"torch.float32: convert"):  # fmt: skip
+    with pytest.raises(
+        TypeError,
+        match=rf"inputs are {dtype} but the model's parameters are "
+        r"torch.float32: convert",
+    ):
         PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs.to(dtype))
-    assert _no_hooks(tiny_cnn)
+    assert hooked_modules(tiny_cnn) == []
 
 
 def test_forward_func_must_be_callable() -> None:

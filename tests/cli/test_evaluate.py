@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,23 @@ def _images(folder: Path) -> Path:
 
 
 def _small(images: Path, out: Path, *extra: str) -> list[str]:
-    return ["evaluate", "--images", str(images), "--model", TINY, "--size", "32", "32",
-            "--steps", "8", "--workers", "0", "--out", str(out), *extra]  # fmt: skip
+    return [
+        "evaluate",
+        "--images",
+        str(images),
+        "--model",
+        TINY,
+        "--size",
+        "32",
+        "32",
+        "--steps",
+        "8",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_evaluate_writes_the_artefacts_and_prints_the_summary(
@@ -86,12 +102,16 @@ def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         "--sensitivity-images",
         "--target",
     ):
-        assert flag in help_text  # fmt: skip
+        assert flag in help_text
 
 
 def test_python_dash_m_runs_the_same_command_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "captum_polycam", "evaluate", "--help"],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "captum_polycam", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and "--sensitivity-images" in result.stdout
 
 
@@ -107,11 +127,14 @@ def test_the_embedded_default_evaluates_the_bundled_photos_with_lite0(
     assert "four bundled photographs" in printed
     rows = (out / "csv" / "ins_auc_efficientnet-lite0_gradcam.csv").read_text().splitlines()
     assert [row.split(",")[:2] for row in rows[1:]] == [
-        ["astronaut.jpg", rows[1].split(",")[1]], ["chelsea.png", "285"],
-        ["coffee.jpg", "967"], ["rocket.jpg", rows[4].split(",")[1]],
-    ]  # fmt: skip
-    summary = {line.split("|")[1].strip(): line for line in printed.splitlines()
-               if line.startswith("| ")}  # fmt: skip
+        ["astronaut.jpg", rows[1].split(",")[1]],
+        ["chelsea.png", "285"],
+        ["coffee.jpg", "967"],
+        ["rocket.jpg", rows[4].split(",")[1]],
+    ]
+    summary = {
+        line.split("|")[1].strip(): line for line in printed.splitlines() if line.startswith("| ")
+    }
     assert set(summary) >= {"gradcam", "random"}
 
 
@@ -156,8 +179,9 @@ def test_labels_outside_the_classes_then_the_corrected_command_in_the_same_folde
     labels = tmp_path / "labels.txt"
     for wrong in ("99", "-1"):
         labels.write_text(f"image0.png 1\nimage1.png {wrong}\nimage2.png 2\n")
-        command = _small(images, out, "--methods", "random", "--target", "label", "--labels",
-                         str(labels))  # fmt: skip
+        command = _small(
+            images, out, "--methods", "random", "--target", "label", "--labels", str(labels)
+        )
         assert main(command) == 2
         assert f"such as 'image1.png' ({wrong})" in error_line(capsys)
     labels.write_text("image0.png 1\nimage1.png 4\nimage2.png 2\n")
@@ -173,3 +197,12 @@ def test_an_out_that_is_a_file_is_a_one_line_error(
     assert "is a file; give a folder" in error_line(capsys)
     assert main(_small(images, tmp_path / "taken" / "out", "--methods", "random")) == 2
     assert "cannot write in" in error_line(capsys)
+
+
+def test_layers_are_separated_by_commas_or_spaces(tmp_path: Path) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    assert (
+        main(_small(images, out, "--methods", "random", "--layers", "block1", "block2,block3")) == 0
+    )
+    record = json.loads((out / "run.json").read_text())
+    assert record["configuration"]["layers"] == ["block1", "block2", "block3"]

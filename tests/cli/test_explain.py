@@ -42,9 +42,11 @@ class _StubClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 2, 3, stride=4, padding=1), nn.ReLU(),
-            nn.Conv2d(2, 2, 3, stride=4, padding=1), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(3, 2, 3, stride=4, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2, 2, 3, stride=4, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(2, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,9 +194,14 @@ def test_figure_from_synthetic_tensors(tmp_path: Path) -> None:
     stages = [torch.rand(2, 1, 32, 32, generator=generator) for _ in range(3)]
     out = tmp_path / "figure.png"
     save_figure(
-        out, pixels, maps, [*stages, maps], image_names=["a.png", "b.png"],
-        class_names=["tabby", "lynx"], stage_titles=[f"stage {k}" for k in range(4)],
-    )  # fmt: skip
+        out,
+        pixels,
+        maps,
+        [*stages, maps],
+        image_names=["a.png", "b.png"],
+        class_names=["tabby", "lynx"],
+        stage_titles=[f"stage {k}" for k in range(4)],
+    )
     assert _png_size(out) == (600, 1800)
 
 

@@ -31,10 +31,23 @@ _MODEL = f"{__name__}:known_answer_detector"
 
 def test_each_detection_gets_its_map(tmp_path: Path, capsys) -> None:
     out = tmp_path / "boxes.png"
-    status = main([
-        "explain-detection", str(bundled_image()), "--model", _MODEL, "--layers", "fine",
-        "coarse", "--out", str(out), "--device", "cpu", "--score-threshold", "0.1",
-    ])  # fmt: skip
+    status = main(
+        [
+            "explain-detection",
+            str(bundled_image()),
+            "--model",
+            _MODEL,
+            "--layers",
+            "fine",
+            "coarse",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--score-threshold",
+            "0.1",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     assert "label 3 " in printed and "at (100, 60, 220, 180)" in printed
@@ -44,19 +57,37 @@ def test_each_detection_gets_its_map(tmp_path: Path, capsys) -> None:
 
 
 def test_discovers_the_layers_by_itself(tmp_path: Path, capsys) -> None:
-    status = main([
-        "explain-detection", str(bundled_image()), "--model", _MODEL,
-        "--out", str(tmp_path / "boxes.png"), "--device", "cpu", "--score-threshold", "0.1",
-    ])  # fmt: skip
+    status = main(
+        [
+            "explain-detection",
+            str(bundled_image()),
+            "--model",
+            _MODEL,
+            "--out",
+            str(tmp_path / "boxes.png"),
+            "--device",
+            "cpu",
+            "--score-threshold",
+            "0.1",
+        ]
+    )
     assert status == 0
     assert "Layers, shallow to deep: fine, coarse" in capsys.readouterr().out
 
 
 def test_no_detection_says_so(tmp_path: Path, capsys) -> None:
-    status = main([
-        "explain-detection", str(bundled_image()), "--model", _MODEL,
-        "--out", str(tmp_path / "boxes.png"), "--score-threshold", "1.0",
-    ])  # fmt: skip
+    status = main(
+        [
+            "explain-detection",
+            str(bundled_image()),
+            "--model",
+            _MODEL,
+            "--out",
+            str(tmp_path / "boxes.png"),
+            "--score-threshold",
+            "1.0",
+        ]
+    )
     assert status == 1
     assert "no detection reaches --score-threshold 1.0" in capsys.readouterr().err
     assert not (tmp_path / "boxes.png").exists()
@@ -73,11 +104,23 @@ def test_bad_threshold_is_named(capsys) -> None:
 
 
 def test_pass_budget_spends_fewer_passes(tmp_path: Path, capsys) -> None:
-    status = main([
-        "explain-detection", str(bundled_image()), "--model", _MODEL, "--layers", "fine",
-        "coarse", "--out", str(tmp_path / "boxes.png"), "--score-threshold", "0.1",
-        "--pass-budget", "0.25",
-    ])  # fmt: skip
+    status = main(
+        [
+            "explain-detection",
+            str(bundled_image()),
+            "--model",
+            _MODEL,
+            "--layers",
+            "fine",
+            "coarse",
+            "--out",
+            str(tmp_path / "boxes.png"),
+            "--score-threshold",
+            "0.1",
+            "--pass-budget",
+            "0.25",
+        ]
+    )
     assert status == 0
     passes, exact = re.search(r"(\d+) of (\d+) masked passes", capsys.readouterr().out).groups()
     # One detection, PCAM- (one pass per live channel): a quarter of the exact passes.
@@ -90,10 +133,19 @@ def tiny_classifier() -> nn.Module:
 
 
 def _run(*options: str) -> int:
-    return main([
-        "explain-detection", str(bundled_image()), "--model", _MODEL, "--device", "cpu",
-        "--score-threshold", "0.1", *options,
-    ])  # fmt: skip
+    return main(
+        [
+            "explain-detection",
+            str(bundled_image()),
+            "--model",
+            _MODEL,
+            "--device",
+            "cpu",
+            "--score-threshold",
+            "0.1",
+            *options,
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,11 @@ from captum_polycam.evaluation.artefacts import (
 
 
 def test_npz_round_trips_without_pickle_and_keeps_the_keys_order(tmp_path: Path) -> None:
-    arrays = [("b.JPEG", np.arange(4, dtype=np.float32).reshape(2, 2)),
-              ("a.png", np.ones((3, 3), np.float32)), ("names", np.array(["x", "yz"]))]  # fmt: skip
+    arrays = [
+        ("b.JPEG", np.arange(4, dtype=np.float32).reshape(2, 2)),
+        ("a.png", np.ones((3, 3), np.float32)),
+        ("names", np.array(["x", "yz"])),
+    ]
     write_npz(tmp_path / "maps.npz", iter(arrays))
     with np.load(tmp_path / "maps.npz", allow_pickle=False) as archive:
         assert archive.files == ["b.JPEG", "a.png", "names"]

@@ -39,8 +39,9 @@ def test_list_and_label_files_in_the_papers_format(tmp_path: Path) -> None:
     _folder(tmp_path)
     (tmp_path / "images.txt").write_text("b.jpg\n")
     (tmp_path / "labels.txt").write_text("b.jpg 7 n01234567\na.PNG 2\n")
-    folder = ImageFolder(tmp_path, tmp_path / "images.txt", tmp_path / "labels.txt",
-                         Preprocessing(size=(8, 12)))  # fmt: skip
+    folder = ImageFolder(
+        tmp_path, tmp_path / "images.txt", tmp_path / "labels.txt", Preprocessing(size=(8, 12))
+    )
     assert folder.names == ["b.jpg"]
     assert folder[0].label == 7 and folder[0].inputs.shape == (3, 8, 12)
 
@@ -89,8 +90,7 @@ def test_preprocessing_is_checked() -> None:
 
 def test_the_bundled_photos_read_and_the_digest_follows_names_and_labels() -> None:
     photos = bundled_images()
-    assert [p.name for p in photos] == ["astronaut.jpg", "chelsea.png", "coffee.jpg",
-                                        "rocket.jpg"]  # fmt: skip
+    assert [p.name for p in photos] == ["astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.jpg"]
     assert image_list_digest(["a", "b"], [1, None]) != image_list_digest(["b", "a"], [1, None])
     assert image_list_digest(["a"], [1]) != image_list_digest(["a"], [2])
 
@@ -172,8 +172,10 @@ def test_a_folder_reads_16_bit_images_in_range_too(tmp_path: Path) -> None:
 
 def test_samples_carry_the_digest_of_their_files_bytes(tmp_path: Path) -> None:
     folder = ImageFolder(_folder(tmp_path), ["a.PNG", "notes.txt", "gone.jpg"])
-    expected = [hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
-                for name in ("a.PNG", "notes.txt")]  # fmt: skip
+    expected = [
+        hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        for name in ("a.PNG", "notes.txt")
+    ]
     readable, undecodable, missing = folder[0], folder[1], folder[2]
     assert readable.error is None and readable.digest == expected[0]
     # A file that is there but cannot be decoded still has bytes to identify it by.

@@ -28,8 +28,16 @@ def test_scale_to_unit_by_hand() -> None:
     torch.testing.assert_close(scale_to_unit(torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 2, 2))
 
 
-@pytest.mark.parametrize("name", [*BASELINES, "pcam+", "pcam-:no-lnorm", "pcam+-:stage2",
-                                  "tests.evaluation.test_methods:gradcam_on_block2"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        *BASELINES,
+        "pcam+",
+        "pcam-:no-lnorm",
+        "pcam+-:stage2",
+        "tests.evaluation.test_methods:gradcam_on_block2",
+    ],
+)
 def test_every_method_gives_unit_maps_at_the_input_size(
     name: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
 ) -> None:
@@ -49,9 +57,11 @@ def test_poly_cam_names_select_the_variant_ablation_and_output(
     targets = torch.tensor([1, 1, 0])
     full = PolyCam(tiny_cnn, LAYERS, "plusminus").decompose(tiny_inputs, targets)
     ablation = PolyCam(tiny_cnn, LAYERS, "minus", local_normalisation=False)
-    for method, expected in zip(methods, [full.maps, full.stages[0], full.layer_maps[0],
-                                          ablation.attribute(tiny_inputs, targets)],
-                                strict=True):  # fmt: skip
+    for method, expected in zip(
+        methods,
+        [full.maps, full.stages[0], full.layer_maps[0], ablation.attribute(tiny_inputs, targets)],
+        strict=True,
+    ):
         torch.testing.assert_close(method.explain(tiny_inputs, targets), expected)
     assert methods[1].parameters["output"].startswith("stage 1: the deepest 1 layer(s), block3")
     assert methods[3].parameters["local_normalisation"] is False
@@ -62,8 +72,9 @@ def test_gradcam_is_captum_layer_gradcam_on_the_deepest_layer_upsampled(
 ) -> None:
     (method,) = build_methods(["gradcam"], tiny_cnn, LAYERS)
     targets = torch.tensor([0, 1, 2])
-    raw = LayerGradCam(tiny_cnn, tiny_cnn.block3).attribute(tiny_inputs, targets,
-                                                           relu_attributions=True)  # fmt: skip
+    raw = LayerGradCam(tiny_cnn, tiny_cnn.block3).attribute(
+        tiny_inputs, targets, relu_attributions=True
+    )
     upsampled = LayerAttribution.interpolate(raw, (16, 16), "bilinear")
     expected = upsampled / upsampled.flatten(1).amax(dim=1)[:, None, None, None]
     expected = expected.nan_to_num(0.0)  # an all-zero Grad-CAM map stays zero
@@ -72,8 +83,10 @@ def test_gradcam_is_captum_layer_gradcam_on_the_deepest_layer_upsampled(
 
 def test_a_single_target_applies_to_every_example(tiny_cnn: nn.Module, tiny_inputs: Tensor):
     (method,) = build_methods(["saliency"], tiny_cnn, LAYERS)
-    torch.testing.assert_close(method.explain(tiny_inputs, torch.tensor([2])),
-                               method.explain(tiny_inputs, torch.tensor([2, 2, 2])))  # fmt: skip
+    torch.testing.assert_close(
+        method.explain(tiny_inputs, torch.tensor([2])),
+        method.explain(tiny_inputs, torch.tensor([2, 2, 2])),
+    )
 
 
 def test_random_maps_follow_the_seed(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
@@ -130,8 +143,16 @@ def test_budget_option_builds_one_budgeted_run_per_budget(
     assert method_file_stem(names[1]) == "pcam+-_budget0.5"
 
 
-@pytest.mark.parametrize("name", ["pcam+:budget0", "pcam+:budget1.5", "pcam+:budget",
-                                  "pcam+:budget0.5:budget0.2", "pcam+:budgetx"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pcam+:budget0",
+        "pcam+:budget1.5",
+        "pcam+:budget",
+        "pcam+:budget0.5:budget0.2",
+        "pcam+:budgetx",
+    ],
+)
 def test_bad_budget_options_are_named(name: str, tiny_cnn: nn.Module) -> None:
     with pytest.raises(EvaluationError, match=re.escape(repr(name))):
         build_methods([name], tiny_cnn, LAYERS)
@@ -152,6 +173,9 @@ def test_a_custom_method_is_recorded_without_a_memory_address(tiny_cnn: nn.Modul
 
 def test_a_failing_custom_factory_is_named(tiny_cnn: nn.Module) -> None:
     name = "tests.evaluation.tiny_models:failing_method"
-    with pytest.raises(EvaluationError, match=f"methods: '{name}' failed to build its "
-                       "attribution: RuntimeError: no weights for this model"):  # fmt: skip
+    with pytest.raises(
+        EvaluationError,
+        match=f"methods: '{name}' failed to build its "
+        "attribution: RuntimeError: no weights for this model",
+    ):
         build_methods([name], tiny_cnn, LAYERS)

@@ -60,9 +60,12 @@ def _photos(folder: Path, count: int = 7) -> Path:
 
 def _config(**changes: object) -> EvaluationConfig:
     settings: dict[str, object] = {
-        "model": "tiny", "methods": METHODS, "n_steps": 16, "batch_size": 3,
+        "model": "tiny",
+        "methods": METHODS,
+        "n_steps": 16,
+        "batch_size": 3,
         "preprocessing": SMALL,
-    }  # fmt: skip
+    }
     settings.update(changes)
     return EvaluationConfig(**settings)  # type: ignore[arg-type]
 
@@ -140,12 +143,16 @@ def test_areas_and_confidences_equal_the_metric_classes_on_the_saved_maps(
 
     curves = InsertionDeletion(model, n_steps=16)(inputs, maps, targets)
     change = ConfidenceChange(model)(inputs, maps, targets)
-    for key, expected in (("insertion", curves.insertion.auc), ("deletion", curves.deletion.auc),
-                          ("average_drop", change.drop)):  # fmt: skip
+    for key, expected in (
+        ("insertion", curves.insertion.auc),
+        ("deletion", curves.deletion.auc),
+        ("average_drop", change.drop),
+    ):
         saved = torch.tensor([float(row[key]) for row in scores])
         torch.testing.assert_close(saved, expected, atol=1e-5, rtol=1e-5)
-    ins = torch.tensor([float(row["auc"]) for row in
-                        _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")])  # fmt: skip
+    ins = torch.tensor(
+        [float(row["auc"]) for row in _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
+    )
     torch.testing.assert_close(ins, curves.insertion.auc, atol=1e-5, rtol=1e-5)
 
 
@@ -161,9 +168,12 @@ def test_summary_has_every_metric_with_its_direction_and_interval(finished: Path
     assert pcam["insertion"].ci_high - pcam["insertion"].mean == pytest.approx(half, abs=1e-6)
     rows = _read_csv(finished / "summary.csv")
     assert {(r["metric"], r["better"]) for r in rows} >= {
-        ("insertion", "higher"), ("deletion", "lower"), ("average_drop", "lower"),
-        ("insertion_minus_deletion", "higher"), ("sensitivity_max", "lower"),
-    }  # fmt: skip
+        ("insertion", "higher"),
+        ("deletion", "lower"),
+        ("average_drop", "lower"),
+        ("insertion_minus_deletion", "higher"),
+        ("sensitivity_max", "lower"),
+    }
     assert "| pcam+- |" in report.markdown
     assert (finished / "curves.png").stat().st_size > 0
 
@@ -181,7 +191,7 @@ def test_run_json_records_the_configuration_versions_and_times(finished: Path) -
     assert record["started"] <= record["finished"]
 
 
-def test_stage_and_layer_methods_share_one_poly_cam_run(
+def test_stage_layer_and_no_lnorm_methods_share_one_poly_cam_run(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = []
@@ -192,15 +202,25 @@ def test_stage_and_layer_methods_share_one_poly_cam_run(
         return decompose(self, *args, **kwargs)
 
     monkeypatch.setattr(PolyCam, "decompose", counted)
-    config = _config(methods=("pcam+", "pcam+:stage1", "pcam+:layer2", "pcam-"), batch_size=7)
+    methods = ("pcam+", "pcam+:stage1", "pcam+:layer2", "pcam+:no-lnorm", "pcam-")
+    config = _config(methods=methods, batch_size=7)
     evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
-    assert runs == ["plus", "minus"]  # one batch, one run per configuration
+    assert runs == ["plus", "minus"]  # one batch, one run per variant
 
     inputs = torch.stack([sample.inputs for sample in ImageFolder(photos, preprocessing=SMALL)])
-    expected = decompose(PolyCam(tiny_classifier(), ["block1", "block2", "block3"], "plus"),
-                         inputs)  # fmt: skip
-    for method, maps in (("pcam+", expected.maps), ("pcam+_stage1", expected.stages[0]),
-                         ("pcam+_layer2", expected.layer_maps[1])):  # fmt: skip
+    expected = decompose(PolyCam(tiny_classifier(), ["block1", "block2", "block3"], "plus"), inputs)
+    ablation = decompose(
+        PolyCam(
+            tiny_classifier(), ["block1", "block2", "block3"], "plus", local_normalisation=False
+        ),
+        inputs,
+    )
+    for method, maps in (
+        ("pcam+", expected.maps),
+        ("pcam+_stage1", expected.stages[0]),
+        ("pcam+_layer2", expected.layer_maps[1]),
+        ("pcam+_no-lnorm", ablation.maps),
+    ):
         with np.load(tmp_path / "out" / "npz" / f"tiny_{method}.npz") as archive:
             saved = torch.stack([torch.from_numpy(archive[key]) for key in archive.files])
         torch.testing.assert_close(saved, maps[:, 0])
@@ -229,11 +249,20 @@ def test_an_image_list_and_labels_choose_the_images_and_classes(
     (tmp_path / "images.txt").write_text("photo4.png\n\n# a comment\nphoto1.jpg\n")
     (tmp_path / "labels.txt").write_text("photo1.jpg 3 n01\nphoto4.png 0 n02\n")
     config = _config(methods=("random",), target="label")
-    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0,
-             image_list=tmp_path / "images.txt", labels=tmp_path / "labels.txt")  # fmt: skip
+    evaluate(
+        photos,
+        tmp_path / "out",
+        config,
+        model=tiny_classifier(),
+        num_workers=0,
+        image_list=tmp_path / "images.txt",
+        labels=tmp_path / "labels.txt",
+    )
     rows = _read_csv(tmp_path / "out" / "csv" / "ins_auc_tiny_random.csv")
-    assert [(row["image"], row["target"]) for row in rows] == [("photo4.png", "0"),
-                                                               ("photo1.jpg", "3")]  # fmt: skip
+    assert [(row["image"], row["target"]) for row in rows] == [
+        ("photo4.png", "0"),
+        ("photo1.jpg", "3"),
+    ]
 
 
 class _Pairs(Dataset):
@@ -313,10 +342,23 @@ def test_label_targets_need_labels(photos: Path, tmp_path: Path) -> None:
 # --- whole runs in other processes: SIGKILL and torchrun -----------------------------------
 
 _COMMAND = [
-    "evaluate", "--model", "tests.evaluation.tiny_models:tiny_classifier",
-    "--methods", "pcam+-,gradcam,smoothgrad,random", "--steps", "32", "--size", "48", "48",
-    "--batch-size", "2", "--sensitivity-images", "1", "--workers", "1",
-]  # fmt: skip
+    "evaluate",
+    "--model",
+    "tests.evaluation.tiny_models:tiny_classifier",
+    "--methods",
+    "pcam+-,gradcam,smoothgrad,random",
+    "--steps",
+    "32",
+    "--size",
+    "48",
+    "48",
+    "--batch-size",
+    "2",
+    "--sensitivity-images",
+    "1",
+    "--workers",
+    "1",
+]
 
 
 def _environment(threads: int = 1) -> dict[str, str]:
@@ -325,8 +367,16 @@ def _environment(threads: int = 1) -> dict[str, str]:
 
 
 def _command(images: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "captum_polycam", *_COMMAND, "--images", str(images),
-            "--out", str(out)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "captum_polycam",
+        *_COMMAND,
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+    ]
 
 
 def _assert_nothing_half_written(out: Path) -> None:
@@ -355,6 +405,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return images, out
 
 
+@pytest.mark.slow  # whole runs in other processes
 def test_a_run_killed_at_random_moments_resumes_to_identical_artefacts(
     uninterrupted: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -388,15 +439,29 @@ def test_a_run_killed_at_random_moments_resumes_to_identical_artefacts(
     assert _stable_files(out) == _stable_files(reference)
 
 
+@pytest.mark.slow  # whole runs in other processes
 def test_two_torchrun_processes_write_the_single_process_artefacts(
     uninterrupted: tuple[Path, Path], tmp_path: Path
 ) -> None:
     images, reference = uninterrupted
     out = tmp_path / "out"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2", "-m", "captum_polycam"]  # fmt: skip
-    result = subprocess.run([*torchrun, *_command(images, out)[3:]], env=_environment(),
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "captum_polycam",
+    ]
+    result = subprocess.run(
+        [*torchrun, *_command(images, out)[3:]],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Each process computed its own batches: rank r took batches r, r + 2, ...
     assert json.loads((out / "run.json").read_text())["processes"] == 2
@@ -417,11 +482,14 @@ def test_precision_is_recorded_and_part_of_the_configuration(photos: Path, tmp_p
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_cuda_run_gives_the_cpu_run_maps(photos: Path, finished: Path, tmp_path: Path) -> None:
     config = _config(sensitivity_images=2)
-    evaluate(photos, tmp_path / "cuda", config, model=tiny_classifier(), device="cuda",
-             num_workers=0)  # fmt: skip
+    evaluate(
+        photos, tmp_path / "cuda", config, model=tiny_classifier(), device="cuda", num_workers=0
+    )
     for method in ("pcam+-", "gradcam"):
-        with np.load(finished / "npz" / f"tiny_{method}.npz") as cpu, \
-                np.load(tmp_path / "cuda" / "npz" / f"tiny_{method}.npz") as cuda:  # fmt: skip
+        with (
+            np.load(finished / "npz" / f"tiny_{method}.npz") as cpu,
+            np.load(tmp_path / "cuda" / "npz" / f"tiny_{method}.npz") as cuda,
+        ):
             for name in cpu.files:
                 np.testing.assert_allclose(cuda[name], cpu[name], atol=1e-4)
 
@@ -500,8 +568,11 @@ def test_usage_errors_are_found_before_the_folder_is_claimed(
 
 
 def test_a_model_that_fails_on_the_input_size_is_named(photos: Path, tmp_path: Path) -> None:
-    with pytest.raises(EvaluationError, match=r"model 'tiny' fails on an input of 32 x 32 pixels "
-                       r"\(the preprocessing's size\): RuntimeError"):  # fmt: skip
+    with pytest.raises(
+        EvaluationError,
+        match=r"model 'tiny' fails on an input of 32 x 32 pixels "
+        r"\(the preprocessing's size\): RuntimeError",
+    ):
         evaluate(photos, tmp_path / "out", _config(), model=fixed_size_classifier(), num_workers=0)
     assert not (tmp_path / "out").exists()
 
@@ -510,10 +581,19 @@ def test_labels_outside_the_model_classes_are_refused_first(photos: Path, tmp_pa
     (tmp_path / "labels.txt").write_text(
         "".join(f"{name} {99 if name == 'photo3.jpg' else 1}\n" for name in os.listdir(photos))
     )
-    with pytest.raises(EvaluationError, match=r"labels: the model has 5 classes \(0 to 4\); 1 "
-                       r"image\(s\) have another, such as 'photo3.jpg' \(99\)"):  # fmt: skip
-        evaluate(photos, tmp_path / "out", _config(target="label"), model=tiny_classifier(),
-                 labels=tmp_path / "labels.txt", num_workers=0)  # fmt: skip
+    with pytest.raises(
+        EvaluationError,
+        match=r"labels: the model has 5 classes \(0 to 4\); 1 "
+        r"image\(s\) have another, such as 'photo3.jpg' \(99\)",
+    ):
+        evaluate(
+            photos,
+            tmp_path / "out",
+            _config(target="label"),
+            model=tiny_classifier(),
+            labels=tmp_path / "labels.txt",
+            num_workers=0,
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -538,13 +618,14 @@ def test_artefacts_get_the_mode_of_any_new_file(photos: Path, tmp_path: Path) ->
         _run(photos, tmp_path / "out", methods=("random",))
     finally:
         os.umask(previous)
-    modes = {path.stat().st_mode & 0o777 for path in (tmp_path / "out").rglob("*")
-             if path.is_file()}  # fmt: skip
+    modes = {
+        path.stat().st_mode & 0o777 for path in (tmp_path / "out").rglob("*") if path.is_file()
+    }
     assert modes == {0o644}
 
 
 def test_a_datasets_16_bit_pil_images_are_read_in_their_range() -> None:
-    from captum_polycam.evaluation.pipeline import _NamedDataset
+    from captum_polycam.evaluation.datasets import _NamedDataset
 
     grey = Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16))  # Pillow's "I;16"
     sample = _NamedDataset([(grey, "grey.png")], preprocessing=None)[0]  # type: ignore[arg-type]

@@ -272,8 +272,9 @@ def test_command_line_writes_the_table_and_figure(
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--steps", "1,x"], "--steps: expected comma-separated whole numbers"),
-        (["--steps", "9"], "steps: .* from 1 to 4"),
+        (["--blocks", "1,x"], "--blocks: expected comma-separated whole numbers"),
+        (["--steps", "1,x"], "--blocks: expected comma-separated whole numbers"),  # its old name
+        (["--blocks", "9"], "steps: .* from 1 to 4"),
         (["--methods", " , "], "--methods: give a comma-separated list"),
         (["--methods", "gradcam,nonsense"], "unknown method 'nonsense'"),
     ],
@@ -291,8 +292,14 @@ def test_command_line_refuses_a_file_as_output_folder(tmp_path: Path) -> None:
         sanity_command.run(args)
 
 
-LITE0_BLOCKS = ["_conv_stem", "_bn0", *[f"_blocks.{index}" for index in range(16)], "_conv_head",
-                "_bn1", "_fc"]  # fmt: skip
+LITE0_BLOCKS = [
+    "_conv_stem",
+    "_bn0",
+    *[f"_blocks.{index}" for index in range(16)],
+    "_conv_head",
+    "_bn1",
+    "_fc",
+]
 
 
 @pytest.mark.slow
@@ -328,8 +335,9 @@ def test_randomising_lite0_changes_its_pcam_maps(lite0: nn.Module, photos: Tenso
     random)."""
     deepest_two = [layer.name for layer in describe_layers(lite0, photos[:1])][-2:]
     assert deepest_two == ["_blocks.10._swish", "_swish"]
-    result = sanity_check(lite0, photos[:1], ["pcam+"], layers=deepest_two,
-                          steps=[len(LITE0_BLOCKS)])  # fmt: skip
+    result = sanity_check(
+        lite0, photos[:1], ["pcam+"], layers=deepest_two, steps=[len(LITE0_BLOCKS)]
+    )
     means = _mean_similarity(result, "pcam+")
     print(means)  # the values quoted in docs/sanity.rst
     # Measured: the randomised map is a centred blob that no longer depends on the photo, and

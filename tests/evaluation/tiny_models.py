@@ -19,8 +19,9 @@ def tiny_classifier() -> nn.Module:
 def fixed_size_classifier() -> nn.Module:
     """A classifier whose head takes only 16 x 16 inputs, as a model with a flatten does."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 16 * 16, 5)).eval()  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 5)
+    ).eval()
 
 
 def saliency(model: nn.Module) -> Saliency:

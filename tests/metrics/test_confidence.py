@@ -227,8 +227,9 @@ def test_result_carries_the_settings_that_decide_its_numbers() -> None:
     result = ConfidenceChange(SumModel(), "logit", perturbations_per_eval=1, precision="bf16")(
         row(1.0, 2.0), row(1.0, 3.0)
     )
-    assert result.protocol == {"score_fn": "logit", "channel_reduction": "sum",
-                               "precision": "bf16"}  # fmt: skip
+    assert result.protocol == {"score_fn": "logit", "channel_reduction": "sum", "precision": "bf16"}
     assert ConfidenceChange(SumModel())(row(1.0, 2.0), row(1.0, 3.0)).protocol == {
-        "score_fn": "softmax", "channel_reduction": "sum", "precision": "fp32",
-    }  # fmt: skip
+        "score_fn": "softmax",
+        "channel_reduction": "sum",
+        "precision": "fp32",
+    }

@@ -20,8 +20,13 @@ from captum_polycam.metrics import (
 from tests.conftest import BatchSizes
 
 PERTURBATION_METRICS = [
-    InsertionDeletion, Insertion, Deletion, ConfidenceChange, AverageDrop, IncreaseInConfidence,
-]  # fmt: skip
+    InsertionDeletion,
+    Insertion,
+    Deletion,
+    ConfidenceChange,
+    AverageDrop,
+    IncreaseInConfidence,
+]
 FEW_STEPS = {metric: {"n_steps": 8} for metric in (InsertionDeletion, Insertion, Deletion)}
 
 
@@ -60,27 +65,35 @@ def test_each_metric_says_which_direction_is_better() -> None:
         "insertion_minus_deletion": ScoreDirection.HIGHER,
     }
     assert ConfidenceChange.score_directions == {
-        "average_drop": ScoreDirection.LOWER, "increase_in_confidence": ScoreDirection.HIGHER,
-    }  # fmt: skip
+        "average_drop": ScoreDirection.LOWER,
+        "increase_in_confidence": ScoreDirection.HIGHER,
+    }
     assert Sensitivity.score_directions == {
-        "sensitivity_max": ScoreDirection.LOWER, "sensitivity_avg": ScoreDirection.LOWER,
-    }  # fmt: skip
+        "sensitivity_max": ScoreDirection.LOWER,
+        "sensitivity_avg": ScoreDirection.LOWER,
+    }
     # Every scalar key a result reports has a direction.
     assert set(SCORE_DIRECTIONS) == {
-        *InsertionDeletion.score_directions, *ConfidenceChange.score_directions,
+        *InsertionDeletion.score_directions,
+        *ConfidenceChange.score_directions,
         *Sensitivity.score_directions,
-    }  # fmt: skip
+    }
 
 
 def test_results_use_the_shared_keys(tiny_cnn, tiny_inputs) -> None:
     maps = torch.rand(3, 1, 4, 4)
     curves = InsertionDeletion(tiny_cnn, n_steps=4)(tiny_inputs, maps)
     assert set(curves.as_dict()) == {
-        "insertion", "deletion", "insertion_minus_deletion", "insertion_curve", "deletion_curve",
-    }  # fmt: skip
+        "insertion",
+        "deletion",
+        "insertion_minus_deletion",
+        "insertion_curve",
+        "deletion_curve",
+    }
     assert set(ConfidenceChange(tiny_cnn)(tiny_inputs, maps).as_dict()) == {
-        "average_drop", "increase_in_confidence",
-    }  # fmt: skip
+        "average_drop",
+        "increase_in_confidence",
+    }
 
 
 def test_reprs_give_the_protocol(tiny_cnn) -> None:
@@ -122,8 +135,9 @@ def test_model_with_a_dict_output_is_told_to_pass_score_fn(
     with_score = ConfidenceChange(model, score_fn=lambda out: out["logits"].softmax(dim=-1))
     plain = ConfidenceChange(tiny_cnn)
     maps = torch.rand(3, 1, 4, 4)
-    torch.testing.assert_close(with_score(tiny_inputs, maps).masked,
-                               plain(tiny_inputs, maps).masked)  # fmt: skip
+    torch.testing.assert_close(
+        with_score(tiny_inputs, maps).masked, plain(tiny_inputs, maps).masked
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -104,16 +104,21 @@ def test_attribution_shapes() -> None:
     metric = _metric(n_steps=16)
     low_res = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     upsampled = F.interpolate(low_res, size=(8, 8), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(metric(inputs, low_res, 0).insertion.curve,
-                               metric(inputs, upsampled, 0).insertion.curve)  # fmt: skip
-    torch.testing.assert_close(metric(inputs, upsampled[:, 0], 0).deletion.curve,
-                               metric(inputs, upsampled, 0).deletion.curve)  # fmt: skip
+    torch.testing.assert_close(
+        metric(inputs, low_res, 0).insertion.curve, metric(inputs, upsampled, 0).insertion.curve
+    )
+    torch.testing.assert_close(
+        metric(inputs, upsampled[:, 0], 0).deletion.curve,
+        metric(inputs, upsampled, 0).deletion.curve,
+    )
     signed = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(metric(inputs, signed, 0).insertion.curve,
-                               metric(inputs, signed.sum(1), 0).insertion.curve)  # fmt: skip
+    torch.testing.assert_close(
+        metric(inputs, signed, 0).insertion.curve, metric(inputs, signed.sum(1), 0).insertion.curve
+    )
     absolute = _metric(n_steps=16, channel_reduction="abs_sum")(inputs, signed, 0)
-    torch.testing.assert_close(absolute.insertion.curve,
-                               metric(inputs, signed.abs().sum(1), 0).insertion.curve)  # fmt: skip
+    torch.testing.assert_close(
+        absolute.insertion.curve, metric(inputs, signed.abs().sum(1), 0).insertion.curve
+    )
 
 
 def test_single_curves_equal_the_combined_metric(tiny_cnn, tiny_inputs) -> None:
@@ -136,16 +141,19 @@ def test_chunk_size_and_batching_do_not_change_results(tiny_cnn, tiny_inputs, pe
     torch.testing.assert_close(result.deletion.curve, expected.deletion.curve, atol=1e-5, rtol=0)
     for i in range(3):
         single = chunked(tiny_inputs[i : i + 1], saliency[i : i + 1], i)
-        torch.testing.assert_close(single.insertion.curve, expected.insertion.curve[i : i + 1],
-                                   atol=1e-5, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            single.insertion.curve, expected.insertion.curve[i : i + 1], atol=1e-5, rtol=0
+        )
 
 
 def test_default_target_is_top1(tiny_cnn, tiny_inputs) -> None:
     metric = InsertionDeletion(tiny_cnn, n_steps=8)
     saliency = tiny_inputs[:, :1]
     top1 = tiny_cnn(tiny_inputs).argmax(dim=1)
-    torch.testing.assert_close(metric(tiny_inputs, saliency).insertion.auc,
-                               metric(tiny_inputs, saliency, top1).insertion.auc)  # fmt: skip
+    torch.testing.assert_close(
+        metric(tiny_inputs, saliency).insertion.auc,
+        metric(tiny_inputs, saliency, top1).insertion.auc,
+    )
 
 
 def test_last_step_is_the_full_image_and_the_baseline(tiny_cnn, tiny_inputs) -> None:
@@ -198,17 +206,27 @@ def test_bad_options() -> None:
 def test_more_steps_than_pixels_are_refused_before_any_forward_pass(call) -> None:
     # Steps past the 4th would all show the full image (insertion) or the baseline (deletion).
     counting = BatchSizes(Sum())
-    with pytest.raises(ValueError, match=r"n_steps must be at most 4, the 2 x 2 pixels of the "
-                                         r"inputs; got 5"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"n_steps must be at most 4, the 2 x 2 pixels of the "
+        r"inputs; got 5",
+    ):
         call(counting)
     assert counting.sizes == []
 
 
 def test_results_carry_the_settings_that_decide_their_numbers() -> None:
     result = InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, X, 0)
-    expected = {"n_steps": 4, "baseline": "blur", "blur_kernel_size": 3, "blur_sigma": 5.0,
-                "score_fn": "softmax", "auc": "mean", "channel_reduction": "sum",
-                "precision": "fp32"}  # fmt: skip
+    expected = {
+        "n_steps": 4,
+        "baseline": "blur",
+        "blur_kernel_size": 3,
+        "blur_sigma": 5.0,
+        "score_fn": "softmax",
+        "auc": "mean",
+        "channel_reduction": "sum",
+        "precision": "fp32",
+    }
     assert result.protocol == expected
     assert result.insertion.protocol == result.deletion.protocol == expected
 
@@ -216,9 +234,20 @@ def test_results_carry_the_settings_that_decide_their_numbers() -> None:
         return output
 
     # A tensor baseline is known as "tensor", a callable by its name; no blur settings then.
-    options = {"n_steps": 2, "baseline": torch.zeros(1, 1, 1), "score_fn": my_score,
-               "auc": "trapezoid", "perturbations_per_eval": 1}  # fmt: skip
-    custom = {"n_steps": 2, "baseline": "tensor", "score_fn": my_score.__qualname__,
-              "auc": "trapezoid", "channel_reduction": "sum", "precision": "fp32"}  # fmt: skip
+    options = {
+        "n_steps": 2,
+        "baseline": torch.zeros(1, 1, 1),
+        "score_fn": my_score,
+        "auc": "trapezoid",
+        "perturbations_per_eval": 1,
+    }
+    custom = {
+        "n_steps": 2,
+        "baseline": "tensor",
+        "score_fn": my_score.__qualname__,
+        "auc": "trapezoid",
+        "channel_reduction": "sum",
+        "precision": "fp32",
+    }
     assert InsertionDeletion(Sum(), **options)(X, X, 0).protocol == custom
     assert Deletion(Sum(), **options)(X, X, 0).protocol == custom

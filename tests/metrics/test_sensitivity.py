@@ -240,8 +240,7 @@ def test_result_carries_the_settings_that_decide_its_numbers() -> None:
     result = _ours(lambda x: x, torch.rand(3, 4) + 1, 0, 2, 0.1, 1, max_examples_per_batch=3)
     assert result.protocol == {"n_perturb_samples": 2, "perturb_radius": 0.1, "norm_ord": 1}
     default = _ours(lambda x: x, torch.rand(3, 4) + 1, 0)
-    assert default.protocol == {"n_perturb_samples": 10, "perturb_radius": 0.02,
-                                "norm_ord": "fro"}  # fmt: skip
+    assert default.protocol == {"n_perturb_samples": 10, "perturb_radius": 0.02, "norm_ord": "fro"}
 
 
 @pytest.mark.parametrize(

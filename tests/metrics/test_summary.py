@@ -94,8 +94,9 @@ def test_summary_of_insertion_deletion_results_and_plots() -> None:
     assert "higher is better" in str(result["insertion"])
     expected = torch.tensor([2.5, 5.0, 7.5, 10.0], dtype=torch.float64)
     torch.testing.assert_close(result["insertion_curve"].mean, expected)
-    torch.testing.assert_close(result["insertion_curve"].fractions,
-                               torch.tensor([0.25, 0.5, 0.75, 1.0]))  # fmt: skip
+    torch.testing.assert_close(
+        result["insertion_curve"].fractions, torch.tensor([0.25, 0.5, 0.75, 1.0])
+    )
 
     axis = plot_insertion_deletion(result, title="dataset")
     labels = [line.get_label() for line in axis.get_lines()]
@@ -119,8 +120,9 @@ def test_plot_uses_the_curves_fractions_for_trapezoid_and_uneven_steps() -> None
     # 3 steps over 4 pixels: 2 pixels per step, so the steps move 0, 2, 4 and 4 pixels
     # (trapezoid includes the empty state); the x-axis is not arange(1, S + 1) / S.
     x = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
-    metric = InsertionDeletion(Sum(), n_steps=3, baseline="zeros", score_fn="logit",
-                               auc="trapezoid")  # fmt: skip
+    metric = InsertionDeletion(
+        Sum(), n_steps=3, baseline="zeros", score_fn="logit", auc="trapezoid"
+    )
     summary = MetricSummary()
     summary.update(metric(x, x, 0))
     stats = summary.compute()
@@ -147,15 +149,19 @@ X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
 
 
 def _snapshot(summary: MetricSummary) -> dict:
-    return {name: (torch.as_tensor(v.mean).tolist(), v.count)
-            for name, v in summary.compute().items()}  # fmt: skip
+    return {
+        name: (torch.as_tensor(v.mean).tolist(), v.count) for name, v in summary.compute().items()
+    }
 
 
 def test_curves_of_different_protocols_are_not_mixed() -> None:
     summary = MetricSummary()
     summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
-    with pytest.raises(ValueError, match=r"^insertion: the protocol differs from the earlier "
-                                         r"batches' in n_steps \(4 then 2\); "):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^insertion: the protocol differs from the earlier "
+        r"batches' in n_steps \(4 then 2\); ",
+    ):
         summary.update(InsertionDeletion(Sum(), n_steps=2, baseline="zeros")(X, X, 0))
 
 
@@ -165,10 +171,13 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
     summary = MetricSummary()
     summary.update(blur(X, X, 0))
     before = _snapshot(summary)
-    with pytest.raises(ValueError, match=r"in baseline \('blur' then 'zeros'\), "
-                                         r"blur_kernel_size \(3 then not given\), "
-                                         r"blur_sigma \(5\.0 then not given\), "
-                                         r"score_fn \('softmax' then 'logit'\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"in baseline \('blur' then 'zeros'\), "
+        r"blur_kernel_size \(3 then not given\), "
+        r"blur_sigma \(5\.0 then not given\), "
+        r"score_fn \('softmax' then 'logit'\)",
+    ):
         summary.update(zeros(X, X, 0))
     with pytest.raises(
         ValueError,
@@ -177,8 +186,9 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
     ):
         summary.update(Deletion(Sum(), n_steps=4, blur_kernel_size=3, score_fn="logit")(X, X, 0))
     with pytest.raises(ValueError, match=r"in blur_sigma \(5\.0 then 1\.0\)"):
-        summary.update(InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3, blur_sigma=1.0)(
-            X, X, 0))  # fmt: skip
+        summary.update(
+            InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3, blur_sigma=1.0)(X, X, 0)
+        )
     assert _snapshot(summary) == before  # a refused batch leaves nothing behind
     # The same protocol from another metric object, or from a single curve, is welcome.
     summary.update(InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, -X, 0))
@@ -186,9 +196,15 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
     assert summary.compute()["insertion"].count == 3
     assert summary.compute()["deletion"].count == 2
     assert summary.protocols["insertion_curve"] == {
-        "n_steps": 4, "baseline": "blur", "blur_kernel_size": 3, "blur_sigma": 5.0,
-        "score_fn": "softmax", "auc": "mean", "channel_reduction": "sum", "precision": "fp32",
-    }  # fmt: skip
+        "n_steps": 4,
+        "baseline": "blur",
+        "blur_kernel_size": 3,
+        "blur_sigma": 5.0,
+        "score_fn": "softmax",
+        "auc": "mean",
+        "channel_reduction": "sum",
+        "precision": "fp32",
+    }
     assert summary.protocols["insertion_minus_deletion"] == summary.protocols["deletion"]
 
 
@@ -198,10 +214,9 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
     [
         ({"auc": "mean"}, {"auc": "trapezoid"}, r"auc \('mean' then 'trapezoid'\)"),
         ({}, {"precision": "bf16"}, r"precision \('fp32' then 'bf16'\)"),
-        ({}, {"channel_reduction": "abs_sum"},
-         r"channel_reduction \('sum' then 'abs_sum'\)"),
+        ({}, {"channel_reduction": "abs_sum"}, r"channel_reduction \('sum' then 'abs_sum'\)"),
     ],
-)  # fmt: skip
+)
 def test_other_settings_of_the_curves_are_part_of_the_protocol(first, second, differs) -> None:
     options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
     summary = MetricSummary()
@@ -221,13 +236,19 @@ def test_batching_settings_are_not_part_of_the_protocol() -> None:
 def test_confidence_and_sensitivity_protocols_are_checked() -> None:
     summary = MetricSummary()
     summary.update(ConfidenceChange(Sum())(X, X, 0))
-    with pytest.raises(ValueError, match=r"^average_drop: .* in score_fn \('softmax' then "
-                                         r"'logit'\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^average_drop: .* in score_fn \('softmax' then "
+        r"'logit'\)",
+    ):
         summary.update(ConfidenceChange(Sum(), score_fn="logit")(X, X, 0))
     inputs = torch.rand(2, 3) + 1
     summary.update(Sensitivity(lambda x: x, n_perturb_samples=2)(inputs))
-    with pytest.raises(ValueError, match=r"^sensitivity_max: .* in perturb_radius "
-                                         r"\(0\.02 then 0\.1\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^sensitivity_max: .* in perturb_radius "
+        r"\(0\.02 then 0\.1\)",
+    ):
         summary.update(Sensitivity(lambda x: x, n_perturb_samples=2, perturb_radius=0.1)(inputs))
     # Different metrics under different keys share a summary, each with its own protocol.
     summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
@@ -237,16 +258,22 @@ def test_confidence_and_sensitivity_protocols_are_checked() -> None:
 def test_bare_values_do_not_join_results_of_a_protocol() -> None:
     summary = MetricSummary()
     summary.update(ConfidenceChange(Sum())(X, X, 0))
-    with pytest.raises(ValueError, match=r"average_drop: .* in score_fn \('softmax' then not "
-                                         r"given\), .*bare tensors carry none"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"average_drop: .* in score_fn \('softmax' then not "
+        r"given\), .*bare tensors carry none",
+    ):
         summary.update({"average_drop": torch.tensor([10.0])})
     bare = MetricSummary()
     bare.update({"average_drop": torch.tensor([10.0])})
     bare.update({"average_drop": torch.tensor([20.0])})
     assert bare.compute()["average_drop"].mean == pytest.approx(15.0)
     assert bare.protocols == {"average_drop": {}}
-    with pytest.raises(ValueError, match=r"^average_drop: .* in score_fn \(not given then "
-                                         r"'softmax'\), .*bare tensors carry none"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^average_drop: .* in score_fn \(not given then "
+        r"'softmax'\), .*bare tensors carry none",
+    ):
         bare.update(ConfidenceChange(Sum())(X, X, 0))
 
 
@@ -254,14 +281,23 @@ def test_curves_of_another_length_are_refused_at_update() -> None:
     summary = MetricSummary()
     summary.update({"curve": torch.ones(2, 10), "auc": torch.ones(2)})
     before = _snapshot(summary)
-    with pytest.raises(ValueError, match=r"^curve: each example's value has shape \(20,\) here "
-                                         r"and \(10,\) in the earlier batches"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^curve: each example's value has shape \(20,\) here "
+        r"and \(10,\) in the earlier batches",
+    ):
         summary.update({"curve": torch.ones(2, 20), "auc": torch.ones(2)})
-    with pytest.raises(ValueError, match=r"^auc: each example's value has shape \(3,\) here "
-                                         r"and \(\) in the earlier batches"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^auc: each example's value has shape \(3,\) here "
+        r"and \(\) in the earlier batches",
+    ):
         summary.update({"auc": torch.ones(2, 3)})
-    with pytest.raises(ValueError, match=r"^curve: values must be \(N,\) per-example values or "
-                                         r"\(N, S\) curves; got shape \(2, 10, 1\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^curve: values must be \(N,\) per-example values or "
+        r"\(N, S\) curves; got shape \(2, 10, 1\)",
+    ):
         summary.update({"curve": torch.ones(2, 10, 1)})
     with pytest.raises(ValueError, match=r"^auc: values must be .*; got shape \(\)"):
         summary.update({"auc": torch.tensor(1.0)})
@@ -288,8 +324,11 @@ def test_insertion_results_of_10_then_20_steps_are_refused() -> None:
 def test_compute_after_empty_batches_gives_nan_with_a_warning() -> None:
     summary = MetricSummary()
     summary.update({"drop": torch.zeros(0), "curve": torch.zeros(0, 3)})
-    with pytest.warns(UserWarning, match=r"no examples for 'drop', 'curve': their statistics "
-                                         r"are NaN"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"no examples for 'drop', 'curve': their statistics "
+        r"are NaN",
+    ):
         result = summary.compute()
     drop, curve = result["drop"], result["curve"]
     assert isinstance(drop, Statistic) and isinstance(curve, MeanCurve)
@@ -306,7 +345,13 @@ def test_compute_after_empty_batches_gives_nan_with_a_warning() -> None:
 def test_plot_needs_fractions() -> None:
     summary = MetricSummary()
     curve = torch.ones(1, 3)
-    summary.update({"insertion": torch.ones(1), "deletion": torch.ones(1),
-                    "insertion_curve": curve, "deletion_curve": curve})  # fmt: skip
+    summary.update(
+        {
+            "insertion": torch.ones(1),
+            "deletion": torch.ones(1),
+            "insertion_curve": curve,
+            "deletion_curve": curve,
+        }
+    )
     with pytest.raises(ValueError, match="has no fractions"):
         plot_insertion_deletion(summary.compute())

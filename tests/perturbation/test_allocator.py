@@ -35,8 +35,10 @@ print(tune_cpu_allocator(), default, faults_of_a_later_round())
 def test_a_freed_block_is_reused_without_page_faults() -> None:
     result = subprocess.run(
         [sys.executable, "-c", _FAULTS_OF_A_REUSED_BLOCK],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     applied, default, tuned = result.stdout.split()
     assert applied == "True"
     # 64 MiB is 16,384 pages of 4 KiB: glibc unmaps the block and faults every page back in.

@@ -99,8 +99,9 @@ def test_default_aims_at_four_inputs_per_pass_on_the_cpu() -> None:
         inputs = torch.rand(count, 1, 2, 2)
         example_of = torch.arange(count).repeat_interleave(5)
         scorer = PerturbationScorer(forward, "logit")
-        scorer.score(scorer.prepare(inputs, 0), _scaling_plan(inputs, torch.ones(5 * count),
-                                                                example_of))  # fmt: skip
+        scorer.score(
+            scorer.prepare(inputs, 0), _scaling_plan(inputs, torch.ones(5 * count), example_of)
+        )
         assert max(forward.sizes[1:]) == max(4 // count, 1) * count
 
 
@@ -147,8 +148,9 @@ class TestBadModels:
 
         scorer = PerturbationScorer(model, "logit", 1)
         batch = scorer.prepare(self.inputs, 0)
-        plan = _scaling_plan(self.inputs, torch.tensor([1.0, 0.0, 1.0, 1.0]),
-                             torch.tensor([0, 0, 1, 1]))  # fmt: skip
+        plan = _scaling_plan(
+            self.inputs, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1])
+        )
         with pytest.raises(ValueError, match=r"NaN or Inf on some of the 4 perturbed inputs"):
             scorer.score(batch, plan)
         assert calls == [2, 2, 2]  # every chunk ran: the check waits for the end
@@ -156,8 +158,11 @@ class TestBadModels:
     @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
     def test_inputs_of_another_dtype_than_the_model(self, dtype: torch.dtype) -> None:
         model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten()).eval()
-        with pytest.raises(TypeError, match=rf"inputs are {dtype} but the model's parameters "
-                                            r"are torch.float32"):  # fmt: skip
+        with pytest.raises(
+            TypeError,
+            match=rf"inputs are {dtype} but the model's parameters "
+            r"are torch.float32",
+        ):
             PerturbationScorer(model).prepare(self.inputs.to(dtype))
 
     def test_other_runtime_errors_pass_through(self) -> None:
@@ -202,8 +207,9 @@ class TestExampleTargets:
     def test_tuples_index_multidimensional_scores(self) -> None:
         scores = torch.arange(12.0).reshape(2, 2, 3)
         targets = ExampleTargets.resolve([(1, 2), (0, 1)], scores)
-        torch.testing.assert_close(targets.select(scores, torch.tensor([0, 1])),
-                                   torch.tensor([5.0, 7.0]))  # fmt: skip
+        torch.testing.assert_close(
+            targets.select(scores, torch.tensor([0, 1])), torch.tensor([5.0, 7.0])
+        )
 
 
 class AutocastRecorder(nn.Module):
@@ -222,8 +228,9 @@ class AutocastRecorder(nn.Module):
         return self.head(self.conv(x).relu().mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16),
-                                                  ("fp16", torch.float16)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 @pytest.mark.filterwarnings("ignore:precision=.* slower than fp32")  # as fast as this CPU is
 def test_lower_precision_autocasts_only_the_perturbed_passes(
     precision: str, dtype: torch.dtype
@@ -269,26 +276,35 @@ class TestRowsOfEveryPass:
     would be broadcast over the pass and its scores silently copied across examples."""
 
     inputs = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(4))
-    plan = staticmethod(lambda inputs: _scaling_plan(inputs, torch.linspace(0, 1, 6),
-                                                     torch.tensor([0, 0, 0, 1, 1, 1])))  # fmt: skip
+    plan = staticmethod(
+        lambda inputs: _scaling_plan(
+            inputs, torch.linspace(0, 1, 6), torch.tensor([0, 0, 0, 1, 1, 1])
+        )
+    )
 
     def test_a_forward_func_that_drops_rows_is_refused(self) -> None:
         scorer = PerturbationScorer(DropsRowsWhenPerturbed(Linear()), perturbations_per_eval=2)
         batch = scorer.prepare(self.inputs, target=[0, 1])
-        with pytest.raises(ValueError, match=re.escape(
-            "forward_func (scored with score_fn='softmax') must give one row of scores per "
-            "input on every pass, shaped as on the clean pass: a perturbed pass of 4 inputs "
-            "gave shape (1, 3), expected (4, 3)"
-        )):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "forward_func (scored with score_fn='softmax') must give one row of scores per "
+                "input on every pass, shaped as on the clean pass: a perturbed pass of 4 inputs "
+                "gave shape (1, 3), expected (4, 3)"
+            ),
+        ):
             scorer.score(batch, self.plan(self.inputs))
 
     def test_a_score_fn_that_drops_rows_is_refused(self) -> None:
         scorer = PerturbationScorer(Linear(), DropsRowsScore(), perturbations_per_eval=1)
         batch = scorer.prepare(self.inputs, target=[0, 1])
-        with pytest.raises(ValueError, match=re.escape(
-            "score_fn must give one row of scores per input on every pass, shaped as on the "
-            "clean pass: a perturbed pass of 2 inputs gave shape (1, 3), expected (2, 3)"
-        )):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "score_fn must give one row of scores per input on every pass, shaped as on the "
+                "clean pass: a perturbed pass of 2 inputs gave shape (1, 3), expected (2, 3)"
+            ),
+        ):
             scorer.score(batch, self.plan(self.inputs))
 
     def test_other_columns_than_the_clean_pass_are_refused(self) -> None:
@@ -305,13 +321,17 @@ class TestRowsOfEveryPass:
 
     def test_insertion_deletion_refuses_a_model_that_drops_rows(self, tiny_cnn, tiny_inputs):
         saliency = tiny_inputs.abs().sum(dim=1, keepdim=True)
-        metric = InsertionDeletion(DropsRowsWhenPerturbed(tiny_cnn), n_steps=4,
-                                   perturbations_per_eval=2)  # fmt: skip
-        with pytest.raises(ValueError, match=re.escape(
-            "forward_func (scored with score_fn='softmax') must give one row of scores per "
-            "input on every pass, shaped as on the clean pass: a perturbed pass of 6 inputs "
-            "gave shape (1, 5), expected (6, 5)"
-        )):  # fmt: skip
+        metric = InsertionDeletion(
+            DropsRowsWhenPerturbed(tiny_cnn), n_steps=4, perturbations_per_eval=2
+        )
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "forward_func (scored with score_fn='softmax') must give one row of scores per "
+                "input on every pass, shaped as on the clean pass: a perturbed pass of 6 inputs "
+                "gave shape (1, 5), expected (6, 5)"
+            ),
+        ):
             metric(tiny_inputs, saliency)
 
 
@@ -378,17 +398,23 @@ class TestSlowLoweredPrecisionOnTheCpu:
         assert _measured == [] and model.calls == [None, None]  # the clean pass, one pass
 
     def test_fp16_is_measured_and_named(self, _measured: list[float]) -> None:
-        with pytest.warns(UserWarning, match=re.escape(
-            "precision='fp16' runs 17x slower than fp32 on this CPU (AVX2, no native fp16), "
-            "measured on one input of this model; use precision='fp32'. fp16 pays off on GPUs"
-        )):  # fmt: skip
+        with pytest.warns(
+            UserWarning,
+            match=re.escape(
+                "precision='fp16' runs 17x slower than fp32 on this CPU (AVX2, no native fp16), "
+                "measured on one input of this model; use precision='fp32'. fp16 pays off on GPUs"
+            ),
+        ):
             self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8), precision="fp16")
 
     def test_a_cpu_with_native_bf16_that_is_still_slow(self, monkeypatch) -> None:
         monkeypatch.setattr(tuning, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
         self.factor = 2.46
-        with pytest.warns(UserWarning, match=re.escape(
-            "precision='bf16' runs 2.5x slower than fp32 on this CPU (AVX512, native bf16), "
-        )):  # fmt: skip
+        with pytest.warns(
+            UserWarning,
+            match=re.escape(
+                "precision='bf16' runs 2.5x slower than fp32 on this CPU (AVX512, native bf16), "
+            ),
+        ):
             self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8))

@@ -136,8 +136,13 @@ def test_one_input_that_runs_out_of_memory_is_an_error() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_scoring_is_measured_and_close_to_the_cpu(precision: str) -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 4)).eval()  # fmt: skip
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    ).eval()
     inputs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     cpu = PerturbationScorer(model)
     expected = cpu.score(cpu.prepare(inputs), _plan(inputs, 3000))
@@ -184,8 +189,10 @@ def test_native_support_reads_the_cpu_flags(precision, flags, native) -> None:
 
 def test_cpu_flags_come_from_proc_cpuinfo(tmp_path) -> None:
     x86 = tmp_path / "x86"
-    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2\n\n"
-                   "processor\t: 1\nflags\t\t: fpu avx avx2\n")  # fmt: skip
+    x86.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx avx2\n"
+    )
     assert cpu_flags(x86) == frozenset({"fpu", "avx", "avx2"})
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")

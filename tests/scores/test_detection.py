@@ -100,30 +100,46 @@ BOX = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
         ({"boxes": [[0, 0, 1, 1]], "labels": [1]}, r"boxes must be a \(T, 4\) tensor"),
         ({"boxes": [], "labels": []}, r"boxes must be a \(T, 4\) tensor .*; got list"),
         # x, y, width, height by mistake: x2 = 5 < x1 = 10.
-        ({"boxes": torch.tensor([[10.0, 10, 5, 20]]), "labels": [1]},
-         r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 0 is "
-         r"\(10\.0, 10\.0, 5\.0, 20\.0\)"),
-        ({"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 5, 10, 5]]), "labels": [1, 2]},
-         r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 1 is"),
-        ({"boxes": torch.tensor([[0.0, 0, float("nan"), 10]]), "labels": [1]},
-         r"boxes must be x1, y1, x2, y2 .* finite; box 0 is \(0\.0, 0\.0, nan, 10\.0\)"),
+        (
+            {"boxes": torch.tensor([[10.0, 10, 5, 20]]), "labels": [1]},
+            r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 0 is "
+            r"\(10\.0, 10\.0, 5\.0, 20\.0\)",
+        ),
+        (
+            {"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 5, 10, 5]]), "labels": [1, 2]},
+            r"boxes must be x1, y1, x2, y2 with x1 < x2 and y1 < y2 .*; box 1 is",
+        ),
+        (
+            {"boxes": torch.tensor([[0.0, 0, float("nan"), 10]]), "labels": [1]},
+            r"boxes must be x1, y1, x2, y2 .* finite; box 0 is \(0\.0, 0\.0, nan, 10\.0\)",
+        ),
         ({"boxes": torch.tensor([[0.0, 0, float("inf"), 10]]), "labels": [1]}, "boxes must be"),
-        ({"boxes": BOX.repeat(2, 1), "labels": [1]},
-         r"labels must be 2 integer class labels, one per box; got \[1\]"),
+        (
+            {"boxes": BOX.repeat(2, 1), "labels": [1]},
+            r"labels must be 2 integer class labels, one per box; got \[1\]",
+        ),
         ({"boxes": BOX, "labels": [1.5]}, r"labels must be 1 integer class labels"),
-        ({"boxes": BOX, "labels": ["cat"]},
-         r"labels must be 1 integer class labels, one per box; got \['cat'\]"),
+        (
+            {"boxes": BOX, "labels": ["cat"]},
+            r"labels must be 1 integer class labels, one per box; got \['cat'\]",
+        ),
         ({"boxes": BOX, "labels": [True]}, r"labels must be 1 integer class labels"),
-        ({"boxes": BOX, "labels": [1], "iou_threshold": 1.5},
-         r"iou_threshold must be a number in \[0, 1\]; got 1\.5"),
-        ({"boxes": BOX, "labels": [1], "iou_threshold": "0.5"},
-         r"iou_threshold must be a number in \[0, 1\]; got '0\.5'"),
-        ({"boxes": BOX, "labels": [1], "iou_threshold": True},
-         r"iou_threshold must be a number in \[0, 1\]; got True"),
+        (
+            {"boxes": BOX, "labels": [1], "iou_threshold": 1.5},
+            r"iou_threshold must be a number in \[0, 1\]; got 1\.5",
+        ),
+        (
+            {"boxes": BOX, "labels": [1], "iou_threshold": "0.5"},
+            r"iou_threshold must be a number in \[0, 1\]; got '0\.5'",
+        ),
+        (
+            {"boxes": BOX, "labels": [1], "iou_threshold": True},
+            r"iou_threshold must be a number in \[0, 1\]; got True",
+        ),
         ({"boxes": BOX, "labels": [1], "iou_threshold": float("nan")}, "iou_threshold must be"),
         ({"boxes": BOX, "labels": [1], "combine": "sum"}, "combine must be one of"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DetectionBoxScore(**kwargs)

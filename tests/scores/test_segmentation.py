@@ -60,13 +60,15 @@ def test_a_zero_one_mask_is_the_boolean_mask(dtype: torch.dtype) -> None:
         ((-1,), "class_index must be"),
         ((1, torch.zeros(2)), r"mask must be an \(H, W\) or \(E, H, W\) tensor"),
         # A soft mask is not a region: weighting by it would be another score.
-        ((1, torch.tensor([[0.3, 1.0]])),
-         r"mask must be boolean or hold only 0 and 1; got torch.float32 values such as 0.3"),
+        (
+            (1, torch.tensor([[0.3, 1.0]])),
+            r"mask must be boolean or hold only 0 and 1; got torch.float32 values such as 0.3",
+        ),
         ((1, torch.tensor([[0.0, float("nan")]])), r"mask must be boolean or hold only 0 and 1"),
         ((1, torch.tensor([[2, 0]])), r"mask must be boolean .*; got torch.int64 values such as 2"),
         ((1, None, "median"), "reduction must be one of"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_are_named(args: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SegmentationScore(*args)

@@ -10,14 +10,7 @@ from torch import nn
 from torchvision.models import detection, segmentation
 
 from captum_polycam import DetectionBoxScore, PolyCam, SegmentationScore
-
-
-def _hooks_left(model: nn.Module) -> list[str]:
-    return [
-        name
-        for name, module in model.named_modules()
-        if module._forward_hooks or module._forward_pre_hooks
-    ]
+from tests.conftest import hooked_modules
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +31,15 @@ def test_segmentation_regions_of_two_images_share_the_passes(segmenter) -> None:
     regions[1, 32:] = True
     class_index = int(output["out"].argmax(dim=1).flatten().mode().values)
     score = SegmentationScore(class_index, regions)
-    polycam = PolyCam(segmenter, ["backbone.1.block.0", "backbone.3.block.1"], score_fn=score,
-                      variant="plus")  # fmt: skip
+    polycam = PolyCam(
+        segmenter, ["backbone.1.block.0", "backbone.3.block.1"], score_fn=score, variant="plus"
+    )
     together = polycam.attribute(images, target=score.targets, perturbations_per_eval=8)
     assert together.shape == (2, 1, 64, 64)
     assert float(together.amax()) > 0
     alone = torch.cat([polycam.attribute(images[i : i + 1], target=i) for i in range(2)])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
-    assert _hooks_left(segmenter) == []
+    assert hooked_modules(segmenter) == []
 
 
 def _detector(**options) -> nn.Module:
@@ -72,7 +66,7 @@ def test_boxes_of_a_real_detector_are_explained_batched() -> None:
     assert maps.shape == (2, 1, 96, 96)
     assert torch.isfinite(maps).all()
     assert float(maps.amax()) > 0
-    assert _hooks_left(model) == []
+    assert hooked_modules(model) == []
 
 
 def test_an_image_where_nothing_is_found_gives_a_zero_map() -> None:
@@ -85,4 +79,4 @@ def test_an_image_where_nothing_is_found_gives_a_zero_map() -> None:
     saliency = polycam.attribute(image, target=0, perturbations_per_eval=8)
     assert saliency.shape == (1, 1, 96, 96)
     assert float(saliency.abs().max()) == 0.0
-    assert _hooks_left(model) == []
+    assert hooked_modules(model) == []

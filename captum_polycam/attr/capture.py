@@ -1,0 +1,254 @@
+"""Reading the layers Poly-CAM uses: naming them, and capturing their outputs in one call.
+
+A layer is named by a module or its dotted name, optionally followed by ``:k`` to pick the
+``k``-th call (0-based, negative from the end) of a module object that a forward pass calls
+several times; the default is the last call, as a forward hook sees it. Hooks live for one
+call and are removed however it ends.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LayerCall",
+    "LayerInfo",
+    "LayerLike",
+    "capture_activations",
+    "evaluation_mode",
+    "resolve_layers",
+]
+
+LayerLike = str | nn.Module | tuple[str | nn.Module, int]
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One output of one module: the ``call``-th time it runs in a forward pass."""
+
+    name: str
+    module: nn.Module
+    call: int = -1
+
+    def __str__(self) -> str:
+        return self.name if self.call == -1 else f"{self.name}:{self.call}"
+
+
+def resolve_layers(model: nn.Module | None, layers: Sequence[LayerLike]) -> list[LayerCall]:
+    """Turn user layer references into :class:`LayerCall` objects, with clear errors.
+
+    What needs no forward pass is checked here: names the model does not have, malformed call
+    indices, and a layer given twice (by one name twice, by a name and the module object, or
+    by two names of one module), which would double its masked passes. A call index the
+    module does not reach, or two indices of one call (``"act:1"`` and ``"act"`` for a module
+    called twice), are found by :func:`capture_activations`, on the clean pass.
+
+    Raises:
+        TypeError: If a layer is not a module, a dotted name or a ``(layer, k)`` pair with an
+            int ``k``, or a name is given without an ``nn.Module`` to look it up in.
+        ValueError: If ``layers`` is empty, a name is unknown or malformed, or a layer is
+            given twice.
+    """
+    if isinstance(layers, (str, nn.Module)) or (
+        isinstance(layers, tuple) and len(layers) == 2 and isinstance(layers[1], int)
+    ):
+        layers = [layers]  # type: ignore[list-item]
+    if not isinstance(layers, Sequence) or len(layers) == 0:
+        raise ValueError(f"layers must be a non-empty list of modules or names; got {layers!r}")
+    names = (
+        {id(module): name for name, module in model.named_modules()} if model is not None else {}
+    )
+    # Every name of a module registered under several (a shared block), not only its first.
+    modules = dict(model.named_modules(remove_duplicate=False)) if model is not None else {}
+    resolved: list[LayerCall] = []
+    for position, layer in enumerate(layers):
+        call = _reference_call(layer)
+        reference = layer[0] if isinstance(layer, tuple) else layer
+        if isinstance(reference, str):
+            name, colon, suffix = reference.partition(":")
+            if colon:
+                if isinstance(layer, tuple):
+                    raise ValueError(f"layers: {layer!r} gives the call index twice")
+                try:
+                    call = int(suffix)
+                except ValueError:
+                    raise ValueError(
+                        f"layers: {reference!r} must be 'name' or 'name:call_index'"
+                    ) from None
+            if model is None:
+                raise TypeError(
+                    f"layers: the name {reference!r} needs forward_func to be an nn.Module; "
+                    "pass the module itself"
+                )
+            if name not in modules:
+                raise ValueError(f"layers: the model has no module named {name!r}")
+            found = LayerCall(name, modules[name], call)
+        else:
+            found = LayerCall(names.get(id(reference), type(reference).__name__), reference, call)
+        for earlier, other in enumerate(resolved):
+            if other.module is found.module and other.call == found.call:
+                raise ValueError(
+                    f"layers: layers[{earlier}] and layers[{position}] are both {other}; "
+                    "give each layer once (a duplicate would double its masked passes)"
+                )
+        resolved.append(found)
+    return resolved
+
+
+def _reference_call(layer: Any) -> int:
+    """The call index a ``(layer, k)`` pair gives, ``-1`` for a plain module or name.
+
+    Raises:
+        TypeError: If ``layer`` is neither a module, a name nor such a pair with an int ``k``.
+    """
+    if isinstance(layer, (str, nn.Module)):
+        return -1
+    pair = isinstance(layer, tuple) and len(layer) == 2
+    if not pair or not isinstance(layer[0], (str, nn.Module)):
+        raise TypeError(
+            f"layers: expected a module, a dotted name or (module, call); got {layer!r}"
+        )
+    call = layer[1]
+    try:
+        if isinstance(call, bool):  # True is an int to Python, but never meant as call 1
+            raise TypeError
+        return operator.index(call)  # an int, or a NumPy or 0-d tensor integer
+    except TypeError:
+        raise TypeError(
+            f"layers: the call index of {layer!r} must be an int; got {call!r}"
+        ) from None
+
+
+@contextmanager
+def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture_activations(
+    forward: Callable[[], Any], layers: Sequence[LayerCall]
+) -> tuple[Any, list[Tensor]]:
+    """Run ``forward()`` once and return its output with a copy of each layer's output.
+
+    The copy is taken when the module returns, so in-place operations later in the forward
+    pass (residual sums, in-place activations) do not alter it.
+
+    Raises:
+        ValueError: If a layer is never called, asks for a call its module does not make, is
+            not an ``N x C x h x w`` tensor, or names the same call as another layer
+            (``"act:1"`` and ``"act"`` of a module called twice).
+    """
+    calls: dict[int, int] = {}
+    captured: dict[int, list[Tensor]] = {}
+
+    def hook(module: nn.Module, _args: Any, output: Any) -> None:
+        calls[id(module)] = calls.get(id(module), 0) + 1
+        captured.setdefault(id(module), []).append(
+            output.detach().clone() if isinstance(output, Tensor) else output
+        )
+
+    unique = {id(layer.module): layer.module for layer in layers}
+    handles = [module.register_forward_hook(hook) for module in unique.values()]
+    with _hooks(handles):
+        output = forward()
+
+    activations = []
+    # Two indices of one call ("act:1" and "act" of a module called twice) are one layer,
+    # which only the number of calls reveals.
+    read: dict[tuple[int, int], LayerCall] = {}
+    for layer in layers:
+        outputs = captured.get(id(layer.module), [])
+        if not outputs:
+            raise ValueError(f"layers: {layer} is never called in the forward pass")
+        if not -len(outputs) <= layer.call < len(outputs):
+            raise ValueError(
+                f"layers: {layer} asks for call {layer.call}, but the module is called "
+                f"{len(outputs)} time(s)"
+            )
+        index = layer.call % len(outputs)
+        other = read.setdefault((id(layer.module), index), layer)
+        if other is not layer:
+            raise ValueError(
+                f"layers: {other} and {layer} are the same output, call {index} of the "
+                f"{len(outputs)} calls of the module; give each layer once (a duplicate would "
+                "double its masked passes)"
+            )
+        activation = outputs[layer.call]
+        if not isinstance(activation, Tensor) or activation.dim() != 4:
+            shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation)
+            raise ValueError(
+                f"layers: the output of {layer} must be an N x C x h x w tensor; got {shape}"
+            )
+        activations.append(activation)
+    return output, activations
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """The shape of one layer's output for one example, as :func:`describe_layers` reports it.
+
+    Attributes:
+        name: The layer as ``PolyCam(layers=...)`` takes it, ``"name"`` or ``"name:k"``.
+        channels: Number of channels ``C`` of the ``N x C x h x w`` output.
+        height: Its height ``h``.
+        width: Its width ``w``.
+    """
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channels}@{self.height}x{self.width})"
+
+
+def _layer_info(name: str, output: Tensor) -> LayerInfo:
+    channels, height, width = output.shape[1:]
+    return LayerInfo(name, channels, height, width)
+
+
+def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor, tuple[Any, ...]]:
+    """The first example of ``inputs`` and the forward arguments that go with it.
+
+    Tensor arguments with one row per example are sliced like ``inputs``; the others are passed
+    as they are.
+
+    Raises:
+        ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor.
+    """
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a non-empty N x C x H x W tensor; got {got}")
+    args = () if additional_forward_args is None else additional_forward_args
+    args = args if isinstance(args, tuple) else (args,)
+    return inputs[:1], tuple(
+        arg[:1] if isinstance(arg, Tensor) and arg.dim() > 0 and len(arg) == len(inputs) else arg
+        for arg in args
+    )
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in evaluation mode, then give every module back its own training flag.
+
+    A look at the model must not change it: in training mode a forward pass would update
+    batch-norm statistics.
+    """
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training

@@ -1,0 +1,90 @@
+"""The images of an evaluation as :class:`~captum_polycam.evaluation.images.Sample` items: a
+folder of files, or a user's dataset of ``(image, name)`` or ``(image, label, name)``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from captum_polycam.evaluation.config import EvaluationConfig
+from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.evaluation.images import ImageFolder, Preprocessing, Sample, pil_pixels
+
+__all__ = ["as_samples", "first_input"]
+
+
+def as_samples(
+    images: str | Path | Dataset[Any],
+    image_list: str | Path | Sequence[str] | None,
+    labels: str | Path | dict[str, int] | None,
+    config: EvaluationConfig,
+) -> Dataset[Sample]:
+    """``images`` as a dataset of samples: an :class:`ImageFolder` of a folder (with its list and
+    labels), or a user's dataset wrapped so that its items become samples.
+
+    Raises:
+        EvaluationError: A folder without preprocessing, a list or labels with a dataset, or an
+            object that is neither.
+    """
+    if isinstance(images, (str, Path)):
+        if config.preprocessing is None:
+            raise EvaluationError("preprocessing: a folder of photos needs one; got None")
+        return ImageFolder(images, image_list, labels, config.preprocessing)
+    if image_list is not None or labels is not None:
+        raise EvaluationError("image_list and labels apply to a folder of images, not a dataset")
+    if not isinstance(images, Dataset) or not hasattr(images, "__len__"):
+        raise EvaluationError(
+            f"images must be a folder or a torch Dataset with a length; got {type(images)}"
+        )
+    return _NamedDataset(images, config.preprocessing)
+
+
+class _NamedDataset(Dataset[Sample]):
+    """A user's dataset of ``(image, name)`` or ``(image, label, name)`` as samples."""
+
+    def __init__(self, dataset: Dataset[Any], preprocessing: Preprocessing | None) -> None:
+        self.dataset = dataset
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise EvaluationError(
+                f"images: dataset items must be (image, name) or (image, label, name); item "
+                f"{index} is {type(item).__name__}"
+            )
+        image, *label, name = item
+        label = int(label[0]) if label and label[0] is not None else None
+        if not isinstance(image, Tensor):
+            image = pil_pixels(image)  # as a file's: 16-bit images in their own range
+        inputs = image if self.preprocessing is None else self.preprocessing(image)
+        return Sample(str(name), inputs, label, digest=_tensor_digest(image))
+
+    def digest(self, index: int) -> str:
+        """The digest of item ``index``'s image, as :meth:`__getitem__` records it."""
+        digest = self[index].digest
+        assert digest is not None
+        return digest
+
+
+def _tensor_digest(image: Tensor) -> str:
+    """SHA-256 of an image tensor's shape and values: a dataset's images have no file."""
+    values = image.detach().cpu().contiguous()
+    return hashlib.sha256(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
+
+
+def first_input(dataset: Dataset[Sample]) -> Tensor:
+    """An input of the dataset's size, for discovering the layers."""
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        sample = dataset[index]
+        if sample.inputs is not None:
+            return sample.inputs[None]
+    raise EvaluationError("images: none of the images can be read (see their errors)")
