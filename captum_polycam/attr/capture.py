@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captum_polycam._conventions import is_per_example
+
 __all__ = [
     "LayerCall",
     "LayerInfo",
@@ -232,10 +234,7 @@ def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor
         raise ValueError(f"inputs must be a non-empty N x C x H x W tensor; got {got}")
     args = () if additional_forward_args is None else additional_forward_args
     args = args if isinstance(args, tuple) else (args,)
-    return inputs[:1], tuple(
-        arg[:1] if isinstance(arg, Tensor) and arg.dim() > 0 and len(arg) == len(inputs) else arg
-        for arg in args
-    )
+    return inputs[:1], tuple(arg[:1] if is_per_example(arg, len(inputs)) else arg for arg in args)
 
 
 @contextmanager

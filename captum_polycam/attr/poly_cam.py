@@ -304,8 +304,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
                 Captum's ``FeatureAblation``: a pass holds at most
                 ``perturbations_per_eval * N`` masked inputs, possibly of several examples.
-                ``None`` aims at about 4 inputs per pass on a CPU and 64 on a GPU. The maps do
-                not depend on it (beyond float rounding).
+                ``None`` is measured: the first call that scores enough inputs times a few
+                pass sizes for this model, input shape, device and precision, and later calls
+                reuse the fastest. The maps do not depend on it (beyond float rounding).
             return_stages: Also return the intermediate composites.
             show_progress: Show a progress bar counting masked forward passes.
 

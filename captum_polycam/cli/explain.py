@@ -72,7 +72,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help="masked images per image and forward pass, as Captum's perturbations_per_eval "
-        "(default: about 4 images per pass on the CPU, 64 on a GPU)",
+        "(default: the fastest, measured on the first passes)",
     )
     return explain
 

@@ -1,17 +1,24 @@
-"""What an evaluation's artefacts depend on: the protocol, checked when it is built."""
+"""What an evaluation's artefacts depend on, the protocol, checked when it is built, and
+checked again on the first image, before anything is written."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from captum_polycam.attr import describe_layers
 from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import Preprocessing
+from captum_polycam.evaluation.images import Preprocessing, Sample
 from captum_polycam.evaluation.models import DEFAULT_MODEL
 from captum_polycam.perturbation.scoring import PRECISIONS, Precision
 
-__all__ = ["DEFAULT_METHODS", "EvaluationConfig"]
+__all__ = ["DEFAULT_METHODS", "EvaluationConfig", "check_on_first_input"]
 
 DEFAULT_METHODS = ("pcam+", "gradcam", "random")
 
@@ -96,3 +103,50 @@ class EvaluationConfig:
         settings["layers"] = None if self.layers is None else list(self.layers)
         settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
         return settings
+
+
+def check_on_first_input(
+    model: nn.Module, first: Tensor, dataset: Dataset[Sample], config: EvaluationConfig
+) -> list[str]:
+    """Poly-CAM's layers, after checking on one input that the run can go through: the model
+    takes inputs of this size, the layers exist and go shallow to deep, the steps fit in
+    the image and the labels in the model's outputs."""
+    height, width = first.shape[-2:]
+    try:
+        with torch.no_grad():
+            output = model(first)
+    except Exception as error:  # whatever the user's model raises, say where it came from
+        raise EvaluationError(
+            f"model {config.model!r} fails on an input of {height} x {width} pixels (the "
+            f"preprocessing's size): {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise EvaluationError(
+            f"model {config.model!r} must be a classifier giving N x classes logits; got {shape}"
+        )
+    if config.n_steps > height * width:
+        raise EvaluationError(
+            f"n_steps: {config.n_steps} insertion and deletion steps need as many pixels; the "
+            f"inputs have {height} x {width} = {height * width}"
+        )
+    try:
+        described = describe_layers(model, first, config.layers)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(str(error)) from None
+    for shallow, deep in pairwise(described):
+        if deep.height > shallow.height or deep.width > shallow.width:
+            raise EvaluationError(
+                f"layers must go shallow to deep, by non-increasing resolution; {deep} comes "
+                f"after {shallow}"
+            )
+    classes = output.shape[1]
+    labels = getattr(dataset, "labels", None) or {}
+    outside = sorted(name for name, label in labels.items() if not 0 <= label < classes)
+    if config.target == "label" and outside:
+        raise EvaluationError(
+            f"labels: the model has {classes} classes (0 to {classes - 1}); "
+            f"{len(outside)} image(s) have another, such as {outside[0]!r} "
+            f"({labels[outside[0]]})"
+        )
+    return [layer.name for layer in described]

@@ -12,15 +12,12 @@ when, so every way of running ends with the same bytes.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
-import json
 import platform
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +28,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import captum_polycam
-from captum_polycam.attr import describe_layers
+from captum_polycam._conventions import seeded
 from captum_polycam.attr.capture import evaluation_mode
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
-    remove_temporary_files,
-    write_json,
     write_npz,
 )
-from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig
+from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, check_on_first_input
 from captum_polycam.evaluation.datasets import as_samples, first_input
 from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.evaluation.folder import OutputFolder, now
 from captum_polycam.evaluation.images import (
     Sample,
     image_list_digest,
@@ -60,21 +56,24 @@ from captum_polycam.metrics.keys import (
     INSERTION_CURVE,
     SENSITIVITY_MAX,
 )
-from captum_polycam.perturbation.scoring import (
-    default_perturbations_per_eval,
-)
+from captum_polycam.perturbation.batch import PreparedBatch
+from captum_polycam.perturbation.scoring import PerturbationScorer, default_perturbations_per_eval
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
-RUN_FILE = "run.json"
-
 
 class _Batch:
-    """One batch of the image list: its readable samples, their inputs on the device and the
-    classes to explain (the labels, or the model's top-1 from one clean pass)."""
+    """One batch of the image list: its readable samples, their inputs on the device, their
+    clean pass (shared by the metrics) and the classes to explain (the labels, or the top-1
+    of that pass)."""
 
     def __init__(
-        self, index: int, samples: list[Sample], target: str, device: torch.device, model: nn.Module
+        self,
+        index: int,
+        samples: list[Sample],
+        target: str,
+        device: torch.device,
+        scorer: PerturbationScorer,
     ) -> None:
         self.index = index
         # Every image of the batch, readable or not, and its content: what a resumed run checks.
@@ -93,15 +92,15 @@ class _Batch:
         self.names = [s.name for s in self.samples]
         self.inputs = torch.empty(0)
         self.targets = torch.empty(0, dtype=torch.long)
+        self.prepared: PreparedBatch | None = None
         if self.samples:
             inputs = torch.stack([s.inputs for s in self.samples if s.inputs is not None])
             self.inputs = inputs.to(device)
+            labels = None
             if target == "label":
-                labels = [s.label for s in self.samples]
-                self.targets = torch.tensor(labels, device=device)
-            else:
-                with torch.no_grad():
-                    self.targets = model(self.inputs).argmax(dim=-1)
+                labels = torch.tensor([s.label for s in self.samples], device=device)
+            self.prepared = scorer.prepare(self.inputs, labels)
+            self.targets = self.prepared.targets.index[:, 0]  # a classifier's: one class each
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -177,7 +176,7 @@ def evaluate(
             model = load_model(config.model, device)[0] if model is None else model.to(device)
             # Every usage error is found here, on one image, before run.json claims the
             # folder: a corrected command can then use the same folder.
-            layers = _checked_layers(model, first_input(dataset).to(device), dataset, config)
+            layers = check_on_first_input(model, first_input(dataset).to(device), dataset, config)
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
             per_eval = perturbations_per_eval or default_perturbations_per_eval(
@@ -187,7 +186,7 @@ def evaluate(
                 config.methods, model, layers, per_eval, config.precision, config.compile
             )
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
-            run.claim_folder()
+            OutputFolder(out, ranks).claim(run.configuration())
             run.check_finished_images()
             progress = sys.stderr.isatty() if show_progress is None else show_progress
             run.compute(num_workers, per_eval, progress)
@@ -198,53 +197,6 @@ def evaluate(
         return Report.read(out)
     finally:
         _distributed.stop(ranks)
-
-
-def _checked_layers(
-    model: nn.Module, first: Tensor, dataset: Dataset[Sample], config: EvaluationConfig
-) -> list[str]:
-    """Poly-CAM's layers, after checking on one input that the run can go through: the model
-    takes inputs of this size, the layers exist and go shallow to deep, the steps fit in
-    the image and the labels in the model's outputs."""
-    height, width = first.shape[-2:]
-    try:
-        with torch.no_grad():
-            output = model(first)
-    except Exception as error:  # whatever the user's model raises, say where it came from
-        raise EvaluationError(
-            f"model {config.model!r} fails on an input of {height} x {width} pixels (the "
-            f"preprocessing's size): {type(error).__name__}: {error}"
-        ) from None
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise EvaluationError(
-            f"model {config.model!r} must be a classifier giving N x classes logits; got {shape}"
-        )
-    if config.n_steps > height * width:
-        raise EvaluationError(
-            f"n_steps: {config.n_steps} insertion and deletion steps need as many pixels; the "
-            f"inputs have {height} x {width} = {height * width}"
-        )
-    try:
-        described = describe_layers(model, first, config.layers)
-    except (TypeError, ValueError) as error:
-        raise EvaluationError(str(error)) from None
-    for shallow, deep in pairwise(described):
-        if deep.height > shallow.height or deep.width > shallow.width:
-            raise EvaluationError(
-                f"layers must go shallow to deep, by non-increasing resolution; {deep} comes "
-                f"after {shallow}"
-            )
-    classes = output.shape[1]
-    labels = getattr(dataset, "labels", None) or {}
-    outside = sorted(name for name, label in labels.items() if not 0 <= label < classes)
-    if config.target == "label" and outside:
-        raise EvaluationError(
-            f"labels: the model has {classes} classes (0 to {classes - 1}); "
-            f"{len(outside)} image(s) have another, such as {outside[0]!r} "
-            f"({labels[outside[0]]})"
-        )
-    return [layer.name for layer in described]
 
 
 def _as_list(samples: list[Sample]) -> list[Sample]:
@@ -303,48 +255,6 @@ class _Run:
             "images": {"count": self.count, "sha256": digest},
             "method_parameters": {m.name: m.parameters for m in self.methods},
         }
-
-    def claim_folder(self) -> None:
-        """Start a new run in ``out``, or resume the one there if its configuration matches."""
-        configuration = json.loads(json.dumps(self.configuration()))  # as JSON reads it back
-        record = self.out / RUN_FILE
-        if self.ranks.is_main:
-            if self.out.exists() and not self.out.is_dir():
-                raise EvaluationError(f"out: {str(self.out)!r} is a file; give a folder")
-            if record.exists():
-                self._check_same(configuration, record)
-                remove_temporary_files(self.out)
-            elif self.out.exists() and any(self.out.iterdir()):
-                raise EvaluationError(
-                    f"out: {str(self.out)!r} is not empty and holds no {RUN_FILE}; choose a new "
-                    "or empty folder"
-                )
-            else:
-                try:
-                    write_json(record, {"configuration": configuration, "started": _now()})
-                except OSError as error:
-                    raise EvaluationError(
-                        f"out: cannot write in {str(self.out)!r}: {error.strerror or error}"
-                    ) from None
-        self.ranks.barrier()
-        if not self.ranks.is_main:
-            self._check_same(configuration, record)
-
-    def _check_same(self, configuration: dict[str, Any], record: Path) -> None:
-        try:
-            previous = json.loads(record.read_text())["configuration"]
-        except (OSError, ValueError, KeyError) as error:
-            raise EvaluationError(f"out: cannot read {str(record)!r} ({error})") from None
-        changed = sorted(
-            key
-            for key in configuration.keys() | previous.keys()
-            if configuration.get(key) != previous.get(key)
-        )
-        if changed:
-            raise EvaluationError(
-                f"out: {str(self.out)!r} holds a run of another configuration (it differs in "
-                f"{', '.join(changed)}); use a new folder, or the same settings to resume it"
-            )
 
     def check_finished_images(self) -> None:
         """Refuse to resume on images whose content differs from those already computed.
@@ -423,7 +333,9 @@ class _Run:
         )
         with bar:
             for index, samples in zip(pending, loader, strict=True):
-                batch = _Batch(index, samples, self.config.target, self.device, self.model)
+                batch = _Batch(
+                    index, samples, self.config.target, self.device, insertion_deletion.scorer
+                )
                 self._compute_batch(batch, insertion_deletion, confidence)
                 bar.update(len(samples))
 
@@ -476,9 +388,7 @@ class _Run:
         self, method: Method, batch: _Batch, compute: Callable[..., Tensor], *args: Any
     ) -> Tensor:
         """``compute(*args)`` with the random generators seeded for this method and batch."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(_seed(self.config.seed, method.name, batch.index))
+        with seeded(_seed(self.config.seed, method.name, batch.index), self.device):
             return compute(*args)
 
     def _metrics(
@@ -508,8 +418,10 @@ class _Run:
                 "fractions": np.zeros(0, np.float32),
             }
             return arrays
-        curves = insertion_deletion.curves(batch.inputs, maps, batch.targets)
-        change = confidence(batch.inputs, maps, batch.targets)
+        curves = insertion_deletion.curves(
+            batch.inputs, maps, batch.targets, prepared=batch.prepared
+        )
+        change = confidence(batch.inputs, maps, batch.targets, prepared=batch.prepared)
         arrays |= {
             INSERTION: curves[INSERTION].auc,
             DELETION: curves[DELETION].auc,
@@ -536,7 +448,6 @@ class _Run:
             [(m.name, self.shards(m)) for m in self.methods],
             self.config.n_steps,
         )
-        record = json.loads((self.out / RUN_FILE).read_text())
         timings = {}
         for method in self.methods:
             totals = {"map_seconds": 0.0, "metric_seconds": 0.0, "images": 0}
@@ -553,21 +464,22 @@ class _Run:
         for shard in self.shards(self.methods[0]):
             for digest in shard.get("image_digests", np.array([], dtype=str)).tolist():
                 contents.update(f"{digest}\n".encode())
-        record |= {
-            "finished": _now(),
-            "images_content_sha256": contents.hexdigest(),
-            "versions": {
-                "captum_polycam": captum_polycam.__version__,
-                "torch": torch.__version__,
-                "captum": captum.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
-            "device_name": _device_name(self.device),
-            "processes": self.ranks.world,
-            "timings": timings,
-        }
-        write_json(self.out / RUN_FILE, record)
+        OutputFolder(self.out, self.ranks).add_to_record(
+            {
+                "finished": now(),
+                "images_content_sha256": contents.hexdigest(),
+                "versions": {
+                    "captum_polycam": captum_polycam.__version__,
+                    "torch": torch.__version__,
+                    "captum": captum.__version__,
+                    "numpy": np.__version__,
+                    "python": platform.python_version(),
+                },
+                "device_name": _device_name(self.device),
+                "processes": self.ranks.world,
+                "timings": timings,
+            }
+        )
 
 
 def _sensitivity(method: Method, inputs: Tensor, targets: Tensor, maps: Tensor) -> Tensor:
@@ -584,7 +496,3 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

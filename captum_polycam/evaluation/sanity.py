@@ -18,7 +18,6 @@ import copy
 import csv
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam._compat import progress
+from captum_polycam._conventions import seeded
 from captum_polycam.attr import describe_layers
 from captum_polycam.attr.capture import evaluation_mode
 from captum_polycam.evaluation.errors import EvaluationError
@@ -110,26 +110,11 @@ def _parameterised_children(module: nn.Module, prefix: str) -> Iterator[tuple[st
             yield f"{prefix}{name}", child
 
 
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the generators that ``device``'s work draws from, restoring them afterwards, so that
-    the check is reproducible and leaves the caller's random streams where they were."""
-    cuda = []
-    if device.type == "cuda":
-        cuda = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
-
-
 def _reinitialise(block: nn.Module, seed: int, device: torch.device) -> None:
     """Redraw every parameter of ``block``: ``reset_parameters()`` of each submodule that has it
     (PyTorch's own initialisation; batch norm also resets its running statistics), then the
     parameters left, from ``N(0, std)`` of their current values (zero for single values)."""
-    with _seeded(seed, device), torch.no_grad():
+    with seeded(seed, device), torch.no_grad():
         redrawn: set[int] = set()
         for module in block.modules():
             if callable(getattr(module, "reset_parameters", None)):
@@ -420,7 +405,7 @@ def sanity_check(
         # same inputs object, which would carry the previous model's maps over.
         batch = inputs.clone()
         for method in bound:
-            with _seeded(seed, inputs.device):
+            with seeded(seed, inputs.device):
                 maps[method.name].append(method.explain(batch, explained).cpu())
             bar.update()
     bar.close()

@@ -25,7 +25,7 @@ from captum_polycam.metrics.keys import (
     ScoreDirection,
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.batch import unpack_single
+from captum_polycam.perturbation.batch import PreparedBatch, unpack_single
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
@@ -122,8 +122,9 @@ class ConfidenceChange:
             ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
             Captum; each example has one masked input, so any value of 1 or more scores the
-            whole batch in one pass. ``None`` aims at about 4 inputs per pass on a CPU and 64
-            on a GPU. The results do not depend on it.
+            whole batch in one pass. ``None`` lets the engine choose, as for
+            :meth:`PolyCam.attribute <captum_polycam.PolyCam.attribute>`. The results do not
+            depend on it.
         precision: ``"fp32"`` (the default), or ``"bf16"`` or ``"fp16"`` to score the masked
             inputs under ``torch.autocast``; the clean scores and the masks stay float32.
         compile: Score the masked inputs through ``torch.compile`` (for long runs).
@@ -183,6 +184,8 @@ class ConfidenceChange:
         attributions: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
+        prepared: PreparedBatch | None = None,
     ) -> ConfidenceChangeResult:
         """The clean and masked scores of a batch; see the class docstring for definitions.
 
@@ -195,12 +198,16 @@ class ConfidenceChange:
                 clean inputs.
             additional_forward_args: Extra arguments of the model after the inputs; tensors
                 whose first dimension is ``N`` follow their example.
+            prepared: The batch's clean pass, made by :meth:`PerturbationScorer.prepare
+                <captum_polycam.perturbation.PerturbationScorer.prepare>` of a scorer with
+                the same ``score_fn`` on these ``inputs``, to share it between metrics;
+                ``None`` runs it here.
 
         Returns:
             Per-example scores, drops and increases, on the inputs' device, with their
             protocol.
         """
-        batch = self.scorer.prepare(inputs, target, additional_forward_args)
+        batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
         attributions = unpack_single(attributions, "attributions")[0]
         mask = min_max_mask(inputs, attributions, self.channel_reduction)

@@ -30,7 +30,7 @@ from captum_polycam.metrics.keys import (
     ScoreDirection,
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.batch import unpack_single
+from captum_polycam.perturbation.batch import PreparedBatch, unpack_single
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
 from captum_polycam.perturbation.targets import ScoreFn
 
@@ -138,8 +138,9 @@ class InsertionDeletion:
             ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Step images **per example** in one forward pass, as in
             Captum: a pass holds at most ``perturbations_per_eval * N`` images, possibly of
-            several examples and curves. ``None`` aims at about 4 images per pass on a CPU
-            and 64 on a GPU. The results do not depend on it.
+            several examples and curves. ``None`` is measured, as for
+            :meth:`PolyCam.attribute <captum_polycam.PolyCam.attribute>`. The results do not
+            depend on it.
         blur_kernel_size: Side of the blur kernel.
         blur_sigma: Standard deviation of the blur.
         precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
@@ -249,6 +250,8 @@ class InsertionDeletion:
         attributions: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
+        prepared: PreparedBatch | None = None,
     ) -> InsertionDeletionResult:
         """The curves of a batch; see the class docstring for the definitions.
 
@@ -260,6 +263,10 @@ class InsertionDeletion:
             target: Captum ``TargetType``; ``None`` for each example's top-1 class.
             additional_forward_args: Extra arguments of the model after the inputs; tensors
                 whose first dimension is ``N`` follow their example.
+            prepared: The batch's clean pass, made by :meth:`PerturbationScorer.prepare
+                <captum_polycam.perturbation.PerturbationScorer.prepare>` of a scorer with
+                the same ``score_fn`` on these ``inputs``, to share it between metrics;
+                ``None`` runs it here.
 
         Returns:
             Per-example areas and curves, on the inputs' device, with their protocol.
@@ -268,7 +275,9 @@ class InsertionDeletion:
             ValueError: ``n_steps`` exceeds the inputs' ``H * W`` pixels (checked before any
                 forward pass), or the inputs, attributions or target are malformed.
         """
-        curves = self.curves(inputs, attributions, target, additional_forward_args)
+        curves = self.curves(
+            inputs, attributions, target, additional_forward_args, prepared=prepared
+        )
         return InsertionDeletionResult(curves[INSERTION], curves[DELETION])
 
     @torch.no_grad()
@@ -279,11 +288,13 @@ class InsertionDeletion:
         target: TargetType = None,
         additional_forward_args: Any = None,
         kinds: Sequence[CurveKind] = (INSERTION, DELETION),
+        *,
+        prepared: PreparedBatch | None = None,
     ) -> dict[str, CurveResult]:
         """The curves of ``kinds`` only, by kind; the arguments, and the errors, are those of
         ``__call__``."""
         self._check_n_steps(inputs)
-        batch = self.scorer.prepare(inputs, target, additional_forward_args)
+        batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
         saliency = pixel_saliency(
             inputs, unpack_single(attributions, "attributions")[0], self.channel_reduction

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._conventions import is_per_example
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics.keys import (
     SCORE_DIRECTIONS,
@@ -280,12 +281,7 @@ class Sensitivity:
         count = len(inputs)
 
         def repeat(value: Any, dims: int | None = None) -> Any:
-            per_example = (
-                isinstance(value, Tensor)
-                and value.dim() > 0
-                and len(value) == count
-                and (dims is None or value.dim() == dims)
-            )
+            per_example = is_per_example(value, count) and (dims is None or value.dim() == dims)
             return value.repeat_interleave(samples, dim=0) if per_example else value
 
         repeated = dict(kwargs)

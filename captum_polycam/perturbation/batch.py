@@ -73,6 +73,8 @@ class PreparedBatch:
         forward_args: The additional forward arguments, as a tuple.
         per_example: For each forward argument, whether it is a tensor with one row per
             example, which then follows its example into the perturbed batches.
+        score_fn: The score function of the scorer that prepared it: a batch serves every
+            scorer with the same one (:meth:`PerturbationScorer.reuse`).
     """
 
     inputs: Tensor
@@ -82,6 +84,7 @@ class PreparedBatch:
     target_scores: Tensor
     forward_args: tuple[Any, ...]
     per_example: tuple[bool, ...]
+    score_fn: Any = None
 
     def __len__(self) -> int:
         return len(self.inputs)

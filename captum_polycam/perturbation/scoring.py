@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType, progress
+from captum_polycam._conventions import is_per_example
 from captum_polycam.perturbation.batch import (
     PreparedBatch,
     check_inputs,
@@ -162,10 +163,7 @@ class PerturbationScorer:
             forward_args = additional_forward_args
         else:
             forward_args = (additional_forward_args,)
-        per_example = tuple(
-            isinstance(arg, Tensor) and arg.dim() > 0 and len(arg) == len(inputs)
-            for arg in forward_args
-        )
+        per_example = tuple(is_per_example(arg, len(inputs)) for arg in forward_args)
         output = self._forward_clean(inputs, forward_args)
         scores = self._scores_of(output, len(inputs))
         if not bool(torch.isfinite(scores).all()):
@@ -177,8 +175,34 @@ class PerturbationScorer:
         rows = torch.arange(len(inputs), device=scores.device)
         target_scores = targets.select(scores, rows).to(inputs.device)
         return PreparedBatch(
-            inputs, output, scores, targets, target_scores, forward_args, per_example
+            inputs, output, scores, targets, target_scores, forward_args, per_example, self.score_fn
         )
+
+    def reuse(
+        self,
+        prepared: PreparedBatch | None,
+        inputs: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> PreparedBatch:
+        """``prepared``, a batch another scorer with the same ``score_fn`` prepared from these
+        ``inputs``, so that several metrics share one clean pass; or, when it is ``None``, a
+        new one (:meth:`prepare`).
+
+        Raises:
+            ValueError: ``prepared`` was made from other inputs or with another ``score_fn``.
+        """
+        if prepared is None:
+            return self.prepare(inputs, target, additional_forward_args)
+        inputs = unpack_single(inputs, "inputs")[0]
+        if prepared.inputs is not inputs:
+            raise ValueError("prepared: a batch prepared from other inputs than these")
+        if prepared.score_fn != self.score_fn:
+            raise ValueError(
+                f"prepared: made with score_fn={prepared.score_fn!r}; this one scores with "
+                f"score_fn={self.score_fn!r}"
+            )
+        return prepared
 
     @torch.no_grad()
     def score(

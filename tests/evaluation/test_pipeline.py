@@ -630,3 +630,21 @@ def test_a_datasets_16_bit_pil_images_are_read_in_their_range() -> None:
     grey = Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16))  # Pillow's "I;16"
     sample = _NamedDataset([(grey, "grey.png")], preprocessing=None)[0]  # type: ignore[arg-type]
     torch.testing.assert_close(sample.inputs, torch.full((3, 8, 8), 30000 / 65535))
+
+
+def test_each_batch_has_one_clean_pass_for_its_targets_and_metrics(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captum_polycam.perturbation.scoring import PerturbationScorer
+
+    prepared = []
+    prepare = PerturbationScorer.prepare
+
+    def counted(self: PerturbationScorer, inputs: torch.Tensor, *args: object) -> object:
+        prepared.append(len(inputs))
+        return prepare(self, inputs, *args)
+
+    monkeypatch.setattr(PerturbationScorer, "prepare", counted)
+    config = _config(methods=("random",), batch_size=4, sensitivity_images=0)
+    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
+    assert prepared == [4, 3]  # one per batch, shared by the top-1, insertion-deletion, confidence

@@ -418,3 +418,26 @@ class TestSlowLoweredPrecisionOnTheCpu:
             ),
         ):
             self._score(AutocastRecorder().eval(), torch.rand(2, 3, 8, 8))
+
+
+def test_a_prepared_batch_serves_scorers_of_the_same_score_fn_only(tiny_cnn, tiny_inputs) -> None:
+    first, second = PerturbationScorer(tiny_cnn), PerturbationScorer(tiny_cnn)
+    prepared = first.prepare(tiny_inputs)
+    assert second.reuse(prepared, tiny_inputs) is prepared
+    with pytest.raises(ValueError, match="prepared: a batch prepared from other inputs"):
+        second.reuse(prepared, tiny_inputs.clone())
+    with pytest.raises(
+        ValueError,
+        match="prepared: made with score_fn='softmax'; this one scores with score_fn='logit'",
+    ):
+        PerturbationScorer(tiny_cnn, "logit").reuse(prepared, tiny_inputs)
+
+
+def test_metrics_sharing_a_clean_pass_give_the_same_results(tiny_cnn, tiny_inputs) -> None:
+    maps = torch.rand(len(tiny_inputs), 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    metric = InsertionDeletion(tiny_cnn, n_steps=4)
+    prepared = metric.scorer.prepare(tiny_inputs)
+    shared = metric(tiny_inputs, maps, prepared=prepared)
+    alone = metric(tiny_inputs, maps)
+    torch.testing.assert_close(shared.insertion.curve, alone.insertion.curve, rtol=0, atol=0)
+    torch.testing.assert_close(shared.deletion.auc, alone.deletion.auc, rtol=0, atol=0)
