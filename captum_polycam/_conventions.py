@@ -10,7 +10,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["is_per_example", "seeded"]
+__all__ = ["check_int", "is_per_example", "seeded"]
+
+_KINDS = {1: "a positive int", 0: "a non-negative int", None: "an int"}
+
+
+def check_int(
+    name: str,
+    value: Any,
+    least: int | None = 1,
+    *,
+    none: bool = False,
+    error: type[ValueError] = ValueError,
+) -> None:
+    """A clear ``error`` naming ``name`` unless ``value`` is an int (a bool is not) of at least
+    ``least`` (1, 0, or ``None`` for any), or ``None`` where ``none`` allows it."""
+    if value is None and none:
+        return
+    wrong_type = isinstance(value, bool) or not isinstance(value, int)
+    if wrong_type or (least is not None and value < least):
+        expected = _KINDS[least] + " or None" * none
+        raise error(f"{name} must be {expected}; got {value!r}")
 
 
 def is_per_example(value: Any, count: int) -> bool:

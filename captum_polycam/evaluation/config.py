@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from captum_polycam._conventions import check_int
 from captum_polycam.attr import describe_layers
 from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.images import Preprocessing, Sample
@@ -70,11 +71,7 @@ class EvaluationConfig:
             ("sensitivity_images", 0),
             ("seed", None),
         ):
-            value = getattr(self, name)
-            bad_type = isinstance(value, bool) or not isinstance(value, int)
-            if bad_type or (least is not None and value < least):
-                expected = {1: "a positive int", 0: "an int, 0 or more", None: "an int"}[least]
-                raise EvaluationError(f"{name} must be {expected}; got {value!r}")
+            check_int(name, getattr(self, name), least, error=EvaluationError)
         for name in ("methods", "layers"):
             names = getattr(self, name)
             # A lone string would otherwise be read as one name per character.

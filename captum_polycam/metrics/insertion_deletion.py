@@ -18,6 +18,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
+from captum_polycam._conventions import check_int
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics._protocol import protocol_value
 from captum_polycam.metrics.keys import (
@@ -171,8 +172,7 @@ class InsertionDeletion:
         precision: Precision = "fp32",
         compile: bool = False,
     ) -> None:
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive int; got {n_steps!r}")
+        check_int("n_steps", n_steps)
         if auc not in ("mean", "trapezoid"):
             raise ValueError(f"auc must be 'mean' or 'trapezoid'; got {auc!r}")
         if isinstance(baseline, str) and baseline not in ("blur", "zeros", "mean"):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import is_per_example
+from captum_polycam._conventions import check_int, is_per_example
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics.keys import (
     SCORE_DIRECTIONS,
@@ -127,8 +127,7 @@ class Sensitivity:
             raise TypeError(
                 f"explanation_func must be callable; got {type(explanation_func).__name__}"
             )
-        if not _is_int(n_perturb_samples) or n_perturb_samples < 1:
-            raise ValueError(f"n_perturb_samples must be a positive int; got {n_perturb_samples!r}")
+        check_int("n_perturb_samples", n_perturb_samples)
         if (
             isinstance(perturb_radius, bool)
             or not isinstance(perturb_radius, (int, float))
@@ -144,13 +143,7 @@ class Sensitivity:
             or math.isnan(norm_ord)
         ):
             raise ValueError(f"norm_ord must be 'fro' or a number; got {norm_ord!r}")
-        if max_examples_per_batch is not None and (
-            not _is_int(max_examples_per_batch) or max_examples_per_batch < 1
-        ):
-            raise ValueError(
-                f"max_examples_per_batch must be a positive int or None; "
-                f"got {max_examples_per_batch!r}"
-            )
+        check_int("max_examples_per_batch", max_examples_per_batch, none=True)
         self.explanation_func = explanation_func
         self.n_perturb_samples = n_perturb_samples
         self.perturb_radius = float(perturb_radius)
@@ -306,7 +299,3 @@ class Sensitivity:
             else:
                 repeated["baselines"] = repeat(baselines, inputs.dim())
         return repeated
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captum_polycam._conventions import check_int
 from captum_polycam.perturbation.targets import ExampleTargets
 
 __all__ = [
@@ -56,8 +57,7 @@ def check_inputs(inputs: Any) -> None:
 
 
 def check_perturbations_per_eval(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"perturbations_per_eval must be a positive int or None; got {value!r}")
+    check_int("perturbations_per_eval", value, none=True)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from captum_polycam._conventions import check_int
+
 __all__ = ["SegmentationScore"]
 
 Reduction = Literal["mean_probability", "logit_sum"]
@@ -59,8 +61,7 @@ class SegmentationScore:
         mask: Tensor | None = None,
         reduction: Reduction = "mean_probability",
     ) -> None:
-        if isinstance(class_index, bool) or not isinstance(class_index, int) or class_index < 0:
-            raise ValueError(f"class_index must be a non-negative int; got {class_index!r}")
+        check_int("class_index", class_index, 0)
         if mask is not None:
             if not isinstance(mask, Tensor) or mask.dim() not in (2, 3):
                 got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
