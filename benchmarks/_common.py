@@ -7,8 +7,8 @@ import time
 import torch
 from torch import Tensor, nn
 
-from captum_polycam.evaluation.images import bundled_image, load_image
-from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model
+from captum_polycam.resources.images import bundled_image, load_image
+from captum_polycam.resources.models import DEFAULT_MODEL, load_model
 
 
 def load_lite0() -> nn.Module:

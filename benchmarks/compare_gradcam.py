@@ -21,7 +21,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import Tensor
 
 from captum_polycam import ConfidenceChange, InsertionDeletion, PolyCam, Sensitivity
-from captum_polycam.evaluation.images import normalise
+from captum_polycam.resources.images import normalise
 
 
 def coffee() -> Tensor:

@@ -36,8 +36,8 @@ from _common import CountingModel, load_lite0
 from torch.profiler import ProfilerActivity
 
 from captum_polycam import PolyCam, tune_cpu_allocator
-from captum_polycam.evaluation.images import bundled_image, load_image
 from captum_polycam.perturbation.scoring import _AUTOCAST_DTYPES, _TUNER
+from captum_polycam.resources.images import bundled_image, load_image
 
 SIZES = (1, 2, 4, 8, 16, 32)
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last}

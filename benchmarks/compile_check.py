@@ -18,7 +18,7 @@ import torch
 
 from captum_polycam import PolyCam, tune_cpu_allocator
 from captum_polycam.evaluation import ImageFolder, load_model
-from captum_polycam.evaluation.images import bundled_folder
+from captum_polycam.resources.images import bundled_folder
 
 
 def timed(polycam: PolyCam, inputs: torch.Tensor, per_eval: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from captum_polycam.evaluation import EvaluationConfig, evaluate
-from captum_polycam.evaluation.images import bundled_folder
+from captum_polycam.resources.images import bundled_folder
 
 ALL_METHODS = "pcam+,pcam-,pcam+-,gradcam,ig,ixg,smoothgrad,occlusion,saliency,random"
 

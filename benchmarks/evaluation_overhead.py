@@ -24,7 +24,7 @@ from _common import load_lite0
 
 from captum_polycam import ConfidenceChange, InsertionDeletion, describe_layers
 from captum_polycam.evaluation import EvaluationConfig, ImageFolder, build_methods, evaluate
-from captum_polycam.evaluation.images import bundled_folder
+from captum_polycam.resources.images import bundled_folder
 
 
 def by_hand(model: torch.nn.Module, folder: ImageFolder, config: EvaluationConfig) -> float:

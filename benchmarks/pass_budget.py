@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from captum_polycam import InsertionDeletion, PolyCam, tune_cpu_allocator
 from captum_polycam.evaluation import ImageFolder, load_model
-from captum_polycam.evaluation.images import bundled_folder
+from captum_polycam.resources.images import bundled_folder
 
 _NAMES = {"plus": "PCAM+", "minus": "PCAM-", "plusminus": "PCAM+-"}
 

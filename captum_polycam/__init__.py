@@ -12,7 +12,7 @@ from captum_polycam.metrics import (
     MetricSummary,
     Sensitivity,
 )
-from captum_polycam.perturbation import tune_cpu_allocator
+from captum_polycam.perturbation import ScoringOptions, tune_cpu_allocator
 from captum_polycam.scores import DetectionBoxScore, SegmentationScore
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "LayerInfo",
     "MetricSummary",
     "PolyCam",
+    "ScoringOptions",
     "SegmentationScore",
     "Sensitivity",
     "describe_layers",

@@ -17,14 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_polycam._conventions import is_per_example
+from captum_polycam._conventions import check_inputs, is_per_example
 
 __all__ = [
     "LayerCall",
     "LayerInfo",
     "LayerLike",
     "capture_activations",
-    "evaluation_mode",
     "resolve_layers",
 ]
 
@@ -229,25 +228,7 @@ def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor
     Raises:
         ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor.
     """
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"inputs must be a non-empty N x C x H x W tensor; got {got}")
+    check_inputs(inputs)
     args = () if additional_forward_args is None else additional_forward_args
     args = args if isinstance(args, tuple) else (args,)
     return inputs[:1], tuple(arg[:1] if is_per_example(arg, len(inputs)) else arg for arg in args)
-
-
-@contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in evaluation mode, then give every module back its own training flag.
-
-    A look at the model must not change it: in training mode a forward pass would update
-    batch-norm statistics.
-    """
-    modes = {module: module.training for module in model.modules()}
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training

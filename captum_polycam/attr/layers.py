@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from captum_polycam._conventions import evaluation_mode
 from captum_polycam.attr.capture import (
     LayerInfo,
     LayerLike,
@@ -24,7 +25,6 @@ from captum_polycam.attr.capture import (
     _hooks,
     _layer_info,
     capture_activations,
-    evaluation_mode,
     resolve_layers,
 )
 

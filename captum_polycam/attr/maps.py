@@ -1,5 +1,8 @@
 """The map arithmetic of Poly-CAM: robust normalisation, local normalisation, recursion.
 
+The robust normalisation is one of the package's map normalisers, which live together in
+:mod:`captum_polycam.normalisation`; it is re-exported here with the rest of the method.
+
 Pure tensor functions on ``(N, C, h, w)`` maps, free of models and hooks, so that each step of
 the method can be checked on hand-computed values.
 """
@@ -9,6 +12,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from captum_polycam._tensors import upsample
+from captum_polycam.normalisation import (
+    normalise_within,
+    percentile,
+    robust_bounds,
+    robust_normalise,
+)
 
 __all__ = [
     "backward_recursion",
@@ -20,48 +29,6 @@ __all__ = [
 ]
 
 _EPS = 1e-12
-
-
-def percentile(values: Tensor, q: float) -> Tensor:
-    """The ``q``-th percentile of ``values`` along its last dimension.
-
-    Linear interpolation between order statistics, as ``numpy.percentile``'s default: with the
-    sorted values ``v`` and ``i = q / 100 * (n - 1)``, the result is
-    ``v[floor(i)] + (i - floor(i)) * (v[ceil(i)] - v[floor(i)])``. Written with a sort rather than
-    ``torch.quantile``, whose input size is capped.
-    """
-    count = values.shape[-1]
-    position = q / 100.0 * (count - 1)
-    below = int(position)
-    above = min(below + 1, count - 1)
-    fraction = position - below
-    ordered = values.sort(dim=-1).values
-    low, high = ordered[..., below], ordered[..., above]
-    return low + fraction * (high - low)
-
-
-def robust_normalise(maps: Tensor) -> Tensor:
-    """Percentile normalisation of each 2-D map of ``(..., h, w)``, into ``[0, 1]``.
-
-    ``N(a) = clip((a - p_0.1(a)) / max(p_99.9(a), 1e-12), 0, 1)``, where ``p_q`` is the
-    percentile over the map's positions. The divisor is the high percentile itself, not the
-    range: for non-negative activations this is a min-max robust to a few outlying positions.
-    """
-    return normalise_within(maps, *robust_bounds(maps))
-
-
-def robust_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """``p_0.1`` and ``max(p_99.9, 1e-12)`` of each 2-D map, shaped ``(..., 1, 1)``: what
-    :func:`robust_normalise` subtracts and divides by, to normalise later, a few maps at a time."""
-    flat = maps.flatten(-2)
-    low = percentile(flat, 0.1)[..., None, None]
-    divisor = percentile(flat, 99.9)[..., None, None].clamp_min(_EPS)
-    return low, divisor
-
-
-def normalise_within(maps: Tensor, low: Tensor, divisor: Tensor) -> Tensor:
-    """``clip((maps - low) / divisor, 0, 1)``, with bounds from :func:`robust_bounds`."""
-    return ((maps - low) / divisor).clamp_(0.0, 1.0)
 
 
 def local_normalise(saliency: Tensor, size: tuple[int, int]) -> Tensor:

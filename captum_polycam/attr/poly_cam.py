@@ -13,6 +13,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._conventions import check_inputs, module_of, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam._tensors import upsample
 from captum_polycam.attr.budget import (
@@ -34,14 +35,9 @@ from captum_polycam.attr.maps import (
     robust_bounds,
     robust_normalise,
 )
-from captum_polycam.perturbation.batch import (
-    PreparedBatch,
-    check_inputs,
-    check_perturbations_per_eval,
-    module_of,
-    unpack_single,
-)
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
+from captum_polycam.perturbation.batch import PreparedBatch, check_perturbations_per_eval
+from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = ["VARIANTS", "PolyCam", "PolyCamMaps", "Variant"]
@@ -167,9 +163,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         *,
         score_fn: ScoreFn = "softmax",
         local_normalisation: bool = True,
-        precision: Precision = "fp32",
-        compile: bool = False,
+        precision: Precision | None = None,
+        compile: bool | None = None,
         pass_budget: float | None = None,
+        options: ScoringOptions | None = None,
     ) -> None:
         r"""
         Args:
@@ -198,6 +195,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 says so, from one input timed in each precision (see the performance page).
             compile: Run the masked passes through ``torch.compile``: a warm-up of seconds to
                 minutes on the first call, worth it over many maps (see the performance page).
+            options: How the masked passes run, as one
+                :class:`~captum_polycam.perturbation.ScoringOptions`: ``precision`` and
+                ``compile`` above override it, and its ``perturbations_per_eval`` is the
+                default of :meth:`attribute`'s.
             pass_budget: ``None`` (the default) for the exact method. A number in ``(0, 1]``
                 spends at most that fraction of the exact masked passes of each example
                 (``floor(pass_budget * live channels)`` channels are scored, by decreasing
@@ -209,8 +210,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {variant!r}")
         check_pass_budget(pass_budget)
-        # The scorer checks forward_func, score_fn and precision.
-        scorer = PerturbationScorer(forward_func, score_fn, precision=precision, compile=compile)
+        # The scorer checks forward_func, score_fn and the options.
+        scorer = PerturbationScorer(
+            forward_func, score_fn, precision=precision, compile=compile, options=options
+        )
         self.model = module_of(forward_func)
         if layers is None and self.model is None:
             raise TypeError(
@@ -227,6 +230,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         self.pass_budget = None if pass_budget is None else float(pass_budget)
         self.layer_calls = resolved
         self._scorer = scorer
+
+    @property
+    def options(self) -> ScoringOptions:
+        """How the masked passes run (:class:`~captum_polycam.perturbation.ScoringOptions`)."""
+        return self._scorer.options
 
     def __repr__(self) -> str:
         layers = None if self.layer_calls is None else [str(c) for c in self.layer_calls]
@@ -304,9 +312,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
                 Captum's ``FeatureAblation``: a pass holds at most
                 ``perturbations_per_eval * N`` masked inputs, possibly of several examples.
-                ``None`` is measured: the first call that scores enough inputs times a few
-                pass sizes for this model, input shape, device and precision, and later calls
-                reuse the fastest. The maps do not depend on it (beyond float rounding).
+                ``None`` takes the constructor's ``options``, whose default is measured unless
+                fixed (:class:`~captum_polycam.perturbation.ScoringOptions`). The maps do not
+                depend on it (beyond float rounding).
             return_stages: Also return the intermediate composites.
             show_progress: Show a progress bar counting masked forward passes.
 

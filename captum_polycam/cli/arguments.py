@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.models import DEFAULT_MODEL
+from captum_polycam.attr import VARIANTS
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.models import DEFAULT_MODEL
 
 __all__ = [
     "add_device_option",
@@ -16,6 +17,8 @@ __all__ = [
     "add_layers_option",
     "add_model_option",
     "add_pass_budget_option",
+    "add_perturbations_option",
+    "add_variant_option",
     "check_device",
     "comma_list",
     "layer_names",
@@ -73,6 +76,27 @@ def add_pass_budget_option(parser: argparse.ArgumentParser) -> None:
         help="spend at most this fraction (in (0, 1]) of Poly-CAM's masked forward passes and "
         "estimate the other channels' weights: faster, approximate maps whose measured "
         "fidelity is in the documentation (default: the exact method)",
+    )
+
+
+def add_perturbations_option(parser: argparse.ArgumentParser, per: str, default: str) -> None:
+    """``--perturbations-per-eval``: masked images per ``per`` (image, detection) and pass."""
+    parser.add_argument(
+        "--perturbations-per-eval",
+        type=positive_int,
+        metavar="N",
+        help=f"masked images per {per} and forward pass, as Captum's perturbations_per_eval "
+        f"(default: {default}); the results do not depend on it",
+    )
+
+
+def add_variant_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--variant",
+        choices=tuple(VARIANTS),
+        default=default,
+        help="Poly-CAM channel weights: plus (PCAM+), minus (PCAM-) or plusminus (PCAM+-) "
+        "(default: %(default)s)",
     )
 
 

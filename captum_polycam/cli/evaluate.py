@@ -18,16 +18,17 @@ from captum_polycam.cli.arguments import (
     add_device_option,
     add_layers_option,
     add_model_option,
+    add_perturbations_option,
     check_device,
     comma_list,
     layer_names,
     non_negative_int,
     positive_int,
 )
-from captum_polycam.evaluation.images import Preprocessing, bundled_folder
 from captum_polycam.evaluation.methods import BASELINES
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
-from captum_polycam.perturbation.scoring import PRECISIONS
+from captum_polycam.perturbation.options import PRECISIONS
+from captum_polycam.resources.images import Preprocessing, bundled_folder
 
 __all__ = ["add_parser", "run"]
 
@@ -163,12 +164,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="processes reading images while the model runs (default: %(default)s)",
     )
-    parser.add_argument(
-        "--perturbations-per-eval",
-        type=positive_int,
-        metavar="N",
-        help="masked images per image and forward pass (default: about 4 images per pass on "
-        "the CPU, 64 on a GPU); the results do not depend on it",
+    add_perturbations_option(
+        parser,
+        "image",
+        "4 images per pass on the CPU, 64 on a GPU, fixed so that reruns agree",
     )
     return parser
 

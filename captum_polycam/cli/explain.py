@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,13 +21,15 @@ from captum_polycam.cli.arguments import (
     add_figure_option,
     add_model_option,
     add_pass_budget_option,
+    add_perturbations_option,
+    add_variant_option,
     check_device,
-    positive_int,
 )
 from captum_polycam.cli.figure import check_figure_path, save_figure
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import bundled_image, normalise, read_image
-from captum_polycam.evaluation.models import load_model
+from captum_polycam.cli.steps import timed_polycam, writing_figure
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import bundled_image, normalise, read_image
+from captum_polycam.resources.models import load_model
 
 __all__ = ["add_parser", "run"]
 
@@ -48,14 +49,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="JPEG, PNG, WebP or GIF files (default: a bundled photo of a cat)",
     )
     add_model_option(explain)
-    explain.add_argument(
-        "--variant",
-        choices=tuple(VARIANTS),
-        default="plus",
-        # PCAM+ by default: one masked pass per channel keeps the CPU demo near 25 s, where
-        # PCAM+- (the library's default) takes about twice as long.
-        help="Poly-CAM channel weights: PCAM+, PCAM- or PCAM+- (default: %(default)s)",
-    )
+    # PCAM+ by default: one masked pass per channel, where PCAM+- (the library's default)
+    # takes twice as long.
+    add_variant_option(explain, "plus")
     explain.add_argument(
         "--target",
         type=int,
@@ -67,13 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_figure_option(explain, "polycam.png")
     add_device_option(explain)
     add_pass_budget_option(explain)
-    explain.add_argument(
-        "--perturbations-per-eval",
-        type=positive_int,
-        metavar="N",
-        help="masked images per image and forward pass, as Captum's perturbations_per_eval "
-        "(default: the fastest, measured on the first passes)",
-    )
+    add_perturbations_option(explain, "image", "the fastest, measured on the first passes")
     return explain
 
 
@@ -128,24 +118,16 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
 
     polycam = PolyCam(model, layers=layers, variant=args.variant, pass_budget=args.pass_budget)
-    start = time.perf_counter()
-    result = polycam.decompose(
-        inputs,
-        target=explained,
-        perturbations_per_eval=args.perturbations_per_eval,
-        show_progress=sys.stderr.isatty(),
+    result = timed_polycam(
+        polycam, inputs, explained, args.perturbations_per_eval, f"{len(sources)} image(s)"
     )
     maps, stages = result.maps, result.stages
-    print(
-        f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(sources)} image(s), "
-        f"{result.passes} of {result.exact_passes} masked passes"
-    )
 
     # Stage k fuses the k deepest layers, at the resolution of the shallowest of them.
     stage_titles = [
         f"deepest {k} layer{'s' * (k > 1)} ({sizes[-k]})" for k in range(1, len(stages) + 1)
     ]
-    try:
+    with writing_figure(args.out):
         save_figure(
             args.out,
             pixels,
@@ -156,11 +138,6 @@ def run(args: argparse.Namespace) -> int:
             stage_titles=stage_titles,
             method=method,
         )
-    except OSError as error:
-        raise EvaluationError(
-            f"--out: cannot write {str(args.out)!r}: {error.strerror or error}"
-        ) from None
-    print(f"Figure: {args.out}")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -18,20 +17,22 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
-from captum_polycam.attr import VARIANTS
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
     add_layers_option,
     add_pass_budget_option,
+    add_perturbations_option,
+    add_variant_option,
     check_device,
     layer_names,
     positive_int,
 )
 from captum_polycam.cli.figure import check_figure_path, save_detection_figure
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import read_image
-from captum_polycam.evaluation.models import load_detector
+from captum_polycam.cli.steps import timed_polycam, writing_figure
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import read_image
+from captum_polycam.resources.models import load_detector
 
 __all__ = ["add_parser", "run"]
 
@@ -68,24 +69,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="explain at most the N most confident detections (default: %(default)s)",
     )
-    parser.add_argument(
-        "--variant",
-        choices=tuple(VARIANTS),
-        default="minus",
-        # PCAM- by default: hiding a region is what a detector notices; unveiling a single
-        # channel's region rarely lets it find the object at all.
-        help="Poly-CAM channel weights (default: %(default)s)",
-    )
+    # PCAM- by default: hiding a region is what a detector notices; unveiling a single
+    # channel's region rarely lets it find the object at all.
+    add_variant_option(parser, "minus")
     add_layers_option(parser, "discovered in the backbone")
     add_figure_option(parser, "detections.png")
     add_device_option(parser)
     add_pass_budget_option(parser)
-    parser.add_argument(
-        "--perturbations-per-eval",
-        type=positive_int,
-        metavar="N",
-        help="masked images per detection and forward pass (default: measured)",
-    )
+    add_perturbations_option(parser, "detection", "the fastest, measured on the first passes")
     return parser
 
 
@@ -132,26 +123,12 @@ def run(args: argparse.Namespace) -> int:
     polycam = PolyCam(
         model, layers=layers, variant=args.variant, score_fn=score, pass_budget=args.pass_budget
     )
-    start = time.perf_counter()
-    result = polycam.decompose(
-        inputs,
-        target=score.targets,
-        perturbations_per_eval=args.perturbations_per_eval,
-        show_progress=sys.stderr.isatty(),
-    )
-    maps = result.maps
-    print(
-        f"\nAttribution: {time.perf_counter() - start:.1f} s for {len(score)} detection(s), "
-        f"{result.passes} of {result.exact_passes} masked passes"
-    )
+    maps = timed_polycam(
+        polycam, inputs, score.targets, args.perturbations_per_eval, f"{len(score)} detection(s)"
+    ).maps
     titles = [f"{name} {float(c):.2f}" for name, c in zip(names, found["scores"], strict=False)]
-    try:
+    with writing_figure(args.out):
         save_detection_figure(args.out, pixels.cpu(), maps.cpu(), score.boxes.cpu(), titles)
-    except OSError as error:
-        raise EvaluationError(
-            f"--out: cannot write {str(args.out)!r}: {error.strerror or error}"
-        ) from None
-    print(f"Figure: {args.out}")
     return 0
 
 

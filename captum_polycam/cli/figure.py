@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.resources.errors import EvaluationError
 
 __all__ = [
     "FIGURE_FORMATS",

@@ -12,8 +12,8 @@ import sys
 
 import captum_polycam
 from captum_polycam.cli import evaluate, explain, explain_detection, sanity
-from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.perturbation import tune_cpu_allocator
+from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["PROG", "build_parser", "main"]
 

@@ -19,10 +19,10 @@ from captum_polycam.cli.arguments import (
     check_device,
     comma_list,
 )
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import bundled_images, normalise, read_image
-from captum_polycam.evaluation.models import load_model
 from captum_polycam.evaluation.sanity import sanity_check
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import bundled_images, normalise, read_image
+from captum_polycam.resources.models import load_model
 
 __all__ = ["add_parser", "run"]
 

@@ -7,13 +7,13 @@ Example:
     >>> print(report.markdown)
 """
 
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import ImageFolder, Preprocessing, Sample, bundled_images
 from captum_polycam.evaluation.methods import BASELINES, Method, build_methods
-from captum_polycam.evaluation.models import DEFAULT_MODEL, load_model
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
 from captum_polycam.evaluation.report import Report
 from captum_polycam.evaluation.sanity import SanityResult, randomisation_blocks, sanity_check
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import ImageFolder, Preprocessing, Sample, bundled_images
+from captum_polycam.resources.models import DEFAULT_MODEL, load_model
 
 __all__ = [
     "BASELINES",

@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 
 from captum_polycam._conventions import check_int
 from captum_polycam.attr import describe_layers
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import Preprocessing, Sample
-from captum_polycam.evaluation.models import DEFAULT_MODEL
-from captum_polycam.perturbation.scoring import PRECISIONS, Precision
+from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import Preprocessing, Sample
+from captum_polycam.resources.models import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "check_on_first_input"]
 
@@ -87,12 +87,20 @@ class EvaluationConfig:
                 )
         if self.target not in ("top1", "label"):
             raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
-        if self.precision not in PRECISIONS:
-            raise EvaluationError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        try:
+            self.scoring  # noqa: B018 (checks precision and compile)
+        except (TypeError, ValueError) as error:
+            raise EvaluationError(str(error)) from None
         if self.baseline not in ("blur", "zeros", "mean"):
             raise EvaluationError(
                 f"baseline must be 'blur', 'zeros' or 'mean'; got {self.baseline!r}"
             )
+
+    @property
+    def scoring(self) -> ScoringOptions:
+        """How the perturbed passes run: ``precision`` and ``compile``, with the pass size
+        left to :func:`~captum_polycam.evaluation.evaluate`."""
+        return ScoringOptions(precision=self.precision, compile=self.compile)
 
     def as_dict(self) -> dict[str, Any]:
         settings = asdict(self)

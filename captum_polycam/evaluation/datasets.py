@@ -1,4 +1,4 @@
-"""The images of an evaluation as :class:`~captum_polycam.evaluation.images.Sample` items: a
+"""The images of an evaluation as :class:`~captum_polycam.resources.images.Sample` items: a
 folder of files, or a user's dataset of ``(image, name)`` or ``(image, label, name)``."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from captum_polycam.evaluation.config import EvaluationConfig
-from captum_polycam.evaluation.errors import EvaluationError
-from captum_polycam.evaluation.images import ImageFolder, Preprocessing, Sample, pil_pixels
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import ImageFolder, Preprocessing, Sample, pil_pixels
 
 __all__ = ["as_samples", "first_input"]
 

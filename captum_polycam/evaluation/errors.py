@@ -1,11 +1,4 @@
-"""The one error type of the evaluation pipeline and the command line built on it."""
+"""Moved to :mod:`captum_polycam.resources.errors`: the old path still imports."""
 
-__all__ = ["EvaluationError"]
-
-
-class EvaluationError(ValueError):
-    """A problem with the user's arguments, files or output folder.
-
-    The message names the argument or file and what was expected; the command line prints
-    it in one line, without a traceback.
-    """
+from captum_polycam.resources.errors import *  # noqa: F403
+from captum_polycam.resources.errors import __all__  # noqa: F401

@@ -13,7 +13,7 @@ from typing import Any
 
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import remove_temporary_files, write_json
-from captum_polycam.evaluation.errors import EvaluationError
+from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["RUN_FILE", "OutputFolder", "now"]
 

@@ -20,7 +20,6 @@ input's resolution, and records every parameter its maps depend on. Names:
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,9 +39,11 @@ from torch import Tensor, nn
 
 from captum_polycam.attr import VARIANTS, PolyCam, PolyCamMaps
 from captum_polycam.attr.capture import resolve_layers
-from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.metrics.confidence import min_max_mask
-from captum_polycam.perturbation.scoring import Precision
+from captum_polycam.normalisation import scale_to_unit
+from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.names import file_stem, import_callable
 
 __all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
 
@@ -52,16 +53,9 @@ _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
 _BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
 
 
-def scale_to_unit(maps: Tensor) -> Tensor:
-    """Divide each non-negative map by its maximum; an all-zero map stays zero. (Signed maps
-    are rescaled from their minimum to their maximum by the metrics' ``min_max_mask``.)"""
-    peak = maps.flatten(1).amax(dim=1).view(-1, *[1] * (maps.dim() - 1))
-    return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
-
-
 def method_file_stem(name: str) -> str:
     """The method's part of artefact names: ``pcam+-_no-lnorm`` for ``pcam+-:no-lnorm``."""
-    return re.sub(r"[^A-Za-z0-9+.=-]", "_", name)
+    return file_stem(name)
 
 
 class Method:
@@ -93,24 +87,37 @@ class Method:
 
 
 class _SharedPolyCam:
-    """One Poly-CAM configuration serving several outputs (the map, stages, single layers):
-    the last batch's run is kept, so that each output costs nothing after the first."""
+    """One Poly-CAM configuration serving several outputs of a batch (the map, stages, single
+    layers, the map without LNorm): each output after the first costs nothing.
 
-    def __init__(self, polycam: PolyCam, perturbations_per_eval: int | None) -> None:
+    A run serves each output once. An output asked for again is a new batch, or the same
+    images under a changed model (the sanity check's), so Poly-CAM runs again; so it does for
+    other images or targets.
+    """
+
+    def __init__(self, polycam: PolyCam) -> None:
         self.polycam = polycam
-        self.perturbations_per_eval = perturbations_per_eval
         self._last: tuple[Tensor, Tensor, PolyCamMaps] | None = None
+        self._served: set[str] = set()
 
-    def __call__(self, inputs: Tensor, targets: Tensor) -> PolyCamMaps:
-        if self._last is not None:
-            last_inputs, last_targets, result = self._last
-            if last_inputs is inputs and torch.equal(last_targets, targets):
-                return result
-        result = self.polycam.decompose(
-            inputs, targets, perturbations_per_eval=self.perturbations_per_eval
+    def __call__(self, inputs: Tensor, targets: Tensor, output: str) -> PolyCamMaps:
+        if output in self._served or not self._same_batch(inputs, targets):
+            self._last = (inputs.clone(), targets.clone(), self.polycam.decompose(inputs, targets))
+            self._served = set()
+        self._served.add(output)
+        assert self._last is not None
+        return self._last[2]
+
+    def _same_batch(self, inputs: Tensor, targets: Tensor) -> bool:
+        if self._last is None:
+            return False
+        last_inputs, last_targets, _ = self._last
+        return (
+            last_inputs.shape == inputs.shape
+            and last_targets.shape == targets.shape
+            and torch.equal(last_inputs, inputs)
+            and torch.equal(last_targets, targets)
         )
-        self._last = (inputs, targets, result)
-        return result
 
 
 def build_methods(
@@ -118,8 +125,10 @@ def build_methods(
     model: nn.Module,
     layers: Sequence[str],
     perturbations_per_eval: int | None = None,
-    precision: Precision = "fp32",
-    compile: bool = False,
+    precision: Precision | None = None,
+    compile: bool | None = None,
+    *,
+    options: ScoringOptions | None = None,
 ) -> list[Method]:
     """Bind each named method to ``model``.
 
@@ -132,11 +141,23 @@ def build_methods(
         precision: The type of Poly-CAM's masked passes (``PolyCam(precision=...)``); the
             gradient baselines run as the model is.
         compile: Compile Poly-CAM's masked passes (``PolyCam(compile=True)``).
+        options: The three above as one
+            :class:`~captum_polycam.perturbation.ScoringOptions`; the keyword arguments that
+            are not ``None`` override it.
 
     Raises:
         EvaluationError: A name is unknown or malformed, appears twice, shares its file stem
             with another, or a custom method's factory fails.
     """
+    try:
+        options = ScoringOptions.of(
+            options,
+            perturbations_per_eval=perturbations_per_eval,
+            precision=precision,
+            compile=compile,
+        )
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(str(error)) from None
     if not names:
         raise EvaluationError("methods: give at least one method")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
@@ -155,11 +176,9 @@ def build_methods(
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
-            lowering = (precision, compile)
-            method = _poly_cam(name, model, list(layers), perturbations_per_eval, lowering, shared)
-            methods.append(method)
+            methods.append(_poly_cam(name, model, list(layers), options, shared))
         elif name in BASELINES:
-            methods.append(_baseline(name, model, layers[-1], perturbations_per_eval))
+            methods.append(_baseline(name, model, layers[-1], options.perturbations_per_eval))
         elif ":" in name:
             methods.append(_custom(name, model))
         else:
@@ -175,16 +194,15 @@ def _poly_cam(
     name: str,
     model: nn.Module,
     layers: list[str],
-    perturbations_per_eval: int | None,
-    lowering: tuple[Precision, bool],
+    options: ScoringOptions,
     shared: dict[tuple[str, float | None], _SharedPolyCam],
 ) -> Method:
-    head, *options = name.split(":")
+    head, *suffixes = name.split(":")
     variant = _VARIANTS[head]
     local_normalisation = True
     pass_budget: float | None = None
     output: tuple[str, int] | None = None  # ("stage" | "layer", K)
-    for option in options:
+    for option in suffixes:
         indexed = _INDEXED_OPTION.fullmatch(option)
         budget = _BUDGET_OPTION.fullmatch(option)
         if option == "no-lnorm" and local_normalisation:
@@ -209,15 +227,12 @@ def _poly_cam(
             )
     key = (variant, pass_budget)
     if key not in shared:
-        precision, compile = lowering
-        polycam = PolyCam(
-            model, layers, variant, precision=precision, compile=compile, pass_budget=pass_budget
-        )
-        shared[key] = _SharedPolyCam(polycam, perturbations_per_eval)
+        polycam = PolyCam(model, layers, variant, pass_budget=pass_budget, options=options)
+        shared[key] = _SharedPolyCam(polycam)
     shared_run = shared[key]
 
     def run(inputs: Tensor, targets: Tensor) -> PolyCamMaps:
-        result = shared_run(inputs, targets)
+        result = shared_run(inputs, targets, name)
         # The ablation recombines the same layer maps: LNorm changes no channel weight.
         return result if local_normalisation else result.recomposed(local_normalisation=False)
 
@@ -227,8 +242,8 @@ def _poly_cam(
         "layers": layers,
         "score_fn": "softmax",
         "local_normalisation": local_normalisation,
-        "precision": lowering[0],
-        "compile": lowering[1],
+        "precision": options.precision,
+        "compile": options.compile,
     }
     if pass_budget is not None:  # absent for the exact method, so that older runs resume
         parameters["pass_budget"] = pass_budget
@@ -379,11 +394,10 @@ def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], d
 
 
 def _custom(name: str, model: nn.Module) -> Method:
-    module_name, _, attribute = name.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise EvaluationError(f"methods: cannot import {name!r} ({error})") from None
+        factory = import_callable(name)
+    except ValueError as error:
+        raise EvaluationError(f"methods: {name!r}: {error}") from None
     try:
         attribution = factory(model)
     except Exception as error:  # the user's code: say whose it is

@@ -28,8 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import captum_polycam
-from captum_polycam._conventions import seeded
-from captum_polycam.attr.capture import evaluation_mode
+from captum_polycam._conventions import evaluation_mode, seeded
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
@@ -37,14 +36,8 @@ from captum_polycam.evaluation.artefacts import (
 )
 from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, check_on_first_input
 from captum_polycam.evaluation.datasets import as_samples, first_input
-from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.folder import OutputFolder, now
-from captum_polycam.evaluation.images import (
-    Sample,
-    image_list_digest,
-)
 from captum_polycam.evaluation.methods import Method, build_methods, method_file_stem
-from captum_polycam.evaluation.models import load_model, model_file_stem
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
 from captum_polycam.metrics.keys import (
@@ -57,7 +50,14 @@ from captum_polycam.metrics.keys import (
     SENSITIVITY_MAX,
 )
 from captum_polycam.perturbation.batch import PreparedBatch
-from captum_polycam.perturbation.scoring import PerturbationScorer, default_perturbations_per_eval
+from captum_polycam.perturbation.options import ScoringOptions
+from captum_polycam.perturbation.scoring import PerturbationScorer
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import (
+    Sample,
+    image_list_digest,
+)
+from captum_polycam.resources.models import load_model, model_file_stem
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
@@ -161,6 +161,10 @@ def evaluate(
         >>> print(report.markdown)
     """
     config = config or EvaluationConfig()
+    try:
+        scoring = config.scoring.replace(perturbations_per_eval=perturbations_per_eval)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(str(error)) from None
     out = Path(out)
     dataset = as_samples(images, image_list, labels, config)
     if config.target == "label" and getattr(dataset, "labels", True) is None:
@@ -179,17 +183,13 @@ def evaluate(
             layers = check_on_first_input(model, first_input(dataset).to(device), dataset, config)
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
-            per_eval = perturbations_per_eval or default_perturbations_per_eval(
-                device, config.batch_size
-            )
-            methods = build_methods(
-                config.methods, model, layers, per_eval, config.precision, config.compile
-            )
+            options = scoring.fixed(device, config.batch_size)
+            methods = build_methods(config.methods, model, layers, options=options)
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
             OutputFolder(out, ranks).claim(run.configuration())
             run.check_finished_images()
             progress = sys.stderr.isatty() if show_progress is None else show_progress
-            run.compute(num_workers, per_eval, progress)
+            run.compute(num_workers, options, progress)
             ranks.barrier()
             if ranks.is_main:
                 run.merge()
@@ -301,9 +301,7 @@ class _Run:
     def pending(self) -> list[int]:
         return [b for b in self.mine() if not all(self.shard(m, b).exists() for m in self.methods)]
 
-    def compute(
-        self, num_workers: int, perturbations_per_eval: int | None, show_progress: bool
-    ) -> None:
+    def compute(self, num_workers: int, options: ScoringOptions, show_progress: bool) -> None:
         from tqdm.auto import tqdm
 
         pending = self.pending()
@@ -320,17 +318,10 @@ class _Run:
             disable=not show_progress,
             dynamic_ncols=True,
         )
-        lowered = {"precision": self.config.precision, "compile": self.config.compile}
         insertion_deletion = InsertionDeletion(
-            self.model,
-            self.config.n_steps,
-            self.config.baseline,
-            perturbations_per_eval=perturbations_per_eval,
-            **lowered,
+            self.model, self.config.n_steps, self.config.baseline, options=options
         )
-        confidence = ConfidenceChange(
-            self.model, perturbations_per_eval=perturbations_per_eval, **lowered
-        )
+        confidence = ConfidenceChange(self.model, options=options)
         with bar:
             for index, samples in zip(pending, loader, strict=True):
                 batch = _Batch(

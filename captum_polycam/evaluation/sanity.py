@@ -28,11 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam._compat import progress
-from captum_polycam._conventions import seeded
+from captum_polycam._conventions import check_inputs, evaluation_mode, seeded
 from captum_polycam.attr import describe_layers
-from captum_polycam.attr.capture import evaluation_mode
-from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.methods import build_methods
+from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["MEASURES", "SanityResult", "map_similarity", "randomisation_blocks", "sanity_check"]
 
@@ -374,9 +373,12 @@ def sanity_check(
         >>> result.similarity["gradcam"]["spearman"].mean(dim=1)  # one value per checkpoint
         >>> result.plot("sanity.png")
     """
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4 or len(inputs) == 0:
-        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise EvaluationError(f"inputs: expected a non-empty N x C x H x W tensor; got {shape}")
+    try:
+        check_inputs(inputs)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(
+            f"inputs: expected a non-empty N x C x H x W tensor ({error})"
+        ) from None
     network = copy.deepcopy(model).eval()
     cascade = randomisation_blocks(network, inputs)[::-1]
     checkpoints = [0, *_checked_steps(steps, len(cascade))]
@@ -401,12 +403,9 @@ def sanity_check(
             randomised += 1
             block = network.get_submodule(cascade[randomised - 1])
             _reinitialise(block, seed + randomised, inputs.device)
-        # A new tensor for each checkpoint: Poly-CAM methods reuse their last run when given the
-        # same inputs object, which would carry the previous model's maps over.
-        batch = inputs.clone()
         for method in bound:
             with seeded(seed, inputs.device):
-                maps[method.name].append(method.explain(batch, explained).cpu())
+                maps[method.name].append(method.explain(inputs, explained).cpu())
             bar.update()
     bar.close()
 

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._conventions import unpack_single
 from captum_polycam._repr import settings_repr
+from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
 from captum_polycam.metrics.keys import (
     AVERAGE_DROP,
@@ -25,8 +27,10 @@ from captum_polycam.metrics.keys import (
     ScoreDirection,
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.batch import PreparedBatch, unpack_single
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
+from captum_polycam.normalisation import min_max
+from captum_polycam.perturbation.batch import PreparedBatch
+from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = [
@@ -54,12 +58,7 @@ def min_max_mask(
     saliency = pixel_saliency(inputs, attributions, channel_reduction)
     if not bool(torch.isfinite(saliency).all()):
         raise ValueError("attributions contain Inf values")
-    flat = saliency.flatten(1)
-    low = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - low
-    # A constant map has m - min(m) = 0 everywhere; dividing it by 1 gives M = 0, not NaN.
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return ((flat - low) / span).view_as(saliency)
+    return min_max(saliency)
 
 
 @dataclass(frozen=True)
@@ -120,14 +119,15 @@ class ConfidenceChange:
             to an array the target indexes into).
         channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
             ``"sum"`` or ``"abs_sum"``.
-        perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
-            Captum; each example has one masked input, so any value of 1 or more scores the
-            whole batch in one pass. ``None`` lets the engine choose, as for
-            :meth:`PolyCam.attribute <captum_polycam.PolyCam.attribute>`. The results do not
+        perturbations_per_eval: Masked inputs **per example** in one forward pass; each
+            example has one masked input, so any value of 1 or more scores the whole batch in
+            one pass. ``None`` is measured unless ``options`` fixes it. The results do not
             depend on it.
         precision: ``"fp32"`` (the default), or ``"bf16"`` or ``"fp16"`` to score the masked
             inputs under ``torch.autocast``; the clean scores and the masks stay float32.
         compile: Score the masked inputs through ``torch.compile`` (for long runs).
+        options: The three above as one :class:`~captum_polycam.perturbation.ScoringOptions`;
+            the keyword arguments that are not ``None`` override it.
 
     Example:
         >>> metric = ConfidenceChange(model)
@@ -145,15 +145,17 @@ class ConfidenceChange:
         score_fn: ScoreFn = "softmax",
         channel_reduction: ChannelReduction = "sum",
         perturbations_per_eval: int | None = None,
-        precision: Precision = "fp32",
-        compile: bool = False,
+        precision: Precision | None = None,
+        compile: bool | None = None,
+        *,
+        options: ScoringOptions | None = None,
     ) -> None:
         if channel_reduction not in ("sum", "abs_sum"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
         self.scorer = PerturbationScorer(
-            forward_func, score_fn, perturbations_per_eval, precision, compile
+            forward_func, score_fn, perturbations_per_eval, precision, compile, options=options
         )
         self.channel_reduction: ChannelReduction = channel_reduction
 
@@ -227,27 +229,11 @@ class ConfidenceChange:
         return ConfidenceChangeResult(clean, masked, drop, masked > clean, self._protocol())
 
 
-class _ConfidenceValue:
+class _ConfidenceValue(MetricPart):
     """One per-example value of :class:`ConfidenceChange`, in percent."""
 
+    whole = ConfidenceChange
     key: ClassVar[str]
-
-    def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        score_fn: ScoreFn = "softmax",
-        channel_reduction: ChannelReduction = "sum",
-        perturbations_per_eval: int | None = None,
-        precision: Precision = "fp32",
-        compile: bool = False,
-    ) -> None:
-        """The arguments are those of :class:`ConfidenceChange`."""
-        self.metric = ConfidenceChange(
-            forward_func, score_fn, channel_reduction, perturbations_per_eval, precision, compile
-        )
-
-    def __repr__(self) -> str:
-        return settings_repr(type(self).__name__, **self.metric._settings())
 
     def __call__(
         self,

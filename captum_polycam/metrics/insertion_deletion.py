@@ -18,8 +18,9 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_int
+from captum_polycam._conventions import check_int, unpack_single
 from captum_polycam._repr import settings_repr
+from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
 from captum_polycam.metrics.keys import (
     DELETION,
@@ -31,8 +32,9 @@ from captum_polycam.metrics.keys import (
     ScoreDirection,
 )
 from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.perturbation.batch import PreparedBatch, unpack_single
-from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer, Precision
+from captum_polycam.perturbation.batch import PreparedBatch
+from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ScoreFn
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "InsertionDeletion", "InsertionDeletionResult"]
@@ -137,16 +139,16 @@ class InsertionDeletion:
         auc: ``"mean"`` or ``"trapezoid"``.
         channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
             ``"sum"`` or ``"abs_sum"``.
-        perturbations_per_eval: Step images **per example** in one forward pass, as in
-            Captum: a pass holds at most ``perturbations_per_eval * N`` images, possibly of
-            several examples and curves. ``None`` is measured, as for
-            :meth:`PolyCam.attribute <captum_polycam.PolyCam.attribute>`. The results do not
-            depend on it.
+        perturbations_per_eval: Step images **per example** in one forward pass, possibly
+            of several examples and curves; ``None`` is measured unless ``options`` fixes it.
+            The results do not depend on it.
         blur_kernel_size: Side of the blur kernel.
         blur_sigma: Standard deviation of the blur.
         precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
             images under ``torch.autocast``; the ranking and the step images stay float32.
         compile: Score the step images through ``torch.compile`` (for long runs).
+        options: The three above as one :class:`~captum_polycam.perturbation.ScoringOptions`;
+            the keyword arguments that are not ``None`` override it.
 
     Example:
         >>> metric = InsertionDeletion(model)
@@ -169,8 +171,10 @@ class InsertionDeletion:
         perturbations_per_eval: int | None = None,
         blur_kernel_size: int = 11,
         blur_sigma: float = 5.0,
-        precision: Precision = "fp32",
-        compile: bool = False,
+        precision: Precision | None = None,
+        compile: bool | None = None,
+        *,
+        options: ScoringOptions | None = None,
     ) -> None:
         check_int("n_steps", n_steps)
         if auc not in ("mean", "trapezoid"):
@@ -187,7 +191,7 @@ class InsertionDeletion:
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
         self.scorer = PerturbationScorer(
-            forward_func, score_fn, perturbations_per_eval, precision, compile
+            forward_func, score_fn, perturbations_per_eval, precision, compile, options=options
         )
         self.n_steps = n_steps
         self.baseline = baseline
@@ -372,42 +376,11 @@ class InsertionDeletion:
             ) from None
 
 
-class _SingleCurve:
+class _SingleCurve(MetricPart):
     """One curve of :class:`InsertionDeletion`, computed alone (half the forward passes)."""
 
+    whole = InsertionDeletion
     kind: ClassVar[CurveKind]
-
-    def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        n_steps: int = 224,
-        baseline: Baseline = "blur",
-        score_fn: ScoreFn = "softmax",
-        auc: AreaRule = "mean",
-        channel_reduction: ChannelReduction = "sum",
-        perturbations_per_eval: int | None = None,
-        blur_kernel_size: int = 11,
-        blur_sigma: float = 5.0,
-        precision: Precision = "fp32",
-        compile: bool = False,
-    ) -> None:
-        """The arguments are those of :class:`InsertionDeletion`."""
-        self.metric = InsertionDeletion(
-            forward_func,
-            n_steps,
-            baseline,
-            score_fn,
-            auc,
-            channel_reduction,
-            perturbations_per_eval,
-            blur_kernel_size,
-            blur_sigma,
-            precision,
-            compile,
-        )
-
-    def __repr__(self) -> str:
-        return settings_repr(type(self).__name__, **self.metric._settings())
 
     def __call__(
         self,

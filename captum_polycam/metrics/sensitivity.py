@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_int, is_per_example
+from captum_polycam._conventions import check_inputs, check_int, is_per_example, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics.keys import (
     SCORE_DIRECTIONS,
@@ -27,7 +27,6 @@ from captum_polycam.metrics.keys import (
     SENSITIVITY_MAX,
     ScoreDirection,
 )
-from captum_polycam.perturbation.batch import unpack_single
 
 __all__ = ["Sensitivity", "SensitivityResult"]
 
@@ -255,18 +254,7 @@ class Sensitivity:
 
     @staticmethod
     def _check_inputs(inputs: Any) -> Tensor:
-        inputs = unpack_single(inputs, "inputs")[0]
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
-        if not inputs.is_floating_point():
-            raise TypeError(f"inputs must be a float tensor; got dtype {inputs.dtype}")
-        if inputs.dim() == 0 or inputs.shape[0] == 0:
-            raise ValueError(
-                f"inputs must have a non-empty batch dimension; got shape {tuple(inputs.shape)}"
-            )
-        if not bool(torch.isfinite(inputs).all()):
-            raise ValueError("inputs contains NaN or Inf values")
-        return inputs
+        return check_inputs(unpack_single(inputs, "inputs")[0], images=False)
 
     @staticmethod
     def _repeat_kwargs(kwargs: dict[str, Any], inputs: Tensor, samples: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ targets), then perturbed copies of its examples are scored in chunks
 
 from captum_polycam.perturbation.allocator import tune_cpu_allocator
 from captum_polycam.perturbation.batch import PreparedBatch
+from captum_polycam.perturbation.options import ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
 from captum_polycam.perturbation.targets import ExampleTargets
 
@@ -15,5 +16,6 @@ __all__ = [
     "PerturbationPlan",
     "PerturbationScorer",
     "PreparedBatch",
+    "ScoringOptions",
     "tune_cpu_allocator",
 ]

@@ -3,57 +3,15 @@ its scores, the resolved targets and the per-example forward arguments."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_polycam._conventions import check_int
 from captum_polycam.perturbation.targets import ExampleTargets
 
-__all__ = [
-    "PreparedBatch",
-    "check_inputs",
-    "check_perturbations_per_eval",
-    "module_of",
-    "unpack_single",
-]
-
-
-def module_of(forward_func: Callable[..., Any]) -> nn.Module | None:
-    """The ``nn.Module`` behind ``forward_func`` (itself, or the owner of a bound method)."""
-    if isinstance(forward_func, nn.Module):
-        return forward_func
-    owner = getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
-
-
-def unpack_single(value: Any, name: str) -> tuple[Any, bool]:
-    """``(tensor, was_tuple)`` for a tensor or Captum's 1-tuple form ``(tensor,)``."""
-    if isinstance(value, tuple):
-        if len(value) != 1:
-            raise TypeError(
-                f"{name} must be a tensor or a 1-tuple holding one (Captum's tuple form); "
-                f"got a {len(value)}-tuple: Poly-CAM and its metrics explain one input tensor"
-            )
-        return value[0], True
-    return value, False
-
-
-def check_inputs(inputs: Any) -> None:
-    """A clear error unless ``inputs`` is a non-empty, finite ``N x C x H x W`` float tensor."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
-    if inputs.dim() != 4 or not inputs.is_floating_point():
-        raise ValueError(
-            f"inputs must be a 4-D float tensor N x C x H x W; got {inputs.dim()}-D {inputs.dtype}"
-        )
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs is an empty batch")
-    if not bool(torch.isfinite(inputs).all()):
-        raise ValueError("inputs contains NaN or Inf values")
+__all__ = ["PreparedBatch", "check_perturbations_per_eval"]
 
 
 def check_perturbations_per_eval(value: Any) -> None:

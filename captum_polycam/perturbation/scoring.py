@@ -13,19 +13,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType, progress
-from captum_polycam._conventions import is_per_example
-from captum_polycam.perturbation.batch import (
-    PreparedBatch,
-    check_inputs,
-    check_perturbations_per_eval,
-    module_of,
-    unpack_single,
+from captum_polycam._conventions import check_inputs, is_per_example, module_of, unpack_single
+from captum_polycam.perturbation.batch import PreparedBatch, check_perturbations_per_eval
+from captum_polycam.perturbation.options import (
+    PRECISIONS,
+    Precision,
+    ScoringOptions,
+    default_perturbations_per_eval,
 )
 from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn, resolve_score_fn
 from captum_polycam.perturbation.tuning import LoweredPrecisionCheck, PassShape, PassTuner
@@ -36,11 +36,10 @@ __all__ = [
     "PerturbationPlan",
     "PerturbationScorer",
     "Precision",
+    "ScoringOptions",
     "default_perturbations_per_eval",
 ]
 
-Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Pass shapes measured so far, per model: shared by every scorer of the process.
 _TUNER = PassTuner()
@@ -49,20 +48,6 @@ _LOWERED = LoweredPrecisionCheck()
 
 FillFn = Callable[[int, int, Tensor], None]
 """``fill(start, stop, out)`` writes the perturbed inputs of items ``start .. stop - 1``."""
-
-# Inputs per forward pass that keep a device busy. Measured, not guessed: on a 2-core CPU,
-# EfficientNet-Lite0 runs fastest at 4 images per forward and slows down past 8; a GPU needs
-# far larger batches.
-_INPUTS_PER_PASS = {"cpu": 4, "cuda": 64}
-
-
-def default_perturbations_per_eval(device: torch.device, examples: int) -> int:
-    """Perturbations per example and forward pass when the caller does not choose.
-
-    About 4 inputs per pass on a CPU and 64 on a GPU, shared by the ``examples`` of the batch,
-    and at least one per example.
-    """
-    return max(1, _INPUTS_PER_PASS.get(device.type, _INPUTS_PER_PASS["cuda"]) // examples)
 
 
 @dataclass(frozen=True)
@@ -92,25 +77,10 @@ class PerturbationScorer:
         forward_func: The model or any function of ``(inputs, *additional_forward_args)``.
         score_fn: ``"softmax"`` (the default; sigmoid for a single output unit), ``"logit"``,
             or a callable from the model output to per-example scores.
-        perturbations_per_eval: Perturbed inputs **per example** in one forward pass, as in
-            Captum: a pass holds at most ``perturbations_per_eval * N`` inputs for a batch of
-            ``N`` examples, and may mix items of several examples. ``None`` measures the
-            fastest pass size and memory layout on the first call (see :meth:`score`); calls
-            too short to measure use :func:`default_perturbations_per_eval`.
-        precision: ``"fp32"`` (the default, the paper's arithmetic), or ``"bf16"`` or
-            ``"fp16"`` to run the perturbed passes under ``torch.autocast`` with that type.
-            The clean pass, the targets and everything built from the inputs stay float32;
-            only the model's arithmetic on the perturbed inputs is lowered, and its scores
-            come back as float32. Faster on hardware with half-precision units, at a
-            measured cost in fidelity (see the performance page of the documentation). A CPU
-            without them emulates the type, tens of times slower than fp32: on a CPU, one
-            input is first timed in each precision, once per model and input shape, and a
-            ``UserWarning`` says so when the lowered one is 2 or more times slower.
-        compile: Run the perturbed passes through ``torch.compile`` (the clean pass runs
-            eagerly). Compiling takes a while on the first call, so it pays off on long runs
-            such as a dataset's evaluation. Every pass then holds the same number of inputs
-            (the last one is padded), so that the model is compiled once; the pass size is
-            ``perturbations_per_eval`` or the device's default, never measured.
+        perturbations_per_eval, precision, compile: Fields of ``options`` given one by one;
+            those that are not ``None`` override it (see :class:`ScoringOptions`).
+        options: How the passes run: their size (measured unless fixed), precision and
+            compiling, as one value. The default is ``ScoringOptions()``.
     """
 
     def __init__(
@@ -118,22 +88,35 @@ class PerturbationScorer:
         forward_func: Callable[..., Any],
         score_fn: ScoreFn = "softmax",
         perturbations_per_eval: int | None = None,
-        precision: Precision = "fp32",
-        compile: bool = False,
+        precision: Precision | None = None,
+        compile: bool | None = None,
+        *,
+        options: ScoringOptions | None = None,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
-        if perturbations_per_eval is not None:
-            check_perturbations_per_eval(perturbations_per_eval)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+        self.options = ScoringOptions.of(
+            options,
+            perturbations_per_eval=perturbations_per_eval,
+            precision=precision,
+            compile=compile,
+        )
         self.forward_func = forward_func
         self.score_fn = score_fn
         self._score = resolve_score_fn(score_fn)
-        self.perturbations_per_eval = perturbations_per_eval
-        self.precision: Precision = precision
-        self.compile = compile
         self._compiled: Callable[..., Any] | None = None
+
+    @property
+    def perturbations_per_eval(self) -> int | None:
+        return self.options.perturbations_per_eval
+
+    @property
+    def precision(self) -> Precision:
+        return self.options.precision
+
+    @property
+    def compile(self) -> bool:
+        return self.options.compile
 
     @torch.no_grad()
     def prepare(

@@ -19,7 +19,7 @@ from captum_polycam.cli import explain as cli_explain
 from captum_polycam.cli import main as cli_main
 from captum_polycam.cli.figure import save_figure
 from captum_polycam.cli.main import main
-from captum_polycam.evaluation.images import load_image, read_image
+from captum_polycam.resources.images import load_image, read_image
 from tests.conftest import error_line
 
 
@@ -314,7 +314,7 @@ def test_the_figure_is_created_with_the_umasks_mode(tmp_path, monkeypatch, umask
 
 
 def test_a_model_factory_that_raises_is_a_usage_error(tmp_path, capsys) -> None:
-    factory = "tests.evaluation.test_models:broken_factory"
+    factory = "tests.resources.test_models:broken_factory"
     assert main(["explain", "--model", factory, "--out", str(tmp_path / "x.png")]) == 2
     err = error_line(capsys)
     assert f"model {factory!r}: the factory raised RuntimeError: checkpoint.pt not found" in err

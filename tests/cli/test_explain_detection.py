@@ -14,8 +14,8 @@ from torch import nn
 
 from captum_polycam.cli import explain_detection as cli_explain_detection
 from captum_polycam.cli.main import main
-from captum_polycam.evaluation.images import bundled_image
-from captum_polycam.scores.known_answer import KnownAnswerDetector
+from captum_polycam.resources.images import bundled_image
+from captum_polycam.testing import KnownAnswerDetector
 from tests.conftest import error_line
 
 BOX = (100, 60, 220, 180)

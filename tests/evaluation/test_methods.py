@@ -108,7 +108,7 @@ def test_random_maps_follow_the_seed(tiny_cnn: nn.Module, tiny_inputs: Tensor) -
         (["pcam+:layer0"], "options after pcam\\+ are"),
         (["pcam+:stage1:layer1"], "options after pcam\\+ are"),
         (["pcam+:no-lnorm:no-lnorm"], "options after pcam\\+ are"),
-        (["no.such.module:factory"], "cannot import 'no.such.module:factory'"),
+        (["no.such.module:factory"], "'no.such.module:factory': cannot import it"),
         (["builtins:repr"], "must return a Captum attribution .*; got str"),
     ],
 )
@@ -179,3 +179,26 @@ def test_a_failing_custom_factory_is_named(tiny_cnn: nn.Module) -> None:
         "attribution: RuntimeError: no weights for this model",
     ):
         build_methods([name], tiny_cnn, LAYERS)
+
+
+def test_outputs_of_one_poly_cam_share_a_run_per_batch_and_model(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    methods = build_methods(["pcam+", "pcam+:no-lnorm", "pcam+:stage1"], tiny_cnn, LAYERS)
+    targets = torch.tensor([1, 1, 0])
+    runs: list[int] = []
+    hook = tiny_cnn.register_forward_pre_hook(lambda _, args: runs.append(len(args[0])))
+    try:
+        before = [method.explain(tiny_inputs, targets) for method in methods[:2]]
+        passes_of_one_run = len(runs)
+        # A copy of the same images is the same batch: no new run for another output...
+        methods[2].explain(tiny_inputs.clone(), targets)
+        assert len(runs) == passes_of_one_run
+        # ...but an output asked for again is a new batch or a changed model: a new run.
+        with torch.no_grad():
+            tiny_cnn.head.bias.add_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
+        after = methods[0].explain(tiny_inputs, targets)
+    finally:
+        hook.remove()
+    assert len(runs) == 2 * passes_of_one_run
+    assert not torch.equal(before[0], after)

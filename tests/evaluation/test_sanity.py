@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from captum_polycam import describe_layers
 from captum_polycam.cli import sanity as sanity_command
-from captum_polycam.evaluation.errors import EvaluationError
 from captum_polycam.evaluation.sanity import (
     MEASURES,
     SanityResult,
@@ -26,6 +25,7 @@ from captum_polycam.evaluation.sanity import (
     randomisation_blocks,
     sanity_check,
 )
+from captum_polycam.resources.errors import EvaluationError
 from tests.conftest import TinyCNN
 
 TINY_BLOCKS = ["head", "block3.0", "block2.0", "block1.0"]  # TinyCNN's, output first

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from captum_polycam.evaluation import EvaluationError, ImageFolder, Preprocessing, bundled_images
-from captum_polycam.evaluation.images import image_list_digest, read_image
+from captum_polycam.resources.images import image_list_digest, read_image
 
 
 def _folder(tmp_path: Path) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from captum_polycam.evaluation import EvaluationError
-from captum_polycam.evaluation.models import load_detector, load_model
+from captum_polycam.resources.models import load_detector, load_model
 
 
 def broken_factory() -> nn.Module:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from captum_polycam import Deletion, DetectionBoxScore, Insertion, PolyCam
-from captum_polycam.evaluation.images import bundled_image, load_image
-from captum_polycam.scores.known_answer import KnownAnswerDetector
+from captum_polycam.resources.images import bundled_image, load_image
+from captum_polycam.testing import KnownAnswerDetector
 
 BOX = (48, 16, 80, 64)  # a 32 x 48 box in a 96 x 96 image: 1/6 of its area
 

@@ -1,0 +1,331 @@
+"""Photographs as model inputs: reading, the paper's preprocessing, and image folders.
+
+The paper squashes every image to 224 x 224 (no crop) and applies the ImageNet mean and
+standard deviation; :class:`Preprocessing` does that by default and records its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from captum_polycam.resources.errors import EvaluationError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SIZE",
+    "ImageFolder",
+    "Preprocessing",
+    "Sample",
+    "bundled_folder",
+    "bundled_image",
+    "bundled_images",
+    "image_list_digest",
+    "load_image",
+    "normalise",
+    "read_image",
+]
+
+SIZE = (224, 224)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+_BUNDLED = ("astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.jpg")
+# Pillow's one-channel modes of more than 8 bits: 16-bit integers, 32-bit integers and floats.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_UINT16_MAX = 65535
+_INT32_MAX = 2**31 - 1
+_DIGEST_BLOCK = 1 << 20
+
+
+def bundled_image() -> Traversable:
+    """The photo explained when no image is given: scikit-image's CC0 ``chelsea`` cat."""
+    return files("captum_polycam") / "assets" / "chelsea.png"
+
+
+def bundled_folder() -> Path:
+    """The folder of the bundled photos (it also holds their licences, ``PHOTOS.md``)."""
+    return Path(str(files("captum_polycam") / "assets"))
+
+
+def bundled_images() -> list[Traversable]:
+    """The four CC0 or public-domain photos shipped with the package (``assets/PHOTOS.md``)."""
+    return [files("captum_polycam") / "assets" / name for name in _BUNDLED]
+
+
+def _decode(path: str | Path | Traversable) -> tuple[Tensor, str]:
+    """The file's pixels as a ``3 x H x W`` float tensor in ``[0, 1]``, and the hex SHA-256 of
+    its bytes, from one read of the file.
+
+    Raises:
+        EvaluationError: The file cannot be read or decoded.
+    """
+    data = _read_bytes(path)
+    return _decode_bytes(data, path), hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(path: str | Path | Traversable) -> bytes:
+    source = Path(path) if isinstance(path, (str, os.PathLike)) else path
+    try:
+        return source.read_bytes()
+    except OSError as error:
+        reason = error.strerror or error
+        raise EvaluationError(f"cannot read image {str(path)!r}: {reason}") from None
+
+
+def _decode_bytes(data: bytes, path: str | Path | Traversable) -> Tensor:
+    """The pixels of an image file's ``data`` (read from ``path``, named in errors)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            # Phones store photos sideways with an EXIF rotation; use them as they were taken.
+            # An animated GIF opens on its first frame.
+            return pil_pixels(ImageOps.exif_transpose(opened))
+    # Pillow's decoders raise the first three; its size limit the bomb error, and the bomb
+    # warning when warnings are errors (python -W error).
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        if isinstance(error, UnidentifiedImageError):
+            raise EvaluationError(
+                f"cannot decode image {str(path)!r}: not a supported image file"
+            ) from None
+        raise EvaluationError(f"cannot read image {str(path)!r}: {error}") from None
+
+
+def pil_pixels(image: Image.Image) -> Tensor:
+    """A Pillow image as ``3 x H x W`` float pixels in ``[0, 1]``, each mode in its own range."""
+    if image.mode not in _WIDE_MODES:
+        rgb = np.array(image.convert("RGB"))
+        return F.to_dtype(torch.from_numpy(rgb).permute(2, 0, 1), torch.float32, scale=True)
+    # Pillow's conversion of these to RGB clips at 255: a 16-bit photo would come out white.
+    values = np.array(image, dtype=np.float64)  # float64 holds every 32-bit integer exactly
+    if image.mode == "F":
+        scaled = values
+    # Some Pillow versions and formats (16-bit PGM here) open 16-bit files as 32-bit "I".
+    elif image.mode != "I" or (values.min() >= 0 and values.max() <= _UINT16_MAX):
+        scaled = values / _UINT16_MAX
+    else:
+        scaled = values / _INT32_MAX
+    grey = torch.from_numpy(scaled.clip(0.0, 1.0).astype(np.float32))
+    return grey.expand(3, -1, -1).clone()
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Squash an image to ``size`` (no crop) and normalise it with ``mean`` and ``std``.
+
+    The defaults are the paper's: 224 x 224 and the ImageNet statistics. Resampling is
+    bilinear with antialiasing, as PIL's resize that torchvision's transforms use on images.
+    """
+
+    size: tuple[int, int] = SIZE
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or any(int(side) < 1 for side in self.size):
+            raise EvaluationError(f"size must be (height, width), positive; got {self.size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise EvaluationError(
+                f"mean and std need three values each, std positive; got {self.mean!r}, "
+                f"{self.std!r}"
+            )
+
+    def pixels(self, image: Tensor) -> Tensor:
+        """``3 x H x W`` pixels in ``[0, 1]`` squashed to ``size``, still in ``[0, 1]``."""
+        resized = F.resize(image[None], list(self.size), antialias=True)[0]
+        return resized.clamp(0, 1)  # antialiased resampling overshoots at sharp edges
+
+    def normalise(self, pixels: Tensor) -> Tensor:
+        """Apply ``mean`` and ``std`` to pixels in ``[0, 1]`` (``... x 3 x H x W``)."""
+        return F.normalize(pixels, list(self.mean), list(self.std))
+
+    def __call__(self, image: Tensor) -> Tensor:
+        """A ``3 x H x W`` image in ``[0, 1]`` as the model input ``3 x size``."""
+        return self.normalise(self.pixels(image))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: list(value) for key, value in asdict(self).items()}
+
+
+def read_image(path: str | Path | Traversable, size: tuple[int, int] | None = SIZE) -> Tensor:
+    """Read a JPEG, PNG, WebP or GIF as a ``1 x 3 x H x W`` RGB tensor in ``[0, 1]``.
+
+    Grayscale and RGBA files become RGB, and an animated GIF its first frame. The pixels of
+    16-bit files are scaled from ``[0, 65535]``, of 32-bit integer ones from ``[0, 2**31 - 1]``
+    (from the 16-bit range when their values fit it, as Pillow opens some 16-bit files as
+    32-bit), and those of floating-point files clipped to ``[0, 1]``. The image is squashed to
+    ``size`` rather than cropped, so that the whole photo is explained and can be drawn under
+    its map; ``size=None`` keeps the file's own.
+
+    Raises:
+        EvaluationError: The file cannot be read or is not a supported image.
+    """
+    pixels, _ = _decode(path)
+    if size is None:
+        return pixels[None].clamp(0, 1)
+    return Preprocessing(size=size).pixels(pixels)[None]
+
+
+def normalise(pixels: Tensor) -> Tensor:
+    """Apply the ImageNet mean and standard deviation to ``N x 3 x H x W`` pixels in [0, 1]."""
+    return Preprocessing().normalise(pixels)
+
+
+def load_image(path: str | Path | Traversable) -> Tensor:
+    """Read an image as a normalised ``1 x 3 x 224 x 224`` model input (see :func:`read_image`)."""
+    return normalise(read_image(path))
+
+
+class Sample(NamedTuple):
+    """One image of an evaluation: its model input, or why it could not be read."""
+
+    name: str
+    inputs: Tensor | None  # 3 x H x W, preprocessed; None when unreadable
+    label: int | None
+    error: str | None = None
+    digest: str | None = None  # hex SHA-256 of the file's bytes; None when it cannot be read
+
+
+class ImageFolder(Dataset[Sample]):
+    """The images of a folder, optionally listed and labelled as in the paper's files.
+
+    Args:
+        root: The folder. Its JPEG, PNG, WebP, GIF, BMP and TIFF files (any size and mode)
+            are used, sorted by name, unless ``image_list`` names them.
+        image_list: A text file with one file name (relative to ``root``) a line, as the
+            paper's ``images.txt``, or a sequence of names. Blank lines and lines starting
+            with ``#`` are skipped.
+        labels: A text file of ``file_name class_index [anything]`` lines, as the paper's
+            ``imagenet_validation_imagename_labels.txt``, or a mapping of names to classes.
+        preprocessing: How a photo becomes a model input.
+
+    An image that cannot be read or decoded (an image over Pillow's ``Image.MAX_IMAGE_PIXELS``
+    limit included) yields a :class:`Sample` whose ``error`` says why, so that a run records
+    it and goes on. Each sample's ``digest`` is the SHA-256 of the bytes its file had when it
+    was read, as :meth:`digest` computes it without decoding.
+
+    Example:
+        >>> folder = ImageFolder("val", image_list="images.txt")
+        >>> folder[0].name, folder[0].inputs.shape
+        ('ILSVRC2012_val_00000001.JPEG', torch.Size([3, 224, 224]))
+    """
+
+    def __init__(
+        self,
+        root: str | Path | Traversable,
+        image_list: str | Path | Sequence[str] | None = None,
+        labels: str | Path | Mapping[str, int] | None = None,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
+        self.root = Path(root) if isinstance(root, (str, os.PathLike)) else root
+        if not self.root.is_dir():
+            raise EvaluationError(f"images: {str(root)!r} is not a folder")
+        self.preprocessing = preprocessing or Preprocessing()
+        if image_list is None:
+            self.names = sorted(
+                entry.name
+                for entry in self.root.iterdir()
+                if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+            )
+        elif isinstance(image_list, (str, os.PathLike)):
+            self.names = _read_lines(Path(image_list), "image_list")
+        else:
+            self.names = [str(name) for name in image_list]
+        if not self.names:
+            raise EvaluationError(f"images: no image files in {str(root)!r}")
+        duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
+        if duplicates:
+            raise EvaluationError(f"image_list: names appear twice: {', '.join(duplicates[:5])}")
+        self.labels = _read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels
+        if self.labels is not None:
+            missing = [name for name in self.names if name not in self.labels]
+            if missing:
+                raise EvaluationError(
+                    f"labels: no class for {len(missing)} image(s), such as {missing[0]!r}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Sample:
+        name = self.names[index]
+        label = None if self.labels is None else int(self.labels[name])
+        digest = None
+        try:
+            # One read gives both the pixels and the digest that identifies them in a run.
+            data = _read_bytes(self.root / name)
+            digest = hashlib.sha256(data).hexdigest()
+            inputs = self.preprocessing(_decode_bytes(data, self.root / name))
+        except EvaluationError as error:
+            return Sample(name, None, label, str(error), digest)
+        return Sample(name, inputs, label, digest=digest)
+
+    def digest(self, index: int) -> str | None:
+        """The hex SHA-256 of the ``index``-th file's bytes, as in its :class:`Sample`, without
+        decoding it; ``None`` when the file cannot be read."""
+        hasher = hashlib.sha256()
+        try:
+            with (self.root / self.names[index]).open("rb") as file:
+                for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
+                    hasher.update(block)
+        except OSError:
+            return None
+        return hasher.hexdigest()
+
+
+def _read_lines(path: Path, argument: str) -> list[str]:
+    try:
+        # utf-8-sig: Windows editors start the file with a byte order mark, which would
+        # otherwise become part of the first name.
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise EvaluationError(f"{argument}: cannot read {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise EvaluationError(
+            f"{argument}: {str(path)!r} is not UTF-8 text (byte {error.start} is "
+            f"{error.object[error.start : error.start + 1]!r}); save it as UTF-8"
+        ) from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_labels(path: str | Path) -> dict[str, int]:
+    labels = {}
+    for number, line in enumerate(_read_lines(Path(path), "labels"), start=1):
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].lstrip("-").isdigit():
+            raise EvaluationError(
+                f"labels: line {number} of {str(path)!r} is not 'file_name class_index': {line!r}"
+            )
+        labels[fields[0]] = int(fields[1])
+    return labels
+
+
+def image_list_digest(names: Sequence[str], labels: Sequence[int | None]) -> str:
+    """SHA-256 of the ordered names and labels: two runs on the same list share it."""
+    text = "\n".join(
+        f"{name}\t{'' if label is None else label}"
+        for name, label in zip(names, labels, strict=True)
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
