@@ -22,6 +22,8 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
+    # MathJax from the package rather than a CDN: the formulas render offline.
+    "sphinx-mathjax-offline",
     "myst_nb",
 ]
 

@@ -56,11 +56,13 @@ class BatchSizes:
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    """The command line's error message, checked to be one line on standard error."""
+    """The command line's error message, checked to be one line, the last on standard error
+    (progress lines of earlier work may come before it), without a traceback."""
     err = capsys.readouterr().err
-    assert err.startswith("captum-polycam: error: "), err
-    assert err.count("\n") == 1, f"expected one line, got {err!r}"
-    return err
+    errors = [line for line in err.splitlines() if line.startswith("captum-polycam: error: ")]
+    assert len(errors) == 1 and err.endswith(f"{errors[0]}\n"), err
+    assert "Traceback" not in err, err
+    return f"{errors[0]}\n"
 
 
 def zero_logits(x: Tensor) -> Tensor:

@@ -184,3 +184,8 @@ def test_docs_build_without_warnings(tmp_path: Path, executed_notebooks: Execute
             image = (page.parent / source).resolve()
             assert image.is_file(), f"{page.name}: {source} missing"
             assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{source} is not a PNG"
+    # The formulas render offline: MathJax is copied next to the pages, not fetched.
+    algorithm = (html / "algorithm.html").read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-chtml.js" in algorithm
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert not re.search(r"src=\"(https?:)?//", algorithm), "a page loads a script from the web"

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "captum_polycam"
 FLOORS: dict[str, float] = {
     "_compat": 0,
     "_conventions": 0,
+    "_progress": 0,
     "_repr": 0,
     "_tensors": 0,
     "normalisation": 0,
@@ -23,6 +24,7 @@ FLOORS: dict[str, float] = {
     "resources": 1,
     "attr": 2,
     "metrics": 2,
+    "visualization": 2,
     "": 2.5,  # the public API, gathered at the top of the package from floors 0 to 2
     "evaluation": 3,
     "cli": 4,

@@ -316,7 +316,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 fixed (:class:`~captum_polycam.perturbation.ScoringOptions`). The maps do not
                 depend on it (beyond float rounding).
             return_stages: Also return the intermediate composites.
-            show_progress: Show a progress bar counting masked forward passes.
+            show_progress: Report the masked forward passes done, their rate and the time
+                left: a bar on a terminal, otherwise a status line every 30 s and a final one.
 
         Returns:
             The maps, ``N x 1 x H x W`` in ``[0, 1]`` on the inputs' device. With

@@ -18,6 +18,7 @@ __all__ = [
     "add_model_option",
     "add_pass_budget_option",
     "add_perturbations_option",
+    "add_run_options",
     "add_variant_option",
     "check_device",
     "comma_list",
@@ -49,6 +50,22 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
         help=f"{DEFAULT_MODEL} (offline), a torchvision classifier such as vgg16 or resnet50 "
         "(ImageNet weights downloaded or cached), or package.module:callable returning a model "
         "(default: %(default)s)",
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--quiet``, which every command takes."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads of PyTorch's operations (default: PyTorch's choice, one per core); "
+        "on a shared or busy machine 1 can be faster, see the troubleshooting page",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress: neither the bar on a terminal nor the status lines of a log",
     )
 
 

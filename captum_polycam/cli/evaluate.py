@@ -19,6 +19,7 @@ from captum_polycam.cli.arguments import (
     add_layers_option,
     add_model_option,
     add_perturbations_option,
+    add_run_options,
     check_device,
     comma_list,
     layer_names,
@@ -157,6 +158,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="run those passes through torch.compile: a warm-up first, faster on long runs",
     )
     add_device_option(parser)
+    add_run_options(parser)
     parser.add_argument(
         "--workers",
         type=non_negative_int,
@@ -205,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.workers,
         perturbations_per_eval=args.perturbations_per_eval,
+        show_progress=not args.quiet,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process reports
         print(f"\n{report.markdown}")

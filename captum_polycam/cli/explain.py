@@ -22,6 +22,7 @@ from captum_polycam.cli.arguments import (
     add_model_option,
     add_pass_budget_option,
     add_perturbations_option,
+    add_run_options,
     add_variant_option,
     check_device,
 )
@@ -62,6 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_figure_option(explain, "polycam.png")
     add_device_option(explain)
+    add_run_options(explain)
     add_pass_budget_option(explain)
     add_perturbations_option(explain, "image", "the fastest, measured on the first passes")
     return explain
@@ -119,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
 
     polycam = PolyCam(model, layers=layers, variant=args.variant, pass_budget=args.pass_budget)
     result = timed_polycam(
-        polycam, inputs, explained, args.perturbations_per_eval, f"{len(sources)} image(s)"
+        polycam,
+        inputs,
+        explained,
+        args.perturbations_per_eval,
+        f"{len(sources)} image(s)",
+        show_progress=not args.quiet,
     )
     maps, stages = result.maps, result.stages
 

@@ -23,6 +23,7 @@ from captum_polycam.cli.arguments import (
     add_layers_option,
     add_pass_budget_option,
     add_perturbations_option,
+    add_run_options,
     add_variant_option,
     check_device,
     layer_names,
@@ -75,6 +76,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_layers_option(parser, "discovered in the backbone")
     add_figure_option(parser, "detections.png")
     add_device_option(parser)
+    add_run_options(parser)
     add_pass_budget_option(parser)
     add_perturbations_option(parser, "detection", "the fastest, measured on the first passes")
     return parser
@@ -124,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
         model, layers=layers, variant=args.variant, score_fn=score, pass_budget=args.pass_budget
     )
     maps = timed_polycam(
-        polycam, inputs, score.targets, args.perturbations_per_eval, f"{len(score)} detection(s)"
+        polycam,
+        inputs,
+        score.targets,
+        args.perturbations_per_eval,
+        f"{len(score)} detection(s)",
+        show_progress=not args.quiet,
     ).maps
     titles = [f"{name} {float(c):.2f}" for name, c in zip(names, found["scores"], strict=False)]
     with writing_figure(args.out):

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from captum.attr import visualization
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -14,6 +13,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.visualization import FIGURE_FORMATS, figure, figure_format, overlay
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -25,31 +25,6 @@ __all__ = [
 
 _PANEL_INCHES = 3.0
 _DPI = 100
-_CMAP = "jet"
-# The formats matplotlib writes by itself (pgf needs LaTeX; raw and rgba have no header), as
-# far as this matplotlib does (webp came with 3.6).
-FIGURE_FORMATS = tuple(
-    name
-    for name in ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
-    if name in FigureCanvasAgg.get_supported_filetypes()
-)
-
-
-def figure_format(path: str | Path) -> str:
-    """The format of the figure at ``path``, from its suffix: PNG when it has none.
-
-    Raises:
-        EvaluationError: The suffix is not one of :data:`FIGURE_FORMATS`.
-    """
-    suffix = Path(path).suffix
-    if not suffix:
-        return "png"
-    if suffix.lower()[1:] not in FIGURE_FORMATS:
-        raise EvaluationError(
-            f"--out: cannot write a {suffix!r} figure; use {', '.join(FIGURE_FORMATS)} "
-            "(by the file name's suffix)"
-        )
-    return suffix.lower()[1:]
 
 
 def check_figure_path(out: Path) -> None:
@@ -99,36 +74,19 @@ def save_figure(
         raise ValueError("pixels, maps, image_names and class_names need one entry per image")
     if len(stage_titles) != len(stages):
         raise ValueError("stage_titles needs one title per stage")
-    columns = 2 + len(stages)
-    figure = Figure(
-        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES * count), dpi=_DPI, layout="constrained"
+    drawn = figure(
+        pixels,
+        maps,
+        stages,
+        titles=[f"{method}: {name}" for name in class_names],
+        stage_titles=stage_titles,
+        colorbar=False,
     )
-    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(count, columns, squeeze=False)
-    for row in range(count):
-        photo = _hwc(pixels[row])
-        _draw_photo(axes[row, 0], photo, image_names[row])
-        # The maps are already in [0, 1]: outlier_perc=0 keeps that scale instead of
-        # stretching the top 2% to saturation, so the overlay matches the stage panels.
-        visualization.visualize_image_attr(
-            _hwc(maps[row]),
-            photo,
-            method="blended_heat_map",
-            sign="positive",
-            plt_fig_axis=(figure, axes[row, 1]),
-            outlier_perc=0,
-            cmap=_CMAP,
-            title=f"{method}: {class_names[row]}",
-            use_pyplot=False,
-        )
-        axes[row, 1].set_axis_off()  # Captum hides the ticks but leaves a frame
-        for column, (stage, title) in enumerate(zip(stages, stage_titles, strict=True), 2):
-            axis = axes[row, column]
-            axis.imshow(_hwc(stage[row])[..., 0], cmap=_CMAP, vmin=0.0, vmax=1.0)
-            axis.set_title(title)
-            axis.set_axis_off()
-    figure.savefig(path, format=format_, dpi=_DPI)
+    # Without a colour bar the axes are the panels, row by row: each row starts at its photo.
+    columns = 2 + len(stages)
+    for row, name in enumerate(image_names):
+        drawn.axes[row * columns].set_title(name)
+    drawn.savefig(path, format=format_, dpi="figure")
 
 
 def save_detection_figure(
@@ -148,31 +106,21 @@ def save_detection_figure(
     format_ = figure_format(path)
     if not len(maps) == len(boxes) == len(titles):
         raise ValueError("maps, boxes and titles need one entry per detection")
-    photo = _hwc(pixels.reshape(-1, *pixels.shape[-3:])[0])
+    photo = pixels.reshape(-1, *pixels.shape[-3:])[0]
     columns = 1 + len(maps)
-    figure = Figure(
-        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES), dpi=_DPI, layout="constrained"
-    )
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, columns, squeeze=False)[0]
-    _draw_photo(axes[0], photo, f"{len(boxes)} detection{'s' * (len(boxes) != 1)}")
+    drawn = Figure(figsize=(_PANEL_INCHES * columns, _PANEL_INCHES), dpi=_DPI, layout="constrained")
+    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
+    FigureCanvasAgg(drawn)
+    axes = drawn.subplots(1, columns, squeeze=False)[0]
+    _draw_photo(axes[0], _hwc(photo), f"{len(boxes)} detection{'s' * (len(boxes) != 1)}")
     for box in boxes:
         _draw_box(axes[0], box)
-    for axis, map_, box, title in zip(axes[1:], maps, boxes, titles, strict=True):
-        visualization.visualize_image_attr(
-            _hwc(map_),
-            photo,
-            method="blended_heat_map",
-            sign="positive",
-            plt_fig_axis=(figure, axis),
-            outlier_perc=0,
-            cmap=_CMAP,
-            title=title,
-            use_pyplot=False,
-        )
+    for axis, panel, box, title in zip(axes[1:], overlay(photo, maps), boxes, titles, strict=True):
+        axis.imshow(panel)
+        axis.set_title(title)
         axis.set_axis_off()
         _draw_box(axis, box)
-    figure.savefig(path, format=format_, dpi=_DPI)
+    drawn.savefig(path, format=format_, dpi=_DPI)
 
 
 def _draw_box(axis: Axes, box: Tensor) -> None:
@@ -183,7 +131,7 @@ def _draw_box(axis: Axes, box: Tensor) -> None:
 
 
 def _hwc(image: Tensor) -> np.ndarray:
-    """A ``C x H x W`` tensor as the ``H x W x C`` float array matplotlib and Captum expect."""
+    """A ``C x H x W`` tensor as the ``H x W x C`` float array matplotlib expects."""
     return image.detach().float().cpu().permute(1, 2, 0).numpy()
 
 

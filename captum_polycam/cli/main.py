@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 import captum_polycam
 from captum_polycam.cli import evaluate, explain, explain_detection, sanity
 from captum_polycam.perturbation import tune_cpu_allocator
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 1
     # The command line owns its process: keep freed memory for the next forward pass.
     tune_cpu_allocator()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         return args.run(args)
     except EvaluationError as error:

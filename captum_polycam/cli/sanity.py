@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_model_option,
+    add_run_options,
     check_device,
     comma_list,
 )
@@ -69,6 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     add_device_option(sanity)
+    add_run_options(sanity)
     sanity.add_argument(
         "--seed",
         type=int,
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     model, _ = load_model(args.model, device)
     inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
     result = sanity_check(
-        model, inputs, methods, steps=steps, seed=args.seed, show_progress=sys.stderr.isatty()
+        model, inputs, methods, steps=steps, seed=args.seed, show_progress=not args.quiet
     )
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@ in one line, and the writing of the figure, whose failure is a usage error."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +23,16 @@ def timed_polycam(
     target: Any,
     perturbations_per_eval: int | None,
     explained: str,
+    show_progress: bool = True,
 ) -> PolyCamMaps:
-    """Run ``polycam`` (with a progress bar on a terminal), then print its time and passes
-    for the ``explained`` things, such as ``"2 image(s)"``."""
+    """Run ``polycam`` (reporting its passes unless not ``show_progress``), then print its
+    time and passes for the ``explained`` things, such as ``"2 image(s)"``."""
     start = time.perf_counter()
     result = polycam.decompose(
         inputs,
         target=target,
         perturbations_per_eval=perturbations_per_eval,
-        show_progress=sys.stderr.isatty(),
+        show_progress=show_progress,
     )
     print(
         f"\nAttribution: {time.perf_counter() - start:.1f} s for {explained}, "

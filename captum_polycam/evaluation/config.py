@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from captum_polycam._conventions import check_int
-from captum_polycam.attr import describe_layers
+from captum_polycam.attr import LayerInfo, describe_layers
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import Preprocessing, Sample
@@ -112,10 +112,10 @@ class EvaluationConfig:
 
 def check_on_first_input(
     model: nn.Module, first: Tensor, dataset: Dataset[Sample], config: EvaluationConfig
-) -> list[str]:
-    """Poly-CAM's layers, after checking on one input that the run can go through: the model
-    takes inputs of this size, the layers exist and go shallow to deep, the steps fit in
-    the image and the labels in the model's outputs."""
+) -> list[LayerInfo]:
+    """Poly-CAM's layers, described, after checking on one input that the run can go
+    through: the model takes inputs of this size, the layers exist and go shallow to deep, the
+    steps fit in the image and the labels in the model's outputs."""
     height, width = first.shape[-2:]
     try:
         with torch.no_grad():
@@ -154,4 +154,4 @@ def check_on_first_input(
             f"{len(outside)} image(s) have another, such as {outside[0]!r} "
             f"({labels[outside[0]]})"
         )
-    return [layer.name for layer in described]
+    return described

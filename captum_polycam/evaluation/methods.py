@@ -20,6 +20,7 @@ input's resolution, and records every parameter its maps depend on. Names:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +46,14 @@ from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.names import file_stem, import_callable
 
-__all__ = ["BASELINES", "Method", "build_methods", "method_file_stem", "scale_to_unit"]
+__all__ = [
+    "BASELINES",
+    "Method",
+    "build_methods",
+    "masked_passes_per_image",
+    "method_file_stem",
+    "scale_to_unit",
+]
 
 BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random")
 _VARIANTS = {name.lower(): variant for variant, name in VARIANTS.items()}  # pcam+ -> plus
@@ -188,6 +196,23 @@ def build_methods(
                 "package.module:callable"
             )
     return methods
+
+
+def masked_passes_per_image(methods: Sequence[Method], channels: int) -> int:
+    """At most how many masked passes the Poly-CAM ``methods`` make on one image, with
+    ``channels`` in their layers: each run masks every channel once (twice for PCAM+-, a
+    fraction with a pass budget; dead channels are skipped, so this is an upper bound) and
+    scores the black image when it unveils, and outputs that share a run count once."""
+    runs = {
+        (method.parameters["variant"], method.parameters.get("pass_budget"))
+        for method in methods
+        if method.parameters.get("method") == "PolyCam"
+    }
+    return sum(
+        math.ceil(channels * (2 if variant == "plusminus" else 1) * (budget or 1))
+        + (variant != "minus")
+        for variant, budget in runs
+    )
 
 
 def _poly_cam(

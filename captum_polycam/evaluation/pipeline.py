@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import platform
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import captum_polycam
 from captum_polycam._conventions import evaluation_mode, seeded
+from captum_polycam._progress import Progress, progress_mode
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
@@ -37,7 +37,13 @@ from captum_polycam.evaluation.artefacts import (
 from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, check_on_first_input
 from captum_polycam.evaluation.datasets import as_samples, first_input
 from captum_polycam.evaluation.folder import OutputFolder, now
-from captum_polycam.evaluation.methods import Method, build_methods, method_file_stem
+from captum_polycam.evaluation.html import write_html_report
+from captum_polycam.evaluation.methods import (
+    Method,
+    build_methods,
+    masked_passes_per_image,
+    method_file_stem,
+)
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
 from captum_polycam.metrics.keys import (
@@ -49,6 +55,7 @@ from captum_polycam.metrics.keys import (
     INSERTION_CURVE,
     SENSITIVITY_MAX,
 )
+from captum_polycam.normalisation import min_max
 from captum_polycam.perturbation.batch import PreparedBatch
 from captum_polycam.perturbation.options import ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationScorer
@@ -144,8 +151,9 @@ def evaluate(
             the metrics. ``None`` takes the device's default (about 4 inputs a pass on a CPU,
             64 on a GPU) rather than measuring the fastest, so that every run gives the same
             bits. The results do not depend on it beyond float rounding.
-        show_progress: A progress bar of images done, their rate and the time left
-            (default: when standard error is a terminal).
+        show_progress: Report the forward passes done out of those expected, with their rate
+            and the time left: a bar on a terminal, otherwise a status line every 30 s and a
+            final one. ``None`` (the default) reports; ``False`` is silent.
 
     Returns:
         The summary: per method and metric, the mean, standard deviation, 95% interval and
@@ -180,16 +188,19 @@ def evaluate(
             model = load_model(config.model, device)[0] if model is None else model.to(device)
             # Every usage error is found here, on one image, before run.json claims the
             # folder: a corrected command can then use the same folder.
-            layers = check_on_first_input(model, first_input(dataset).to(device), dataset, config)
+            described = check_on_first_input(
+                model, first_input(dataset).to(device), dataset, config
+            )
+            layers = [layer.name for layer in described]
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
             options = scoring.fixed(device, config.batch_size)
             methods = build_methods(config.methods, model, layers, options=options)
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
+            run.channels = sum(layer.channels for layer in described)
             OutputFolder(out, ranks).claim(run.configuration())
             run.check_finished_images()
-            progress = sys.stderr.isatty() if show_progress is None else show_progress
-            run.compute(num_workers, options, progress)
+            run.compute(num_workers, options, True if show_progress is None else show_progress)
             ranks.barrier()
             if ranks.is_main:
                 run.merge()
@@ -233,6 +244,7 @@ class _Run:
         self.count = len(dataset)  # type: ignore[arg-type]
         self.batches = range((self.count + config.batch_size - 1) // config.batch_size)
         self.model_stem = model_file_stem(config.model)
+        self.channels = 0  # of Poly-CAM's layers, set once they are described
 
     def shard(self, method: Method, batch: int) -> Path:
         return self.out / "shards" / method_file_stem(method.name) / f"{batch:06d}.npz"
@@ -302,33 +314,50 @@ class _Run:
         return [b for b in self.mine() if not all(self.shard(m, b).exists() for m in self.methods)]
 
     def compute(self, num_workers: int, options: ScoringOptions, show_progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         pending = self.pending()
         indices = [list(self.images_of(b)) for b in pending]
         loader = DataLoader(
             self.dataset, batch_sampler=indices, num_workers=num_workers, collate_fn=_as_list
         )
-        mine = sum(len(self.images_of(b)) for b in self.mine())
-        bar = tqdm(
-            total=mine,
-            initial=mine - sum(map(len, indices)),
-            unit="image",
-            desc=f"rank {self.ranks.rank}" if self.ranks.world > 1 else "images",
-            disable=not show_progress,
-            dynamic_ncols=True,
-        )
         insertion_deletion = InsertionDeletion(
             self.model, self.config.n_steps, self.config.baseline, options=options
         )
         confidence = ConfidenceChange(self.model, options=options)
-        with bar:
-            for index, samples in zip(pending, loader, strict=True):
+        # Every forward pass of the job is counted, Poly-CAM's and the metrics', so that the
+        # progress moves inside a batch; the time left follows from the passes expected.
+        name = f"evaluate (rank {self.ranks.rank})" if self.ranks.world > 1 else "evaluate"
+        images = sum(map(len, indices))
+        expected = [self.expected_passes(batch) for batch in indices]
+        job = Progress(name, sum(expected), mode=progress_mode(show_progress))
+        first = 1
+        with job.current():
+            for index, samples, guess in zip(pending, loader, expected, strict=True):
+                job.describe(f"images {first}-{first + len(samples) - 1} of {images}")
+                first += len(samples)
+                before = job.done
                 batch = _Batch(
                     index, samples, self.config.target, self.device, insertion_deletion.scorer
                 )
                 self._compute_batch(batch, insertion_deletion, confidence)
-                bar.update(len(samples))
+                # Dead channels are never forwarded: the batch may have cost less than guessed.
+                job.expect(job.done - before - guess)
+
+    def expected_passes(self, images: Sequence[int]) -> int:
+        """At most how many forward passes the methods and metrics make on ``images``: the
+        Poly-CAM runs' masked passes, each map's insertion and deletion steps and masked
+        input, and for max-sensitivity 10 noisy maps of each Poly-CAM output."""
+        masked = masked_passes_per_image(self.methods, self.channels)
+        outputs = sum(m.parameters.get("method") == "PolyCam" for m in self.methods)
+        runs = len(
+            {
+                (m.parameters.get("variant"), m.parameters.get("pass_budget"))
+                for m in self.methods
+                if m.parameters.get("method") == "PolyCam"
+            }
+        )
+        metrics = len(self.methods) * (2 * self.config.n_steps + 1)
+        sensitive = sum(1 for i in images if i < self.config.sensitivity_images)
+        return len(images) * (masked + metrics) + sensitive * 10 * masked * outputs // max(runs, 1)
 
     def _compute_batch(
         self, batch: _Batch, insertion_deletion: InsertionDeletion, confidence: ConfidenceChange
@@ -424,6 +453,27 @@ class _Run:
         }
         return {key: v.cpu().numpy() if isinstance(v, Tensor) else v for key, v in arrays.items()}
 
+    def photos(self) -> Callable[[str], Tensor | None]:
+        """``photo(name)`` for the overlays of report.html: the images read once more, in the
+        list's order (the report's), as photos in ``[0, 1]``; ``None`` for one out of order."""
+        samples = (self.dataset[index] for index in range(self.count))
+        preprocessing = self.config.preprocessing
+
+        def photo(name: str) -> Tensor | None:
+            for sample in samples:
+                if sample.name != name:
+                    continue
+                if sample.inputs is None:
+                    return None
+                if preprocessing is None:  # a dataset's own inputs: stretched to be seen
+                    return min_max(sample.inputs[None])[0]
+                mean = torch.tensor(preprocessing.mean)[:, None, None]
+                std = torch.tensor(preprocessing.std)[:, None, None]
+                return (sample.inputs.cpu() * std + mean).clamp(0.0, 1.0)
+            return None
+
+        return photo
+
     def shards(self, method: Method) -> Iterator[dict[str, np.ndarray]]:
         for batch in self.batches:
             path = self.shard(method, batch)
@@ -439,6 +489,7 @@ class _Run:
             [(m.name, self.shards(m)) for m in self.methods],
             self.config.n_steps,
         )
+        write_html_report(self.out, self.photos())
         timings = {}
         for method in self.methods:
             totals = {"map_seconds": 0.0, "metric_seconds": 0.0, "images": 0}

@@ -5,6 +5,8 @@ keyed by the file name; ``OUT/csv/`` the per-image areas and per-step scores of 
 and deletion (``ins_auc``, ``del_auc``, ``ins_details``, ``del_details``) and every other
 per-image value (``scores``); ``summary.csv`` and ``summary.md`` the dataset statistics;
 ``curves.png`` the mean curves; ``errors.csv`` the images that could not be read.
+:func:`~captum_polycam.evaluation.html.write_html_report` then draws ``report.html`` and its
+``overlays/`` from them.
 """
 
 from __future__ import annotations
@@ -210,6 +212,13 @@ def _summary_rows(statistics: dict[str, dict[str, Any]]) -> Iterator[list[Any]]:
                 ]
 
 
+def _half_width(statistic: Statistic) -> str:
+    # One image has no spread to estimate an interval from: 0.0000 would claim certainty.
+    if statistic.count < 2:
+        return "n/a"
+    return f"{(statistic.ci_high - statistic.ci_low) / 2:.4f}"
+
+
 def _markdown(statistics: dict[str, dict[str, Any]], errors: int) -> str:
     shown = [m for m in METRICS if any(m in values for values in statistics.values())]
     arrows = {"higher": "↑", "lower": "↓"}
@@ -219,7 +228,7 @@ def _markdown(statistics: dict[str, dict[str, Any]], errors: int) -> str:
         cells = []
         for metric in shown:
             s = values.get(metric)
-            cells.append("-" if s is None else f"{s.mean:.4f} ± {(s.ci_high - s.ci_low) / 2:.4f}")
+            cells.append("-" if s is None else f"{s.mean:.4f} ± {_half_width(s)}")
         count = values[INSERTION].count
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {count} |")
     note = (

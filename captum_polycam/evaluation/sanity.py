@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_polycam._compat import progress
 from captum_polycam._conventions import check_inputs, evaluation_mode, seeded
+from captum_polycam._progress import Progress, progress_mode
 from captum_polycam.attr import describe_layers
-from captum_polycam.evaluation.methods import build_methods
+from captum_polycam.evaluation.methods import build_methods, masked_passes_per_image
 from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["MEASURES", "SanityResult", "map_similarity", "randomisation_blocks", "sanity_check"]
@@ -359,7 +359,9 @@ def sanity_check(
             random generators are left as they were.
         perturbations_per_eval: Masked inputs per example and forward pass for Poly-CAM and
             occlusion; ``None`` for their defaults.
-        show_progress: Display a progress bar of the explanations.
+        show_progress: Report Poly-CAM's masked passes done out of those expected, with the
+            rate and the time left: a bar on a terminal, otherwise a status line every 30 s
+            and a final one.
 
     Returns:
         The blocks, checkpoints, maps and similarities.
@@ -384,30 +386,35 @@ def sanity_check(
     checkpoints = [0, *_checked_steps(steps, len(cascade))]
     with torch.no_grad():
         explained = _checked_targets(network(inputs), targets)
-    if layers is None:
-        try:
-            layers = [layer.name for layer in describe_layers(network, inputs)]
-        except ValueError as error:  # no stack of feature maps at several resolutions
-            raise EvaluationError(f"layers: none given and none found ({error})") from None
+    try:
+        described = describe_layers(network, inputs, layers)
+    except ValueError as error:  # no stack of feature maps at several resolutions
+        if layers is not None:
+            raise EvaluationError(f"layers: {error}") from None
+        raise EvaluationError(f"layers: none given and none found ({error})") from None
+    layers = [layer.name for layer in described]
     bound = build_methods(methods, network, layers, perturbations_per_eval)
     _require("scipy")  # fail before the long part, not after it
     _require("skimage")
 
     maps: dict[str, list[Tensor]] = {method.name: [] for method in bound}
-    bar = progress(
-        desc="Sanity check", total=len(checkpoints) * len(bound), disable=not show_progress
-    )
+    # Poly-CAM's masked passes are what takes the time: count them, guessed from the channels
+    # (dead ones are skipped) and corrected after each checkpoint.
+    guess = len(inputs) * masked_passes_per_image(bound, sum(x.channels for x in described))
+    job = Progress("sanity", guess * len(checkpoints), mode=progress_mode(show_progress))
     randomised = 0
-    for step in checkpoints:
-        while randomised < step:
-            randomised += 1
-            block = network.get_submodule(cascade[randomised - 1])
-            _reinitialise(block, seed + randomised, inputs.device)
-        for method in bound:
-            with seeded(seed, inputs.device):
-                maps[method.name].append(method.explain(inputs, explained).cpu())
-            bar.update()
-    bar.close()
+    with job.current():
+        for number, step in enumerate(checkpoints, 1):
+            job.describe(f"{step} block(s) randomised, checkpoint {number} of {len(checkpoints)}")
+            while randomised < step:
+                randomised += 1
+                block = network.get_submodule(cascade[randomised - 1])
+                _reinitialise(block, seed + randomised, inputs.device)
+            before = job.done
+            for method in bound:
+                with seeded(seed, inputs.device):
+                    maps[method.name].append(method.explain(inputs, explained).cpu())
+            job.expect(job.done - before - guess)
 
     stacked = {name: torch.stack(per_step) for name, per_step in maps.items()}
     similarity = {}

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_polycam._compat import TargetType, progress
+from captum_polycam._compat import TargetType
 from captum_polycam._conventions import check_inputs, is_per_example, module_of, unpack_single
+from captum_polycam._progress import Progress, current_progress, progress_mode
 from captum_polycam.perturbation.batch import PreparedBatch, check_perturbations_per_eval
 from captum_polycam.perturbation.options import (
     PRECISIONS,
@@ -210,7 +211,9 @@ class PerturbationScorer:
             batch: The prepared batch the plan perturbs.
             plan: The items to score.
             perturbations_per_eval: Overrides the constructor's for this call.
-            show_progress: Show a progress bar counting the perturbed inputs.
+            show_progress: Report the perturbed inputs scored: a bar on a terminal, otherwise
+                a status line every 30 s and a final one. Inside a job that counts passes
+                (:func:`~captum_polycam.evaluation.evaluate`), they are counted there.
 
         Raises:
             ValueError: If a pass's scores are not shaped as the clean pass's, one row per
@@ -252,10 +255,14 @@ class PerturbationScorer:
             scores = scores[:items]
             finite.logical_and_(torch.isfinite(scores).all().to(finite.device))
             result[start:stop] = batch.targets.select(scores, examples[:items])
-            bar.update(stop - start)
+            counter.update(stop - start)
 
         self._check_lowered_precision(batch)
-        bar = progress(total=count, desc=plan.description, disable=not show_progress)
+        # A job that counts passes (an evaluation) gets them; otherwise this call reports alone.
+        job = current_progress()
+        own = None if job else Progress(plan.description, count, mode=progress_mode(show_progress))
+        counter = job or own
+        assert counter is not None
         try:
             shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
             while start < count:
@@ -275,7 +282,8 @@ class PerturbationScorer:
                     continue
                 start = stop
         finally:
-            bar.close()
+            if own is not None:
+                own.close()
         if not bool(finite):
             raise ValueError(
                 f"the model's scores contain NaN or Inf on some of the {count} perturbed inputs "

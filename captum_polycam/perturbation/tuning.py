@@ -94,10 +94,13 @@ class PassTuner:
     and metric scoring the same model shares them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._choices: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], PassShape]] = (
             weakref.WeakKeyDictionary()
         )
+        # Seconds for the probe's timings; a test gives a clock its model advances, so that
+        # the choice does not depend on the machine's load.
+        self.clock = clock
 
     def chosen(self, owner: Any, key: tuple[Any, ...]) -> PassShape | None:
         try:
@@ -113,8 +116,8 @@ class PassTuner:
         """Drop every choice (for instance after the machine's load changed)."""
         self._choices.clear()
 
-    @staticmethod
     def probe(
+        self,
         run: RunPass,
         count: int,
         device: torch.device,
@@ -141,10 +144,10 @@ class PassTuner:
                 shape = PassShape(size, channels_last)
                 for _ in range(_TIMED_REPEATS):
                     _synchronise(device)
-                    began = time.perf_counter()
+                    began = self.clock()
                     run(start, start + size, shape)
                     _synchronise(device)
-                    seconds = time.perf_counter() - began
+                    seconds = self.clock() - began
                     start += size
                 rate = size / max(seconds, 1e-9)
                 if rate > best_rate:

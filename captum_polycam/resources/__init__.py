@@ -2,7 +2,13 @@
 by name, ``"package.module:callable"`` names, artefact file stems, and the one usage error."""
 
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.images import ImageFolder, Preprocessing, Sample, bundled_images
+from captum_polycam.resources.images import (
+    ImageFolder,
+    Preprocessing,
+    Sample,
+    bundled_image,
+    bundled_images,
+)
 from captum_polycam.resources.models import DEFAULT_MODEL, load_detector, load_model
 from captum_polycam.resources.names import file_stem, import_callable
 
@@ -12,6 +18,7 @@ __all__ = [
     "ImageFolder",
     "Preprocessing",
     "Sample",
+    "bundled_image",
     "bundled_images",
     "file_stem",
     "import_callable",

@@ -206,3 +206,28 @@ def test_layers_are_separated_by_commas_or_spaces(tmp_path: Path) -> None:
     )
     record = json.loads((out / "run.json").read_text())
     assert record["configuration"]["layers"] == ["block1", "block2", "block3"]
+
+
+def test_progress_is_reported_in_a_log_and_quiet_silences_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _images(tmp_path / "images")
+    assert main(_small(images, tmp_path / "a", "--methods", "pcam+")) == 0
+    final = capsys.readouterr().err.splitlines()[-1]  # not a terminal: lines, not a bar
+    assert final.startswith("evaluate: done, ") and " passes in " in final
+    assert main(_small(images, tmp_path / "b", "--methods", "pcam+", "--quiet")) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "a" / "report.html").is_file()
+
+
+def test_threads_sets_pytorchs_threads(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        command = _small(_images(tmp_path / "images"), tmp_path / "out", "--methods", "random")
+        assert main([*command, "--threads", "1", "--quiet"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["evaluate", "--threads", "0"]) == 2  # argparse: must be at least 1

@@ -93,3 +93,11 @@ def test_read_gives_back_what_was_written(out: Path) -> None:
     assert statistic.count == 3 and statistic.mean == pytest.approx(0.4, abs=1e-6)
     assert report.markdown == (out / "summary.md").read_text()
     assert "| pcam+:no-lnorm |" in report.markdown and "| 3 |" in report.markdown
+
+
+def test_an_interval_of_one_image_reads_n_a_not_zero(out: Path) -> None:
+    # Max-sensitivity was computed on one image: no spread, so no interval to claim.
+    markdown = Report.read(out).markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| pcam+:no-lnorm"))
+    assert row.endswith("| 0.5000 ± n/a | 3 |")
+    assert "0.4000 ± 0.2263" in row  # insertion: 1.96 x 0.2 / sqrt(3)

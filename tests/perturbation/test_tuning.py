@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -16,7 +14,8 @@ from captum_polycam.perturbation.tuning import PassShape, cpu_flags, native_supp
 class Timed(nn.Module):
     """Scores ``mean(x)`` in three classes, taking ``1 ms + 0.2 ms per input`` a pass (so a
     bigger pass is faster per input), but 4 ms per input above 8 inputs, and twice as long on
-    channels-last inputs: the fastest pass holds 8 contiguous inputs."""
+    channels-last inputs: the fastest pass holds 8 contiguous inputs. The time passes on the
+    tuner's clock, not the machine's, so that its load cannot change the choice."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,7 +25,7 @@ class Timed(nn.Module):
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         self.passes.append((len(x), channels_last))
         seconds = 0.001 + len(x) * (0.0002 if len(x) <= 8 else 0.004)
-        time.sleep(seconds * (2 if channels_last else 1))
+        _CLOCK.now += seconds * (2 if channels_last else 1)
         mean = x.mean(dim=(1, 2, 3))
         return torch.stack([mean, -mean, torch.zeros_like(mean)], dim=1)
 
@@ -57,9 +56,20 @@ def _plan(inputs: Tensor, count: int) -> PerturbationPlan:
     return PerturbationPlan(example_of, fill)
 
 
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_CLOCK = _Clock()
+
+
 @pytest.fixture(autouse=True)
-def _fresh_tuner() -> None:
+def _fresh_tuner(monkeypatch: pytest.MonkeyPatch) -> None:
     _TUNER.forget()
+    monkeypatch.setattr(_TUNER, "clock", _CLOCK)
 
 
 def test_the_fastest_pass_is_measured_then_remembered() -> None:

@@ -1,0 +1,505 @@
+"""``report.html``: an evaluation's results on one page that opens offline, from the folder.
+
+The page shows the run's configuration, the summary (mean and 95% interval of every metric,
+per method), the mean curves and, per image, every method's map over its photo with its
+insertion and deletion areas; the per-image table sorts by any of these columns. It needs no
+network: the styles and the sorting script are inline, and the images are files of ``OUT``
+referenced by relative paths, so the folder can be copied or archived as a whole.
+
+.. code-block:: text
+
+   OUT/
+     report.html
+     overlays/{method}/{image}.png   a map over its photo (or the map alone, coloured)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from captum_polycam.evaluation.artefacts import write_bytes
+from captum_polycam.evaluation.methods import method_file_stem
+from captum_polycam.evaluation.report import METRICS, Report
+from captum_polycam.metrics.keys import DELETION, INSERTION, SCORE_DIRECTIONS, ScoreDirection
+from captum_polycam.metrics.summary import Statistic
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.models import model_file_stem
+from captum_polycam.resources.names import file_stem
+from captum_polycam.visualization import overlay
+
+__all__ = ["write_html_report"]
+
+# Stems longer than this are cut (and made unique by a hash): a file name holds 255 bytes on
+# most file systems, and the folders above it count towards Windows' path limit.
+_MAX_STEM = 100
+# Names Windows reserves whatever the extension: ``con.png`` cannot be created there.
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+_ARROWS = {ScoreDirection.HIGHER: "↑", ScoreDirection.LOWER: "↓"}
+# The per-image columns, from the scores CSVs, sortable in the images' table.
+_COLUMNS = ((INSERTION, "insertion"), (DELETION, "deletion"))
+
+
+def write_html_report(
+    out: str | Path,
+    photo: Callable[[str], Tensor | None] | None = None,
+) -> Path:
+    """Write ``OUT/report.html`` and its overlays from a finished evaluation's artefacts.
+
+    For each image and method, the method's map from ``npz/`` is blended over the image's
+    photo (or, without one, coloured alone) and saved as
+    ``OUT/overlays/{method}/{image}.png``; ``{image}`` is the image's name made safe for
+    every file system, with a short hash of the name where two names would share a file. The
+    page then shows the run's configuration (``run.json``), the summary (``summary.csv``),
+    the mean curves (``curves.png``) and a table with a row per image: its target and, per
+    method, the overlay with the insertion and deletion areas of ``csv/scores_*.csv``. The
+    table sorts by image name or by any method's insertion or deletion. Everything is local:
+    no file of the page is fetched from the network. Every file is written atomically, and
+    the same artefacts give the same bytes, so the page can be rebuilt at any time.
+
+    Args:
+        out: The evaluation's output folder.
+        photo: ``photo(name)`` gives the image's photo as a ``3 x H x W`` tensor in
+            ``[0, 1]``, or ``None`` where it is not available; the map is resized to the
+            photo. Without it (``None``), every overlay is the map alone, coloured.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        EvaluationError: If ``run.json``, ``summary.csv``, ``summary.md`` or a method's maps
+            or scores are missing from ``out``, or a scores file lacks the insertion or
+            deletion column.
+
+    Example:
+        >>> from captum_polycam.resources.images import read_image
+        >>> def photo(name: str) -> Tensor:
+        ...     return read_image(Path("photos") / name, size=None)[0]
+        >>> write_html_report("results", photo)
+        PosixPath('results/report.html')
+    """
+    out = Path(out)
+    for required in ("run.json", "summary.csv", "summary.md"):
+        if not (out / required).is_file():
+            raise EvaluationError(
+                f"out: {str(out / required)!r} is missing; is {str(out)!r} a finished "
+                "evaluation's folder?"
+            )
+    record = json.loads((out / "run.json").read_text())
+    configuration: dict[str, Any] = record.get("configuration", {})
+    methods = [str(method) for method in configuration.get("methods", [])]
+    model = str(configuration.get("model", ""))
+    model_stem = model_file_stem(model)
+    # Everything is read before the first overlay is written: a broken folder fails at once.
+    summary = Report.read(out)
+    scores = {method: _read_scores(out, model_stem, method) for method in methods}
+    names = _image_names(scores.values())
+    stems = _image_file_stems(names)
+    overlays = _write_overlays(out, model_stem, methods, names, stems, photo)
+    page = _page(out, record, summary, scores, names, overlays)
+    path = out / "report.html"
+    write_bytes(path, page.encode())
+    return path
+
+
+def _image_file_stems(names: Iterable[str]) -> dict[str, str]:
+    """A file stem per image name, safe on every file system and unique among the names.
+
+    ``file_stem`` keeps letters, digits and ``+.=-``; a stem that another name shares (letter
+    case aside, for case-insensitive file systems), that is too long or that Windows reserves
+    gets ``-`` and the first 8 hex digits of the name's SHA-256.
+    """
+    names = list(dict.fromkeys(names))
+    plain = {name: file_stem(name) for name in names}
+    shared: dict[str, int] = {}
+    for stem in plain.values():
+        shared[stem.lower()] = shared.get(stem.lower(), 0) + 1
+    stems = {}
+    for name, stem in plain.items():
+        if shared[stem.lower()] > 1 or len(stem) > _MAX_STEM or _RESERVED.match(stem):
+            stem = f"{stem[:_MAX_STEM]}-{_digest(name)[:8]}"
+        stems[name] = stem
+    # A hashed stem could, in theory, equal another name's plain one: the whole digest then.
+    taken: dict[str, int] = {}
+    for stem in stems.values():
+        taken[stem.lower()] = taken.get(stem.lower(), 0) + 1
+    for name, stem in stems.items():
+        if taken[stem.lower()] > 1:
+            stems[name] = f"{plain[name][:_MAX_STEM]}-{_digest(name)}"
+    return stems
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _read_scores(out: Path, model_stem: str, method: str) -> dict[str, dict[str, str]]:
+    """The method's per-image values as the CSV spells them (``{image: {column: text}}``)."""
+    path = out / "csv" / f"scores_{model_stem}_{method_file_stem(method)}.csv"
+    if not path.is_file():
+        raise EvaluationError(f"out: {str(path)!r}, the scores of {method!r}, is missing")
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        missing = [
+            c
+            for c in ("image", "target", INSERTION, DELETION)
+            if c not in (reader.fieldnames or [])
+        ]
+        if missing:
+            raise EvaluationError(f"out: {str(path)!r} has no column {', '.join(missing)}")
+        return {row["image"]: row for row in reader}
+
+
+def _image_names(scores: Iterable[Mapping[str, Any]]) -> list[str]:
+    # The image list's order, as every method's CSV has it; a name only some methods have
+    # (none, from the pipeline) still gets its row.
+    names: dict[str, None] = {}
+    for rows in scores:
+        names.update(dict.fromkeys(rows))
+    return list(names)
+
+
+def _write_overlays(
+    out: Path,
+    model_stem: str,
+    methods: list[str],
+    names: list[str],
+    stems: Mapping[str, str],
+    photo: Callable[[str], Tensor | None] | None,
+) -> dict[tuple[str, str], str]:
+    """Write every overlay; their paths relative to ``out``, by ``(method, image)``."""
+    written: dict[tuple[str, str], str] = {}
+    with contextlib.ExitStack() as stack:
+        # The archives are read lazily, one map at a time: a dataset's maps need not fit in
+        # memory, and each photo is read once for all the methods.
+        archives = {}
+        keys = {}
+        for method in methods:
+            path = out / "npz" / f"{model_stem}_{method_file_stem(method)}.npz"
+            if not path.is_file():
+                raise EvaluationError(f"out: {str(path)!r}, the maps of {method!r}, is missing")
+            archives[method] = stack.enter_context(np.load(path, allow_pickle=False))
+            keys[method] = set(archives[method].files)
+        for name in names:
+            image = photo(name) if photo is not None else None
+            for method, archive in archives.items():
+                if name not in keys[method]:
+                    continue
+                relative = f"overlays/{method_file_stem(method)}/{stems[name]}.png"
+                write_bytes(out / relative, _png(_blend(image, archive[name])))
+                written[method, name] = relative
+    return written
+
+
+def _blend(image: Tensor | None, heat: np.ndarray) -> np.ndarray:
+    """The map over the photo; without a photo, the map alone in the same colours."""
+    if image is None:
+        return overlay(torch.zeros(3, *heat.shape[-2:]), heat, alpha=1.0)[0]
+    return overlay(image, heat)[0]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    pixels = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    # PIL writes no timestamp: the same map and photo give the same bytes.
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _text(value: Any) -> str:
+    """A ``run.json`` value in a few words."""
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+def _preprocessing(value: Any) -> str:
+    if value is None:
+        return "none: the dataset's tensors as they are"
+    if not isinstance(value, dict):
+        return _text(value)
+    size = value.get("size")
+    parts = []
+    if isinstance(size, list | tuple) and len(size) == 2:
+        parts.append(f"{size[0]} x {size[1]}")
+    parts += [f"{key} {_text(value[key])}" for key in ("mean", "std") if key in value]
+    return "; ".join(parts) if parts else _text(value)
+
+
+def _configuration_rows(record: Mapping[str, Any], evaluated: int) -> list[tuple[str, str]]:
+    configuration = record.get("configuration", {})
+    images = configuration.get("images")
+    count = images.get("count") if isinstance(images, dict) else None
+    device = " ".join(
+        str(part) for part in (configuration.get("device"), record.get("device_name")) if part
+    )
+    rows = [
+        ("model", _text(configuration.get("model"))),
+        ("methods", _text(configuration.get("methods"))),
+        ("target", _text(configuration.get("target"))),
+        ("steps", _text(configuration.get("n_steps"))),
+        ("baseline", _text(configuration.get("baseline"))),
+        ("preprocessing", _preprocessing(configuration.get("preprocessing"))),
+        ("seed", _text(configuration.get("seed"))),
+        ("precision", _text(configuration.get("precision"))),
+        ("images", f"{evaluated} evaluated" + (f" of {count}" if count is not None else "")),
+    ]
+    if device:
+        rows.append(("device", device))
+    if "processes" in record:
+        rows.append(("processes", _text(record["processes"])))
+    for key in ("started", "finished"):
+        if key in record:
+            rows.append((key, _text(record[key])))
+    versions = record.get("versions")
+    if isinstance(versions, dict) and versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    return rows
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _summary_table(statistics: Mapping[str, Mapping[str, Statistic]]) -> str:
+    shown = [m for m in METRICS if any(m in values for values in statistics.values())]
+    heads = []
+    for metric in shown:
+        direction = next(v[metric].direction for v in statistics.values() if metric in v)
+        arrow = _ARROWS.get(direction, "") if direction is not None else ""
+        better = f' title="{direction.value} is better"' if direction is not None else ""
+        heads.append(f"<th{better}>{_e(METRICS[metric])} {arrow}</th>")
+    lines = [
+        '<table class="summary">',
+        "<thead><tr><th>method</th>" + "".join(heads) + "<th>images</th></tr></thead>",
+        "<tbody>",
+    ]
+    for method, values in statistics.items():
+        cells = []
+        for metric in shown:
+            s = values.get(metric)
+            if s is None:
+                cells.append("<td>-</td>")
+                continue
+            # One image (or none) has no spread to speak of: the interval would read as exact.
+            defined = s.count > 1 and not (math.isnan(s.ci_low) or math.isnan(s.ci_high))
+            interval = f"[{s.ci_low:.4f}, {s.ci_high:.4f}]" if defined else "n/a"
+            cells.append(
+                f'<td data-metric="{_e(metric)}">'
+                f'<span class="mean" data-value="{s.mean!r}">{_number(s.mean)}</span> '
+                f'<span class="interval">{interval}</span></td>'
+            )
+        count = max((s.count for s in values.values()), default=0)
+        lines.append(
+            f'<tr data-method="{_e(method)}"><th scope="row">{_e(method)}</th>'
+            + "".join(cells)
+            + f"<td>{count}</td></tr>"
+        )
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines)
+
+
+def _value_text(text: str) -> str:
+    try:
+        return _number(float(text))
+    except ValueError:
+        return "n/a"
+
+
+def _images_table(
+    methods: list[str],
+    scores: Mapping[str, Mapping[str, Mapping[str, str]]],
+    names: list[str],
+    overlays: Mapping[tuple[str, str], str],
+) -> str:
+    heads = [
+        '<th><button type="button" data-key="order" data-type="number">#</button></th>',
+        '<th><button type="button" data-key="image" data-type="text">image</button></th>',
+        "<th>target</th>",
+    ]
+    for index, method in enumerate(methods):
+        buttons = " ".join(
+            f'<button type="button" data-key="m{index}-{key}" data-type="number">'
+            f"{label} {_ARROWS[SCORE_DIRECTIONS[key]]}</button>"
+            for key, label in _COLUMNS
+        )
+        heads.append(f'<th><span class="method">{_e(method)}</span><br>{buttons}</th>')
+    lines = [
+        '<table class="images sortable">',
+        "<thead><tr>" + "".join(heads) + "</tr></thead>",
+        "<tbody>",
+    ]
+    for order, name in enumerate(names, 1):
+        target = next((scores[m][name]["target"] for m in methods if name in scores[m]), "")
+        cells = [
+            f'<td data-key="order" data-value="{order}">{order}</td>',
+            f'<td data-key="image" data-value="{_e(name)}">{_e(name)}</td>',
+            f"<td>{_e(target)}</td>",
+        ]
+        for index, method in enumerate(methods):
+            row = scores[method].get(name)
+            parts = []
+            relative = overlays.get((method, name))
+            if relative is not None:
+                source = _e(quote(relative, safe="/+="))
+                parts.append(
+                    f'<a href="{source}"><img src="{source}" loading="lazy" '
+                    f'alt="{_e(method)} on {_e(name)}"></a>'
+                )
+            for key, label in _COLUMNS:
+                # The CSV's own text: the full value sorts, four decimals are shown.
+                value = row.get(key, "") if row is not None else ""
+                parts.append(
+                    f'<span class="area" data-key="m{index}-{key}" data-value="{_e(value)}">'
+                    f"{label} {_value_text(value)}</span>"
+                )
+            cells.append(f'<td data-method="{_e(method)}">' + "".join(parts) + "</td>")
+        lines.append(f'<tr data-image="{_e(name)}">' + "".join(cells) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines)
+
+
+def _errors(out: Path) -> str:
+    path = out / "errors.csv"
+    if not path.is_file():
+        return ""
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return ""
+    items = "".join(
+        f"<li><code>{_e(row.get('image', ''))}</code>: {_e(row.get('error', ''))}</li>"
+        for row in rows
+    )
+    return f"<h2>Images that could not be read ({len(rows)})</h2>\n<ul>{items}</ul>"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }
+thead th { background: #f3f3f3; position: sticky; top: 0; }
+table.configuration th { background: #f8f8f8; font-weight: normal; color: #555; }
+.summary td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.interval { color: #666; font-size: 0.9em; }
+.images td { font-variant-numeric: tabular-nums; }
+.images img { display: block; width: 160px; height: auto; margin-bottom: 0.2em; }
+.area { display: block; font-size: 0.9em; }
+button { font: inherit; cursor: pointer; border: 1px solid #bbb; background: #fff;
+  border-radius: 3px; padding: 0.1em 0.4em; margin: 0.1em 0; }
+button[data-order="ascending"]::after { content: " \\25B2"; }
+button[data-order="descending"]::after { content: " \\25BC"; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+"""
+
+# Sorts the rows of a table by the data-value of the elements whose data-key is the clicked
+# button's; a second click reverses. Missing numbers go last either way. No comment uses a
+# double slash, so the page holds no "//" a check for network references would flag.
+_SCRIPT = """
+(function () {
+  function value(row, key, numeric) {
+    var cell = row.querySelector('[data-key="' + key + '"]');
+    var text = cell ? cell.getAttribute("data-value") : "";
+    if (!numeric) { return text; }
+    return text === "" ? NaN : Number(text);
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    var body = table.tBodies[0];
+    var buttons = table.querySelectorAll("thead button[data-key]");
+    buttons.forEach(function (button) {
+      button.addEventListener("click", function () {
+        var key = button.getAttribute("data-key");
+        var numeric = button.getAttribute("data-type") === "number";
+        var ascending = button.getAttribute("data-order") !== "ascending";
+        buttons.forEach(function (other) { other.removeAttribute("data-order"); });
+        button.setAttribute("data-order", ascending ? "ascending" : "descending");
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = value(a, key, numeric), y = value(b, key, numeric);
+          if (numeric) {
+            if (isNaN(x) || isNaN(y)) { return isNaN(x) - isNaN(y); }
+            return ascending ? x - y : y - x;
+          }
+          return ascending ? x.localeCompare(y) : y.localeCompare(x);
+        });
+        rows.forEach(function (row) { body.appendChild(row); });
+      });
+    });
+  });
+})();
+"""
+
+
+def _page(
+    out: Path,
+    record: Mapping[str, Any],
+    report: Report,
+    scores: Mapping[str, Mapping[str, Mapping[str, str]]],
+    names: list[str],
+    overlays: Mapping[tuple[str, str], str],
+) -> str:
+    methods = list(scores)
+    model = _text(record.get("configuration", {}).get("model"))
+    configuration = "\n".join(
+        f'<tr><th scope="row">{_e(key)}</th><td>{_e(value)}</td></tr>'
+        for key, value in _configuration_rows(record, len(names))
+    )
+    curves = (
+        '<h2>Mean curves</h2>\n<img src="curves.png" alt="mean insertion and deletion curves">'
+        if (out / "curves.png").is_file()
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Evaluation of {_e(model)}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>Evaluation of {_e(model)}</h1>
+<h2>Configuration</h2>
+<table class="configuration">
+{configuration}
+</table>
+<h2>Summary</h2>
+{_summary_table(report.statistics)}
+<p class="note">Mean and 95% confidence interval of the mean (normal approximation) over the
+images; n/a where it is undefined (fewer than two images). ↑ higher is better, ↓ lower is
+better.</p>
+{curves}
+<h2>Images</h2>
+<p class="note">Each method's map over the image, with its insertion and deletion areas.
+Click a column's button to sort the rows by it; click again to reverse. Click a map to see it
+at full size.</p>
+{_images_table(methods, scores, names, overlays)}
+{_errors(out)}
+<script>{_SCRIPT}</script>
+</body>
+</html>
+"""

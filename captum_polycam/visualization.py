@@ -1,0 +1,344 @@
+"""Seeing the maps: a saliency map over its photo, as pytorch-grad-cam's ``show_cam_on_image``
+and torchcam's ``overlay_mask`` do, for any ``N x 1 x H x W`` map in ``[0, 1]``; the paper's
+summary figure (photo, overlay, the map after each fusion stage); and the photo itself, read and
+preprocessed the paper's way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from captum_polycam._tensors import upsample
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import SIZE, Preprocessing, normalise, pil_pixels, read_image
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = ["figure", "load_image", "overlay", "preprocess", "save"]
+
+_PANEL_INCHES = 3.0
+_COLORBAR_INCHES = 0.8
+_DPI = 100
+# The formats matplotlib writes by itself (pgf needs LaTeX; raw and rgba have no header), as
+# far as this matplotlib does (webp came with 3.6).
+FIGURE_FORMATS = tuple(
+    name
+    for name in ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
+    if name in FigureCanvasAgg.get_supported_filetypes()
+)
+
+
+def overlay(
+    image: Any,
+    maps: Tensor | np.ndarray,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Blend each map, coloured by ``colormap``, over the photo: ``(1 - alpha) * photo +
+    alpha * colormap(map)``.
+
+    Args:
+        image: The photo in ``[0, 1]``: a ``3 x H x W`` or ``1 x 3 x H x W`` tensor, an
+            ``H x W x 3`` array, or a PIL image (whose 0 to 255 values are scaled). One photo
+            serves every map; ``N x 3 x H x W`` gives one photo per map.
+        maps: ``N x 1 x h x w``, ``N x h x w`` or ``h x w`` maps in ``[0, 1]`` (values outside
+            are clipped), resized bilinearly to the photo's size when they differ.
+        colormap: A matplotlib colormap name.
+        alpha: The map's opacity, in ``[0, 1]``.
+
+    Returns:
+        ``N x H x W x 3`` float32 RGB images in ``[0, 1]``, one per map, ready for
+        ``matplotlib``'s ``imshow`` or, times 255, for PIL.
+
+    Raises:
+        ValueError: If ``alpha`` is outside ``[0, 1]``, ``colormap`` is unknown, or the photo
+            or maps have an unexpected shape.
+
+    Example:
+        >>> blended = overlay(photo, polycam.attribute(inputs))  # photo: 3 x H x W in [0, 1]
+        >>> Image.fromarray((blended[0] * 255).astype("uint8")).save("overlay.png")
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+    if colormap not in colormaps:
+        raise ValueError(f"colormap must be a matplotlib colormap name; got {colormap!r}")
+    photos = _photos(image)
+    heat = _maps(maps, photos.shape[-2:])
+    if len(photos) not in (1, len(heat)):
+        raise ValueError(
+            f"image: give one photo or one per map; got {len(photos)} for {len(heat)} maps"
+        )
+    coloured = colormaps[colormap](heat.numpy())[..., :3]
+    background = photos.permute(0, 2, 3, 1).numpy()
+    return ((1.0 - alpha) * background + alpha * coloured).astype(np.float32)
+
+
+def load_image(path: str | Path | Traversable, size: tuple[int, int] | None = SIZE) -> Tensor:
+    """Read a photo the paper's way: squashed to ``size`` (no crop), so that the whole photo
+    is explained and can be drawn under its map.
+
+    Args:
+        path: A JPEG, PNG, WebP, GIF, BMP or TIFF file. Grayscale and RGBA files become RGB,
+            an animated GIF its first frame, and a phone's sideways photo is turned upright by
+            its EXIF orientation.
+        size: ``(height, width)`` to resize to (bilinear, antialiased); ``None`` keeps the
+            file's own size.
+
+    Returns:
+        A ``1 x 3 x H x W`` float32 tensor in ``[0, 1]``: the photo for :func:`overlay` and
+        :func:`figure`, and, through :func:`preprocess`, the model's input.
+
+    Raises:
+        EvaluationError: The file cannot be read or is not a supported image, or ``size`` is
+            not two positive sides (a ``ValueError``).
+
+    Example:
+        >>> photo = load_image("cat.jpg")
+        >>> maps = polycam.attribute(preprocess(photo), target=281)
+        >>> save("cat.png", photo, maps)
+    """
+    return read_image(path, size)
+
+
+def preprocess(image: Tensor | Image.Image) -> Tensor:
+    """The paper's model input: pixels normalised with the ImageNet mean and standard deviation.
+
+    Args:
+        image: A ``3 x H x W`` or ``N x 3 x H x W`` float tensor in ``[0, 1]``, used at its own
+            size (as :func:`load_image` returns it), or a PIL image, first turned upright by its
+            EXIF orientation and squashed to 224 x 224 as :func:`load_image` does.
+
+    Returns:
+        The ``N x 3 x H x W`` model input, on the tensor's device.
+
+    Raises:
+        TypeError: If ``image`` is neither a tensor nor a PIL image.
+        ValueError: If the tensor has an unexpected shape, is not floating point, or has
+            values outside ``[0, 1]`` (such as 0 to 255 pixels, or an input normalised
+            already).
+
+    Example:
+        >>> photo = load_image("cat.jpg")  # 1 x 3 x 224 x 224 in [0, 1]
+        >>> inputs = preprocess(photo)
+        >>> maps = polycam.attribute(inputs, target=model(inputs).argmax(dim=1))
+    """
+    if isinstance(image, Image.Image):
+        return Preprocessing()(pil_pixels(ImageOps.exif_transpose(image)))[None]
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image must be a tensor or a PIL image; got {type(image)}")
+    pixels = image[None] if image.dim() == 3 else image
+    if pixels.dim() != 4 or pixels.shape[1] != 3:
+        raise ValueError(
+            f"image: a tensor must be 3 x H x W or N x 3 x H x W; got {tuple(image.shape)}"
+        )
+    if not pixels.is_floating_point():
+        raise ValueError(f"image: a tensor must hold float pixels in [0, 1]; got {image.dtype}")
+    # Normalising twice, or 0 to 255 pixels, gives a plausible-looking input and wrong maps.
+    if pixels.numel() and (pixels.min() < 0 or pixels.max() > 1):
+        raise ValueError(
+            "image: pixels must be in [0, 1], not normalised yet; got values from "
+            f"{float(pixels.min()):.3g} to {float(pixels.max()):.3g}"
+        )
+    return normalise(pixels)
+
+
+def figure(
+    image: Any,
+    maps: Tensor | np.ndarray,
+    stages: Sequence[Tensor] | None = None,
+    *,
+    titles: Sequence[str] | None = None,
+    stage_titles: Sequence[str] | None = None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    colorbar: bool = True,
+) -> Figure:
+    """The paper's summary figure: one row per map, with the photo, the map over it (see
+    :func:`overlay`), then the map after each fusion stage.
+
+    The figure has its own Agg canvas and leaves pyplot alone, so it works on a machine
+    without a display and shows up in no ``plt.show()``; a notebook displays it as the cell's
+    value.
+
+    Args:
+        image: The photo(s), as :func:`overlay` takes them: one for every map, or one per map.
+        maps: The maps, as :func:`overlay` takes them.
+        stages: The maps after each fusion stage, deepest first (Poly-CAM's
+            ``decompose(...).stages``), each ``N x 1 x h x w`` in ``[0, 1]``; resized to the
+            photo's size and drawn with ``colormap`` on ``[0, 1]``.
+        titles: One title per map, over its overlay (such as the class it explains).
+        stage_titles: One title per stage.
+        colormap: A matplotlib colormap name, for the overlays and the stage maps.
+        alpha: The overlay's opacity, in ``[0, 1]``.
+        colorbar: Whether to add a colour bar of ``colormap`` on ``[0, 1]`` right of the
+            panels.
+
+    Returns:
+        The figure: 3-inch panels at 100 dpi, ``2 + len(stages)`` a row, then the colour
+        bar's axes when ``colorbar``.
+
+    Raises:
+        ValueError: As :func:`overlay` does, or if there is no map, the stages do not have one
+            map per row, or ``titles`` or ``stage_titles`` do not have one title each.
+
+    Example:
+        >>> decomposed = polycam.decompose(preprocess(photo), target=281)
+        >>> drawn = figure(photo, decomposed.maps, decomposed.stages, titles=["tabby"])
+        >>> drawn.savefig("cat.png")
+    """
+    blended = overlay(image, maps, colormap=colormap, alpha=alpha)
+    photos = _photos(image)
+    count = len(blended)
+    if count == 0:
+        raise ValueError("maps: no map to draw")
+    heat = [_maps(stage, photos.shape[-2:]) for stage in ([] if stages is None else stages)]
+    if any(len(stage) != count for stage in heat):
+        raise ValueError(
+            f"stages: each needs one map per row ({count}); got {[len(stage) for stage in heat]}"
+        )
+    if titles is not None and len(titles) != count:
+        raise ValueError(f"titles: give one per map ({count}); got {len(titles)}")
+    if stage_titles is not None and len(stage_titles) != len(heat):
+        raise ValueError(f"stage_titles: give one per stage ({len(heat)}); got {len(stage_titles)}")
+    background = photos.permute(0, 2, 3, 1).numpy()
+    columns = 2 + len(heat)
+    # The colour bar gets its own width so that the panels keep their size with or without it.
+    width = _PANEL_INCHES * columns + (_COLORBAR_INCHES if colorbar else 0.0)
+    drawn = Figure(figsize=(width, _PANEL_INCHES * count), dpi=_DPI, layout="constrained")
+    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
+    FigureCanvasAgg(drawn)
+    axes = drawn.subplots(count, columns, squeeze=False)
+    for row in range(count):
+        axes[row, 0].imshow(background[0 if len(background) == 1 else row])
+        axes[row, 1].imshow(blended[row])
+        if titles is not None:
+            axes[row, 1].set_title(titles[row])
+        for column, stage in enumerate(heat, 2):
+            axes[row, column].imshow(stage[row].numpy(), cmap=colormap, vmin=0.0, vmax=1.0)
+            if stage_titles is not None:
+                axes[row, column].set_title(stage_titles[column - 2])
+        for axis in axes[row]:
+            axis.set_axis_off()
+    if colorbar:
+        scale = ScalarMappable(norm=Normalize(vmin=0.0, vmax=1.0), cmap=colormap)
+        drawn.colorbar(scale, ax=axes, label="saliency")
+    return drawn
+
+
+def save(
+    path: str | Path,
+    image: Any,
+    maps: Tensor | np.ndarray,
+    stages: Sequence[Tensor] | None = None,
+    *,
+    titles: Sequence[str] | None = None,
+    stage_titles: Sequence[str] | None = None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    colorbar: bool = True,
+) -> None:
+    """Draw :func:`figure` and write it at ``path``, in the format of its suffix.
+
+    Args:
+        path: The file to write: PNG when it has no suffix; otherwise one of ``png``, ``jpg``,
+            ``jpeg``, ``webp``, ``tif``, ``tiff``, ``pdf``, ``svg``, ``svgz``, ``eps`` or
+            ``ps``, as far as this matplotlib writes them.
+        image: The photo(s), as :func:`figure` takes them.
+        maps: The maps, as :func:`figure` takes them.
+        stages: The maps after each fusion stage, as :func:`figure` takes them.
+        titles: One title per map, over its overlay.
+        stage_titles: One title per stage.
+        colormap: A matplotlib colormap name.
+        alpha: The overlay's opacity, in ``[0, 1]``.
+        colorbar: Whether to add a colour bar.
+
+    Raises:
+        EvaluationError: The suffix names no format matplotlib writes (a ``ValueError``),
+            checked before anything is drawn.
+        ValueError: As :func:`figure` does.
+
+    Example:
+        >>> photo = load_image("cat.jpg")
+        >>> save("cat.svg", photo, polycam.attribute(preprocess(photo), target=281))
+    """
+    format_ = figure_format(path, argument="path")
+    drawn = figure(
+        image,
+        maps,
+        stages,
+        titles=titles,
+        stage_titles=stage_titles,
+        colormap=colormap,
+        alpha=alpha,
+        colorbar=colorbar,
+    )
+    drawn.savefig(path, format=format_, dpi="figure")
+
+
+def figure_format(path: str | Path, *, argument: str = "--out") -> str:
+    """The format of the figure at ``path``, from its suffix: PNG when it has none.
+
+    Args:
+        path: The figure's file.
+        argument: What the error names: the command line's option, or the function's
+            argument.
+
+    Returns:
+        The format's name, lower case, as matplotlib's ``savefig`` takes it.
+
+    Raises:
+        EvaluationError: The suffix is not one of ``FIGURE_FORMATS``.
+    """
+    suffix = Path(path).suffix
+    if not suffix:
+        return "png"
+    if suffix.lower()[1:] not in FIGURE_FORMATS:
+        raise EvaluationError(
+            f"{argument}: cannot write a {suffix!r} figure; use {', '.join(FIGURE_FORMATS)} "
+            "(by the file name's suffix)"
+        )
+    return suffix.lower()[1:]
+
+
+def _photos(image: Any) -> Tensor:
+    """The photo(s) as an ``N x 3 x H x W`` float tensor in ``[0, 1]``, on the CPU."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"image: an array must be H x W x 3; got shape {image.shape}")
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image must be a tensor, an array or a PIL image; got {type(image)}")
+    photos = image[None] if image.dim() == 3 else image
+    if photos.dim() != 4 or photos.shape[1] != 3:
+        raise ValueError(
+            f"image: a tensor must be 3 x H x W or N x 3 x H x W; got {tuple(image.shape)}"
+        )
+    return photos.detach().float().cpu().clamp(0.0, 1.0)
+
+
+def _maps(maps: Tensor | np.ndarray, size: torch.Size) -> Tensor:
+    """The maps as an ``N x H x W`` float tensor in ``[0, 1]`` at ``size``, on the CPU."""
+    heat = torch.as_tensor(maps).detach().float().cpu()
+    if heat.dim() == 2:
+        heat = heat[None]
+    if heat.dim() == 4 and heat.shape[1] == 1:
+        heat = heat[:, 0]
+    if heat.dim() != 3:
+        raise ValueError(f"maps must be N x 1 x h x w, N x h x w or h x w; got {tuple(heat.shape)}")
+    heat = upsample(heat[:, None], (int(size[0]), int(size[1])))[:, 0]
+    return heat.nan_to_num(0.0).clamp(0.0, 1.0)

@@ -1,0 +1,355 @@
+"""The public visualisation module: overlays, photos as model inputs, the summary figure, checked
+on tiny tensors whose blended colours are computed by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from captum_polycam.cli import figure as cli_figure
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.visualization import (
+    FIGURE_FORMATS,
+    figure,
+    figure_format,
+    load_image,
+    overlay,
+    preprocess,
+    save,
+)
+
+MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _rgb(colormap: str, value: float) -> np.ndarray:
+    return np.asarray(colormaps[colormap](value)[:3], dtype=np.float64)
+
+
+def _half_map(height: int = 4, width: int = 4) -> torch.Tensor:
+    """A ``1 x 1 x H x W`` map: 0 on the left half, 1 on the right."""
+    heat = torch.zeros(1, 1, height, width)
+    heat[..., width // 2 :] = 1.0
+    return heat
+
+
+def _photo_u8(height: int = 4, width: int = 5) -> np.ndarray:
+    """An ``H x W x 3`` uint8 photo with distinct values."""
+    return (np.arange(height * width * 3).reshape(height, width, 3) * 3 % 256).astype(np.uint8)
+
+
+def _png(path: Path, height: int = 6, width: int = 10) -> Path:
+    Image.fromarray(_photo_u8(height, width)).save(path)
+    return path
+
+
+# overlay
+
+
+@pytest.mark.parametrize(("colormap", "alpha"), [("jet", 0.5), ("viridis", 0.3), ("gray", 1.0)])
+def test_overlay_blends_by_hand(colormap: str, alpha: float) -> None:
+    photo = torch.full((3, 4, 4), 0.25)
+    blended = overlay(photo, _half_map(), colormap=colormap, alpha=alpha)
+    assert blended.shape == (1, 4, 4, 3) and blended.dtype == np.float32
+    cold = (1 - alpha) * 0.25 + alpha * _rgb(colormap, 0.0)
+    hot = (1 - alpha) * 0.25 + alpha * _rgb(colormap, 1.0)
+    np.testing.assert_allclose(blended[0, :, :2], np.broadcast_to(cold, (4, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(blended[0, :, 2:], np.broadcast_to(hot, (4, 2, 3)), atol=1e-6)
+
+
+def test_overlay_alpha_zero_is_the_photo() -> None:
+    photo = torch.rand(3, 4, 5, generator=torch.Generator().manual_seed(0))
+    blended = overlay(photo, torch.rand(1, 1, 4, 5))
+    assert not np.allclose(blended[0], photo.permute(1, 2, 0).numpy())
+    np.testing.assert_allclose(
+        overlay(photo, torch.rand(1, 1, 4, 5), alpha=0.0)[0], photo.permute(1, 2, 0).numpy()
+    )
+
+
+def test_pil_array_and_tensor_photos_agree() -> None:
+    pixels = _photo_u8()
+    heat = torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(1))
+    from_tensor = overlay(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, heat)
+    from_array = overlay(pixels.astype(np.float32) / 255, heat)
+    from_pil = overlay(Image.fromarray(pixels), heat)
+    from_batch = overlay(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, heat)
+    for other in (from_array, from_pil, from_batch):
+        np.testing.assert_allclose(other, from_tensor, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (1, 2, 3), (2, 3)])
+def test_maps_are_resized_bilinearly_to_the_photo(shape: tuple[int, ...]) -> None:
+    heat = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]]).reshape(shape)
+    photo = torch.zeros(3, 8, 12)
+    blended = overlay(photo, heat, colormap="viridis", alpha=1.0)
+    assert blended.shape == (1, 8, 12, 3)
+    resized = F.interpolate(heat.reshape(1, 1, 2, 3), size=(8, 12), mode="bilinear")
+    expected = colormaps["viridis"](resized[0, 0].numpy())[..., :3]
+    np.testing.assert_allclose(blended[0], expected, atol=1e-6)
+
+
+def test_one_photo_serves_every_map() -> None:
+    photo = torch.full((1, 3, 4, 4), 0.5)
+    heat = torch.stack([torch.full((1, 4, 4), value) for value in (0.0, 0.5, 1.0)])
+    blended = overlay(photo, heat)
+    assert blended.shape == (3, 4, 4, 3)
+    for row, value in enumerate((0.0, 0.5, 1.0)):
+        np.testing.assert_array_equal(blended[row], overlay(photo, heat[row])[0])
+        np.testing.assert_allclose(blended[row, 0, 0], 0.25 + 0.5 * _rgb("jet", value), atol=1e-6)
+
+
+def test_one_photo_per_map() -> None:
+    photos = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    blended = overlay(photos, torch.zeros(2, 1, 4, 4), alpha=0.0)
+    np.testing.assert_array_equal(blended[:, 0, 0, 0], [0.0, 1.0])
+
+
+def test_maps_outside_the_unit_range_are_clipped() -> None:
+    photo = torch.zeros(3, 2, 2)
+    heat = torch.tensor([[[-1.0, 2.0], [float("nan"), 0.0]]])
+    blended = overlay(photo, heat, alpha=1.0)
+    np.testing.assert_allclose(blended[0, 0, 0], _rgb("jet", 0.0), atol=1e-6)
+    np.testing.assert_allclose(blended[0, 0, 1], _rgb("jet", 1.0), atol=1e-6)
+    np.testing.assert_allclose(blended[0, 1, 0], _rgb("jet", 0.0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("image", "maps", "options", "message"),
+    [
+        (
+            torch.zeros(3, 4, 4),
+            torch.zeros(1, 4, 4),
+            {"alpha": 1.5},
+            "alpha must be in [0, 1]; got 1.5",
+        ),
+        (torch.zeros(3, 4, 4), torch.zeros(1, 4, 4), {"alpha": -0.1}, "alpha must be in [0, 1]"),
+        (
+            torch.zeros(3, 4, 4),
+            torch.zeros(1, 4, 4),
+            {"colormap": "no-such-map"},
+            "colormap must be a matplotlib colormap name; got 'no-such-map'",
+        ),
+        (np.zeros((4, 4)), torch.zeros(1, 4, 4), {}, "image: an array must be H x W x 3"),
+        (
+            torch.zeros(2, 4, 4),
+            torch.zeros(1, 4, 4),
+            {},
+            "image: a tensor must be 3 x H x W or N x 3 x H x W; got (2, 4, 4)",
+        ),
+        (
+            torch.zeros(3, 4, 4),
+            torch.zeros(1, 2, 4, 4),
+            {},
+            "maps must be N x 1 x h x w, N x h x w or h x w; got (1, 2, 4, 4)",
+        ),
+        (
+            torch.zeros(2, 3, 4, 4),
+            torch.zeros(3, 1, 4, 4),
+            {},
+            "image: give one photo or one per map; got 2 for 3 maps",
+        ),
+    ],
+)
+def test_overlay_names_what_is_wrong(
+    image: object, maps: torch.Tensor, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        overlay(image, maps, **options)
+    assert message in str(raised.value)
+
+
+def test_overlay_refuses_other_photo_types() -> None:
+    with pytest.raises(TypeError, match="image must be a tensor, an array or a PIL image"):
+        overlay([[0.0]], torch.zeros(1, 4, 4))
+
+
+# load_image and preprocess
+
+
+def test_load_image_squashes_to_224(tmp_path: Path) -> None:
+    photo = load_image(_png(tmp_path / "photo.png"))
+    assert photo.shape == (1, 3, 224, 224) and photo.dtype == torch.float32
+    assert float(photo.min()) >= 0.0 and float(photo.max()) <= 1.0
+
+
+def test_load_image_keeps_the_files_size(tmp_path: Path) -> None:
+    photo = load_image(_png(tmp_path / "photo.png"), size=None)
+    expected = torch.from_numpy(_photo_u8(6, 10)).permute(2, 0, 1)[None].float() / 255
+    assert photo.shape == (1, 3, 6, 10)
+    torch.testing.assert_close(photo, expected)
+    assert load_image(tmp_path / "photo.png", size=(12, 7)).shape == (1, 3, 12, 7)
+
+
+def test_load_image_names_an_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match=r"cannot read image .*missing\.png"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(EvaluationError, match="not a supported image file"):
+        load_image(tmp_path / "text.png")
+
+
+def test_preprocess_normalises_by_hand() -> None:
+    pixels = torch.rand(2, 3, 5, 4, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(preprocess(pixels), (pixels - MEAN) / STD)
+    single = preprocess(pixels[0])
+    assert single.shape == (1, 3, 5, 4)
+    torch.testing.assert_close(single[0], (pixels[0] - MEAN) / STD)
+
+
+def test_preprocess_of_a_pil_image_matches_load_image(tmp_path: Path) -> None:
+    path = _png(tmp_path / "photo.png")
+    with Image.open(path) as opened:
+        inputs = preprocess(opened)
+    assert inputs.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(inputs, preprocess(load_image(path)))
+    torch.testing.assert_close(inputs, (load_image(path) - MEAN) / STD)
+
+
+@pytest.mark.parametrize(
+    ("image", "error", "message"),
+    [
+        (torch.zeros(1, 3, 4), ValueError, "image: a tensor must be 3 x H x W or N x 3 x H x W"),
+        (torch.zeros(3, 4, 4, dtype=torch.uint8), ValueError, "must hold float pixels"),
+        (torch.full((3, 4, 4), 255.0), ValueError, r"pixels must be in \[0, 1\], not normalised"),
+        (torch.full((3, 4, 4), -0.5), ValueError, r"got values from -0\.5 to -0\.5"),
+        (np.zeros((4, 4, 3)), TypeError, "image must be a tensor or a PIL image"),
+    ],
+)
+def test_preprocess_names_what_is_wrong(image: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        preprocess(image)  # type: ignore[arg-type]
+
+
+# figure and save
+
+
+def _decomposition(count: int = 2, stages: int = 3) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(3)
+    photos = torch.rand(count, 3, 8, 8, generator=generator)
+    maps = torch.rand(count, 1, 8, 8, generator=generator)
+    layers = [torch.rand(count, 1, 2 << k, 2 << k, generator=generator) for k in range(stages)]
+    return photos, maps, *layers
+
+
+@pytest.mark.parametrize(("stages", "colorbar"), [(0, False), (0, True), (3, False), (3, True)])
+def test_figure_has_a_panel_per_photo_overlay_and_stage(stages: int, colorbar: bool) -> None:
+    photos, maps, *layers = _decomposition(2, stages)
+    drawn = figure(photos, maps, layers or None, colorbar=colorbar)
+    assert isinstance(drawn, Figure) and isinstance(drawn.canvas, FigureCanvasAgg)
+    assert len(drawn.axes) == 2 * (2 + stages) + colorbar
+
+
+def test_figure_draws_the_overlay_and_the_stages_on_the_unit_range() -> None:
+    photos, maps, *layers = _decomposition(2, 2)
+    drawn = figure(
+        photos,
+        maps,
+        layers,
+        titles=["tabby", "lynx"],
+        stage_titles=["deepest", "all"],
+        colormap="viridis",
+        alpha=0.4,
+        colorbar=False,
+    )
+    blended = overlay(photos, maps, colormap="viridis", alpha=0.4)
+    for row in range(2):
+        photo, over, deepest, _ = drawn.axes[4 * row : 4 * row + 4]
+        np.testing.assert_array_equal(photo.images[0].get_array(), photos[row].permute(1, 2, 0))
+        np.testing.assert_array_equal(over.images[0].get_array(), blended[row])
+        assert over.get_title() == ["tabby", "lynx"][row]
+        assert deepest.get_title() == "deepest"
+        stage = deepest.images[0]
+        assert stage.get_array().shape == (8, 8)  # resized to the photo's size
+        assert stage.get_clim() == (0.0, 1.0) and stage.get_cmap().name == "viridis"
+
+
+def test_figure_uses_one_photo_for_every_map() -> None:
+    photos, maps, *_ = _decomposition(3, 0)
+    drawn = figure(photos[:1], maps, colorbar=False)
+    assert len(drawn.axes) == 6
+    for row in range(3):
+        np.testing.assert_array_equal(
+            drawn.axes[2 * row].images[0].get_array(), photos[0].permute(1, 2, 0)
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"titles": ["one"]}, r"titles: give one per map \(2\); got 1"),
+        ({"stage_titles": ["a", "b"]}, r"stage_titles: give one per stage \(1\); got 2"),
+        ({"alpha": 2.0}, r"alpha must be in \[0, 1\]"),
+    ],
+)
+def test_figure_names_what_is_wrong(options: dict[str, object], message: str) -> None:
+    photos, maps, layer = _decomposition(2, 1)
+    with pytest.raises(ValueError, match=message):
+        figure(photos, maps, [layer], **options)
+
+
+def test_figure_needs_a_stage_map_per_row() -> None:
+    photos, maps, layer = _decomposition(2, 1)
+    with pytest.raises(ValueError, match=r"stages: each needs one map per row \(2\); got \[1\]"):
+        figure(photos, maps, [layer[:1]])
+    with pytest.raises(ValueError, match="maps: no map to draw"):
+        figure(photos[:1], maps[:0])
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [("figure.png", PNG), ("figure.SVG", b"<?xml"), ("figure.pdf", b"%PDF-"), ("figure", PNG)],
+)
+def test_save_writes_the_format_of_the_suffix(tmp_path: Path, name: str, start: bytes) -> None:
+    photos, maps, *layers = _decomposition(1, 2)
+    out = tmp_path / name
+    assert save(out, photos, maps, layers, titles=["tabby"]) is None
+    content = out.read_bytes()
+    assert content.startswith(start)
+    if name.lower().endswith(".svg"):
+        assert b"<svg" in content
+
+
+def test_save_keeps_the_panel_size(tmp_path: Path) -> None:
+    photos, maps, *layers = _decomposition(2, 1)
+    save(tmp_path / "plain.png", photos, maps, layers, colorbar=False)
+    with Image.open(tmp_path / "plain.png") as written:
+        assert written.size == (900, 600)  # 3 panels of 3 inches a row, 2 rows, 100 dpi
+    save(tmp_path / "bar.png", photos, maps, layers)
+    with Image.open(tmp_path / "bar.png") as written:
+        assert written.size == (980, 600)
+
+
+def test_save_refuses_an_unknown_suffix_before_drawing(tmp_path: Path) -> None:
+    photos, maps, *_ = _decomposition(1, 0)
+    out = tmp_path / "figure.bmp"
+    with pytest.raises(EvaluationError, match=r"path: cannot write a '\.bmp' figure; use png, "):
+        save(out, photos, maps, alpha=5.0)  # the format is checked first
+    assert not out.exists()
+
+
+def test_the_command_line_shares_the_figure_formats() -> None:
+    assert cli_figure.FIGURE_FORMATS is FIGURE_FORMATS
+    assert cli_figure.figure_format is figure_format
+    assert "png" in FIGURE_FORMATS and "svg" in FIGURE_FORMATS
+    assert figure_format("maps.JPG") == "jpg" and figure_format("maps") == "png"
+    with pytest.raises(EvaluationError, match=r"^--out: cannot write a '\.gif' figure"):
+        figure_format("maps.gif")
+
+
+def test_the_command_lines_detection_figure_draws_overlays(tmp_path: Path) -> None:
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    maps = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    boxes = torch.tensor([[1.0, 1.0, 8.0, 8.0], [4.0, 2.0, 15.0, 12.0]])
+    out = tmp_path / "boxes.png"
+    cli_figure.save_detection_figure(out, photo, maps, boxes, ["cat 0.90", "dog 0.80"])
+    with Image.open(out) as written:
+        assert written.size == (900, 300)
