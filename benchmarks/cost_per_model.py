@@ -20,7 +20,7 @@ import time
 
 import torch
 import torchvision
-from _common import CountingModel, load_lite0, photo
+from _common import CountingModel, load_lite0, photo, plain_inference
 from torch import nn
 
 from captum_polycam import PolyCam, describe_layers
@@ -29,6 +29,8 @@ from captum_polycam import PolyCam, describe_layers
 # channels of the variants that unveil).
 _PASSES_PER_CHANNEL = {"plus": 1, "minus": 1, "plusminus": 2}
 _BLACK_IMAGE = {"plus": 1, "minus": 0, "plusminus": 1}
+# How the stages of channels-last transformers are read (see docs/layers.rst).
+_RESHAPE = {"swin_t": "nhwc", "swin_s": "nhwc", "swin_v2_t": "nhwc", "swin_v2_s": "nhwc"}
 
 
 def build(name: str) -> nn.Module:
@@ -48,18 +50,32 @@ def main() -> None:
     torch.manual_seed(0)
     x = photo()
     print(f"{torch.get_num_threads()} CPU threads, one 224 x 224 image, batch {args.per_eval}")
-    header = ("model", "layers", "channels", "live", "variant", "passes", "seconds", "passes/s")
-    print("{:<20} {:>6} {:>8} {:>6} {:>9} {:>7} {:>8} {:>8}".format(*header))
+    header = (
+        "model",
+        "layers",
+        "channels",
+        "live",
+        "variant",
+        "passes",
+        "seconds",
+        "passes/s",
+        "plain/s",
+        "ratio",
+    )
+    print("{:<20} {:>6} {:>8} {:>6} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6}".format(*header))
     for name in args.models.split(","):
         model = build(name)
         counting = CountingModel(model).eval()
         with torch.no_grad():
             model(x)  # warm-up
-        layers = describe_layers(model, x)
+        reshape = _RESHAPE.get(name)
+        layers = describe_layers(model, x, reshape=reshape)
         names = [layer.name for layer in layers]
         channels = sum(layer.channels for layer in layers)
+        # Plain inference in passes of the same size, measured beside the maps.
+        plain = 64 / plain_inference(model, x, 64, args.per_eval)
         for variant in args.variants.split(","):
-            polycam = PolyCam(counting, [f"model.{n}" for n in names], variant)
+            polycam = PolyCam(counting, [f"model.{n}" for n in names], variant, reshape=reshape)
             counting.images = 0
             start = time.perf_counter()
             polycam.attribute(x, perturbations_per_eval=args.per_eval)
@@ -68,7 +84,8 @@ def main() -> None:
             live = (passes - _BLACK_IMAGE[variant]) // _PASSES_PER_CHANNEL[variant]
             print(
                 f"{name:<20} {len(layers):>6} {channels:>8} {live:>6} {variant:>9} {passes:>7} "
-                f"{seconds:>8.1f} {passes / seconds:>8.1f}"
+                f"{seconds:>8.1f} {passes / seconds:>8.1f} {plain:>8.1f} "
+                f"{passes / seconds / plain:>6.2f}"
             )
 
 

@@ -71,14 +71,32 @@ def zero_logits(x: Tensor) -> Tensor:
 
 
 class DictOutput(nn.Module):
-    """Wraps a classifier so that it returns ``{"logits": ...}``, as Hugging Face models do."""
+    """Wraps a classifier so that it returns ``{key: ...}``: ``{"logits": ...}`` as Hugging
+    Face models do, or under another name that needs a ``score_fn``."""
 
+    def __init__(self, net: nn.Module, key: str = "logits") -> None:
+        super().__init__()
+        self.net = net
+        self.key = key
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {self.key: self.net(x)}
+
+
+class LogitsOutput:
+    """An output object with a ``logits`` attribute, as Hugging Face's ``ModelOutput``."""
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits = logits
+
+
+class ObjectOutput(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return {"logits": self.net(x)}
+    def forward(self, x: Tensor) -> LogitsOutput:
+        return LogitsOutput(self.net(x))
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ call and are removed however it ends.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +24,55 @@ __all__ = [
     "LayerCall",
     "LayerInfo",
     "LayerLike",
+    "Reshape",
     "capture_activations",
+    "reshape_function",
     "resolve_layers",
 ]
 
 LayerLike = str | nn.Module | tuple[str | nn.Module, int]
+Reshape = Literal["nhwc", "tokens"] | Callable[[Tensor], Tensor]
+"""How a layer's output becomes ``N x C x h x w`` (see :func:`reshape_function`)."""
+
+
+def reshape_function(reshape: Reshape | None) -> Callable[[Tensor], Tensor] | None:
+    """The function that turns a layer's output into ``N x C x h x w`` maps, as
+    pytorch-grad-cam's ``reshape_transform``.
+
+    - ``None``: the output already is ``N x C x h x w`` (CNNs).
+    - ``"nhwc"``: channels-last stages, ``N x h x w x C`` (torchvision's Swin, ConvNeXt
+      blocks of timm), permuted to ``N x C x h x w``.
+    - ``"tokens"``: a sequence ``N x L x C`` of patch tokens on a square grid. The tokens
+      beyond the largest square, ``L - floor(sqrt(L))**2`` of them, are taken to be the class
+      and register tokens that transformers put first (1 for a ViT's class token, 5 with 4
+      registers), and are dropped: they belong to no position of the image.
+    - a callable, from the layer's output to ``N x C x h x w``.
+
+    Raises:
+        ValueError: If ``reshape`` is none of these.
+    """
+    if reshape is None or callable(reshape):
+        return reshape
+    if reshape == "nhwc":
+        return _from_channels_last
+    if reshape == "tokens":
+        return _from_tokens
+    raise ValueError(f"reshape must be None, 'nhwc', 'tokens' or a callable; got {reshape!r}")
+
+
+def _from_channels_last(output: Tensor) -> Tensor:
+    if output.dim() != 4:
+        raise ValueError(f"reshape='nhwc' needs N x h x w x C outputs; got {tuple(output.shape)}")
+    return output.permute(0, 3, 1, 2)
+
+
+def _from_tokens(output: Tensor) -> Tensor:
+    if output.dim() != 3 or output.shape[1] == 0:
+        raise ValueError(f"reshape='tokens' needs N x L x C outputs; got {tuple(output.shape)}")
+    count, length, channels = output.shape
+    side = math.isqrt(length)
+    grid = output[:, length - side * side :]  # the leading class and register tokens dropped
+    return grid.transpose(1, 2).reshape(count, channels, side, side)
 
 
 @dataclass(frozen=True)
@@ -137,18 +182,20 @@ def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
 
 
 def capture_activations(
-    forward: Callable[[], Any], layers: Sequence[LayerCall]
+    forward: Callable[[], Any], layers: Sequence[LayerCall], reshape: Reshape | None = None
 ) -> tuple[Any, list[Tensor]]:
-    """Run ``forward()`` once and return its output with a copy of each layer's output.
+    """Run ``forward()`` once and return its output with a copy of each layer's output, made
+    ``N x C x h x w`` by ``reshape`` (see :func:`reshape_function`).
 
     The copy is taken when the module returns, so in-place operations later in the forward
     pass (residual sums, in-place activations) do not alter it.
 
     Raises:
         ValueError: If a layer is never called, asks for a call its module does not make, is
-            not an ``N x C x h x w`` tensor, or names the same call as another layer
-            (``"act:1"`` and ``"act"`` of a module called twice).
+            not an ``N x C x h x w`` tensor once reshaped, or names the same call as another
+            layer (``"act:1"`` and ``"act"`` of a module called twice).
     """
+    transform = reshape_function(reshape)
     calls: dict[int, int] = {}
     captured: dict[int, list[Tensor]] = {}
 
@@ -185,12 +232,23 @@ def capture_activations(
                 "double its masked passes)"
             )
         activation = outputs[layer.call]
+        if transform is not None and isinstance(activation, Tensor):
+            try:
+                activation = transform(activation)
+            except Exception as error:  # a user's reshape: say whose it is
+                raise ValueError(f"reshape failed on the output of {layer}: {error}") from None
         if not isinstance(activation, Tensor) or activation.dim() != 4:
             shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation)
-            raise ValueError(
-                f"layers: the output of {layer} must be an N x C x h x w tensor; got {shape}"
+            hint = (
+                "; pass reshape='nhwc' for channels-last stages or reshape='tokens' for a "
+                "sequence of tokens"
+                if transform is None and isinstance(activation, Tensor)
+                else ""
             )
-        activations.append(activation)
+            raise ValueError(
+                f"layers: the output of {layer} must be an N x C x h x w tensor; got {shape}{hint}"
+            )
+        activations.append(activation.contiguous())
     return output, activations
 
 

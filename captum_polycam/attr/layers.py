@@ -21,10 +21,12 @@ from captum_polycam._conventions import evaluation_mode
 from captum_polycam.attr.capture import (
     LayerInfo,
     LayerLike,
+    Reshape,
     _first_example,
     _hooks,
     _layer_info,
     capture_activations,
+    reshape_function,
     resolve_layers,
 )
 
@@ -61,8 +63,10 @@ _PADDINGS = (
 # larger step between two layers found means the stages in between could not be read.
 _MAX_SIDE_SHRINK = 4
 _WRAPPER_HINT = (
-    "for example small wrapper modules that reshape tokens, or permute channels-last maps, to "
-    "N x C x h x w (see 'Choosing the layers' in the documentation)"
+    "with reshape='nhwc' for channels-last stages (Swin: its stages, such as features.1, "
+    "features.3, features.5 and features.7) or reshape='tokens' to reshape tokens to their grid "
+    "(a flat ViT: one layer, a Score-CAM-like map, since layers of one resolution add no "
+    "detail); see 'Choosing the layers' in the documentation"
 )
 
 
@@ -75,9 +79,11 @@ class _Call:
     module: nn.Module
     index: int  # how many times this module ran before
     in_size: tuple[int, ...] | None = None
-    output: Any = None
+    output: Any = None  # as Poly-CAM reads it: reshaped when a reshape is given
     block: _Call | None = None  # innermost enclosing call that is not a plain Sequential
     passes_through: bool = False  # returned its input unchanged (Identity, eval-mode Dropout)
+    made: int = 0  # id of the object the module returned, shared by nested modules
+    returned: Any = None  # that object, kept alive so that its id is not reused
 
 
 class _Preference(NamedTuple):
@@ -114,10 +120,24 @@ def _has_children(module: nn.Module) -> bool:
     return next(module.children(), None) is not None
 
 
+def _read(value: Any, transform: Callable[[Tensor], Tensor] | None) -> Any:
+    """``value`` as Poly-CAM would read it: reshaped when it can be, else not a map (``None``)."""
+    if transform is None or not isinstance(value, Tensor):
+        return value
+    try:
+        return transform(value)
+    except Exception:  # a tensor of another layout (a true N x C x h x w one, a vector)
+        return None
+
+
 def _record_calls(
-    model: nn.Module, inputs: Tensor, args: tuple[Any, ...]
+    model: nn.Module,
+    inputs: Tensor,
+    args: tuple[Any, ...],
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[list[_Call], dict[int, int]]:
-    """Run ``model(inputs, *args)`` once and record every module call, in order of return.
+    """Run ``model(inputs, *args)`` once and record every module call, in order of return,
+    its input's and output's maps read through ``transform``.
 
     Returns:
         The calls, and how many times each module object (by ``id``) ran.
@@ -133,15 +153,15 @@ def _record_calls(
             block = next(
                 (c for c in reversed(stack) if not isinstance(c.module, nn.Sequential)), None
             )
-            stack.append(
-                _Call(0, name, module, index, _spatial(args[0] if args else None), block=block)
-            )
+            size = _spatial(_read(args[0], transform)) if args else None
+            stack.append(_Call(0, name, module, index, size, block=block))
 
         return hook
 
     def post_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         call = stack.pop()
-        call.order, call.output = len(records), output
+        call.order, call.output = len(records), _read(output, transform)
+        call.made, call.returned = id(output), output
         # An in-place activation also returns its input, but it changed it.
         call.passes_through = bool(args) and args[0] is output and not _is_activation(module)
         records.append(call)
@@ -156,10 +176,13 @@ def _record_calls(
 
 
 def _hands_on_maps(call: _Call, made: set[int]) -> bool:
-    """Whether ``call`` returns a dict, list or tuple holding maps that earlier calls made."""
-    output = call.output
-    values = output.values() if isinstance(output, dict) else output
-    return isinstance(output, (dict, list, tuple)) and any(id(v) in made for v in values)
+    """Whether ``call`` returns a dict holding maps that earlier calls made.
+
+    Tuples do not count: the blocks of Hugging Face models return their hidden states in
+    tuples, inside the feature extractor, where a backbone hands its maps on in a dict.
+    """
+    output = call.returned
+    return isinstance(output, dict) and any(id(v) in made for v in output.values())
 
 
 def _feature_extractor(records: list[_Call], examples: int) -> _Call:
@@ -177,12 +200,18 @@ def _feature_extractor(records: list[_Call], examples: int) -> _Call:
         if _hands_on_maps(call, made):
             return call
         if _spatial(call.output) is not None and call.output.shape[0] == examples:
-            made.add(id(call.output))
+            made.add(call.made)
     return records[-1]
 
 
-def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
-    """The call that names the preferred candidate of each resolution, shallow to deep."""
+def _choose(records: list[_Call], inputs: Tensor, reshaped: bool = False) -> list[_Call]:
+    """The call that names the preferred candidate of each resolution, shallow to deep.
+
+    In a CNN the last post-activation output of a resolution is preferred, being
+    non-negative. In the stages of a transformer (``reshaped``: channels-last maps or tokens)
+    the activations are inside the MLPs, four times wider and off the residual stream, so
+    the blocks' outputs are preferred instead.
+    """
     extractor = _feature_extractor(records, len(inputs))
     records = records[: extractor.order + 1]
     height, width = inputs.shape[-2:]
@@ -207,6 +236,10 @@ def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
         size = map_size(_spatial(call.output))
         if size is None or math.prod(size) <= 1 or isinstance(call.module, _PADDINGS):
             return False
+        # Transformer stages tile the image in patches: a reshaped tensor whose grid does not
+        # divide the image is something else (Swin V2's table of relative positions, say).
+        if reshaped and (height % size[0] or width % size[1]):
+            return False
         # One map per example: RoI pooling, for one, returns one map per box.
         return call.output.shape[0] == len(inputs)
 
@@ -226,7 +259,7 @@ def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
     groups: dict[int, list[_Call]] = {}
     for call in records:
         if is_candidate(call):
-            groups.setdefault(id(call.output), []).append(call)
+            groups.setdefault(call.made, []).append(call)
 
     best: dict[tuple[int, ...], _Choice] = {}
     main_sizes = set()
@@ -237,7 +270,7 @@ def _choose(records: list[_Call], inputs: Tensor) -> list[_Call]:
         size = _spatial(members[0].output)
         preference = _Preference(
             on_main_path=any(is_main_path(call) for call in members),
-            post_activation=any(_is_activation(call.module) for call in members),
+            post_activation=not reshaped and any(_is_activation(c.module) for c in members),
             is_block=any(_has_children(call.module) for call in members),
             order=members[0].order,
         )
@@ -253,14 +286,20 @@ def _side_shrink(shallow: LayerInfo, deep: LayerInfo) -> float:
     return max(shallow.height / deep.height, shallow.width / deep.width)
 
 
-def _discover(model: nn.Module, inputs: Tensor, additional_forward_args: Any) -> list[LayerInfo]:
+def _discover(
+    model: nn.Module,
+    inputs: Tensor,
+    additional_forward_args: Any,
+    reshape: Reshape | None = None,
+) -> list[LayerInfo]:
     """:func:`discover_layers`, with the shape of each layer found."""
+    transform = reshape_function(reshape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     first, args = _first_example(inputs, additional_forward_args)
-    records, counts = _record_calls(model, first, args)
+    records, counts = _record_calls(model, first, args, transform)
     layers = []
-    for call in _choose(records, first):
+    for call in _choose(records, first, reshaped=transform is not None):
         last = counts[id(call.module)] - 1
         name = call.name if call.index == last else f"{call.name}:{call.index}"
         layers.append(_layer_info(name, call.output))
@@ -295,14 +334,18 @@ def _discover(model: nn.Module, inputs: Tensor, additional_forward_args: Any) ->
 
 
 def discover_layers(
-    model: nn.Module, inputs: Tensor, additional_forward_args: Any = None
+    model: nn.Module,
+    inputs: Tensor,
+    additional_forward_args: Any = None,
+    *,
+    reshape: Reshape | None = None,
 ) -> list[str]:
     """Pick one layer per spatial resolution, the deepest of each, from one dry forward pass.
 
     Every module call whose output is an ``N x C x h x w`` map with one map per example, ``h x w``
     more than one position and within the input's size (and aspect ratio, which rules out
     channels-last tensors) is a candidate. The search ends with the first call that returns a
-    dict, list or tuple of maps made by earlier calls: the feature extractor of a detection or
+    dict of maps made by earlier calls: the feature extractor of a detection or
     segmentation model (torchvision's ``backbone.body`` or ``backbone``), whose maps a feature
     pyramid, heads or a segmentation head then consume. Where that extractor sees an image
     larger than the input (a detector resizes it), maps are measured against that image.
@@ -321,12 +364,20 @@ def discover_layers(
     and a tensor returned by nested modules is named after the outermost one (``layer1`` rather
     than ``layer1.2.relu``). Padding modules never define a resolution.
 
+    With a ``reshape`` (``"nhwc"`` for channels-last stages, ``"tokens"`` for token
+    sequences, or a callable), every output is read through it first, so that the stages of
+    hierarchical transformers (Swin, Swin V2) are found as those of a CNN; there the outputs
+    of blocks are preferred to activations (rule 2 is skipped), which live inside the MLPs,
+    off the residual stream.
+
     Args:
         model: The network. It runs once in evaluation mode; its training flags, parameters
             and buffers are left as they were.
         inputs: A batch shaped like the ones to explain; only its first example is used.
         additional_forward_args: Extra arguments of ``model`` after the input. Tensors with one
             row per example are cut to the first example's row.
+        reshape: How a layer's output becomes ``N x C x h x w``, as ``PolyCam(reshape=...)``
+            takes it (:func:`~captum_polycam.attr.capture.reshape_function`).
 
     Returns:
         Layer names ordered shallow to deep, ``name:k`` where the chosen output is not the last
@@ -346,7 +397,7 @@ def discover_layers(
         >>> discover_layers(resnet50().eval(), torch.rand(1, 3, 224, 224))
         ['relu', 'layer1', 'layer2', 'layer3', 'layer4']
     """
-    return [layer.name for layer in _discover(model, inputs, additional_forward_args)]
+    return [layer.name for layer in _discover(model, inputs, additional_forward_args, reshape)]
 
 
 def describe_layers(
@@ -354,6 +405,8 @@ def describe_layers(
     inputs: Tensor,
     layers: Sequence[LayerLike] | None = None,
     additional_forward_args: Any = None,
+    *,
+    reshape: Reshape | None = None,
 ) -> list[LayerInfo]:
     """Name and shape of each layer Poly-CAM would read, from one forward pass of one example.
 
@@ -366,6 +419,8 @@ def describe_layers(
             picks.
         additional_forward_args: Extra arguments of ``model`` after the input. Tensors with one
             row per example are cut to the first example's row.
+        reshape: How each layer's output becomes ``N x C x h x w``, as ``PolyCam(reshape=...)``
+            takes it (``None`` keeps it as it is).
 
     Returns:
         One :class:`LayerInfo` per layer, in the order given (shallow to deep when discovered).
@@ -391,11 +446,11 @@ def describe_layers(
         layer4 (2048@7x7)
     """
     if layers is None:
-        return _discover(model, inputs, additional_forward_args)
+        return _discover(model, inputs, additional_forward_args, reshape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     calls = resolve_layers(model, layers)
     first, args = _first_example(inputs, additional_forward_args)
     with evaluation_mode(model), torch.no_grad():
-        _, outputs = capture_activations(lambda: model(first, *args), calls)
+        _, outputs = capture_activations(lambda: model(first, *args), calls, reshape)
     return [_layer_info(str(call), output) for call, output in zip(calls, outputs, strict=True)]

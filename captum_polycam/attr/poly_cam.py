@@ -25,7 +25,9 @@ from captum_polycam.attr.budget import (
 from captum_polycam.attr.capture import (
     LayerCall,
     LayerLike,
+    Reshape,
     capture_activations,
+    reshape_function,
     resolve_layers,
 )
 from captum_polycam.attr.layers import discover_layers
@@ -167,6 +169,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         compile: bool | None = None,
         pass_budget: float | None = None,
         options: ScoringOptions | None = None,
+        reshape: Reshape | None = None,
     ) -> None:
         r"""
         Args:
@@ -206,10 +209,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 weights (as dead channels' for PCAM+ and PCAM-, from the scored channels with
                 the most similar masks for PCAM+-): an approximation whose measured fidelity
                 is on the performance page. ``1.0`` gives the exact maps.
+            reshape: How each layer's output becomes ``N x C x h x w``, as pytorch-grad-cam's
+                ``reshape_transform``: ``None`` (CNNs), ``"nhwc"`` for channels-last stages
+                (Swin), ``"tokens"`` for a square grid of tokens after the class and register
+                tokens, or a callable (see :func:`~captum_polycam.attr.capture.reshape_function`).
+                Discovery (``layers=None``) reads the outputs through it too.
         """
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {variant!r}")
         check_pass_budget(pass_budget)
+        reshape_function(reshape)  # a clear error now rather than on the first batch
         # The scorer checks forward_func, score_fn and the options.
         scorer = PerturbationScorer(
             forward_func, score_fn, precision=precision, compile=compile, options=options
@@ -229,6 +238,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         self.local_normalisation = local_normalisation
         self.pass_budget = None if pass_budget is None else float(pass_budget)
         self.layer_calls = resolved
+        self.reshape = reshape
         self._scorer = scorer
 
     @property
@@ -388,10 +398,14 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             layers = self.layer_calls
             if layers is None:
                 assert self.model is not None
-                names = discover_layers(self.model, inputs, additional_forward_args)
+                names = discover_layers(
+                    self.model, inputs, additional_forward_args, reshape=self.reshape
+                )
                 layers = resolve_layers(self.model, names)
             batch, activations = capture_activations(
-                lambda: self._scorer.prepare(inputs, target, additional_forward_args), layers
+                lambda: self._scorer.prepare(inputs, target, additional_forward_args),
+                layers,
+                self.reshape,
             )
             self._check_resolutions(layers, activations)
             return self._maps(batch, activations, perturbations_per_eval, show_progress)

@@ -18,6 +18,7 @@ __all__ = [
     "add_model_option",
     "add_pass_budget_option",
     "add_perturbations_option",
+    "add_reshape_option",
     "add_run_options",
     "add_variant_option",
     "check_device",
@@ -104,6 +105,16 @@ def add_perturbations_option(parser: argparse.ArgumentParser, per: str, default:
         metavar="N",
         help=f"masked images per {per} and forward pass, as Captum's perturbations_per_eval "
         f"(default: {default}); the results do not depend on it",
+    )
+
+
+def add_reshape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reshape",
+        choices=("nhwc", "tokens"),
+        help="how the layers' outputs become N x C x h x w maps: nhwc for channels-last stages "
+        "(Swin), tokens for a square grid of tokens after the class and register tokens "
+        "(default: they already are, as in CNNs)",
     )
 
 

@@ -22,12 +22,14 @@ from captum_polycam.cli.arguments import (
     add_model_option,
     add_pass_budget_option,
     add_perturbations_option,
+    add_reshape_option,
     add_run_options,
     add_variant_option,
     check_device,
 )
 from captum_polycam.cli.figure import check_figure_path, save_figure
 from captum_polycam.cli.steps import timed_polycam, writing_figure
+from captum_polycam.perturbation.targets import logits_of
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import bundled_image, normalise, read_image
 from captum_polycam.resources.models import load_model
@@ -65,6 +67,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_device_option(explain)
     add_run_options(explain)
     add_pass_budget_option(explain)
+    add_reshape_option(explain)
     add_perturbations_option(explain, "image", "the fastest, measured on the first passes")
     return explain
 
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         explained = args.target * len(sources) if len(args.target) == 1 else args.target
 
     try:
-        found = describe_layers(model, inputs)
+        found = describe_layers(model, inputs, reshape=args.reshape)
     except ValueError as error:  # no multi-resolution stack of feature maps
         raise EvaluationError(f"--model {args.model}: {error}") from None
     layers = [layer.name for layer in found]
@@ -119,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
         _print_classes(name, probs, target, categories)
     sys.stdout.flush()
 
-    polycam = PolyCam(model, layers=layers, variant=args.variant, pass_budget=args.pass_budget)
+    polycam = PolyCam(
+        model,
+        layers=layers,
+        variant=args.variant,
+        pass_budget=args.pass_budget,
+        reshape=args.reshape,
+    )
     result = timed_polycam(
         polycam,
         inputs,
@@ -149,9 +158,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _class_scores(output: object, model_name: str) -> Tensor:
-    """The model's ``N x classes`` output, or a usage error saying what it returned instead."""
-    if isinstance(output, Tensor) and output.dim() == 2:
-        return output
+    """The model's ``N x classes`` logits (a tensor, or an output's ``logits``), or a usage
+    error saying what it returned instead."""
+    logits = logits_of(output)
+    if logits is not None and logits.dim() == 2:
+        return logits
     if isinstance(output, Tensor):
         returned = f"a tensor of shape {tuple(output.shape)}"
     else:

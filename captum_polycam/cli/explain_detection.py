@@ -17,12 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
+from captum_polycam.attr.capture import Reshape
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
     add_layers_option,
     add_pass_budget_option,
     add_perturbations_option,
+    add_reshape_option,
     add_run_options,
     add_variant_option,
     check_device,
@@ -78,6 +80,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_device_option(parser)
     add_run_options(parser)
     add_pass_budget_option(parser)
+    add_reshape_option(parser)
     add_perturbations_option(parser, "detection", "the fastest, measured on the first passes")
     return parser
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     pixels = pixels.to(device)
     layers = layer_names(args.layers)
     if layers is not None:
-        _check_layers(model, pixels, layers)
+        _check_layers(model, pixels, layers, args.reshape)
     with torch.no_grad():
         found = _detections(model(pixels), args.model)
     order = found["scores"].argsort(descending=True)[: args.max_detections]
@@ -117,13 +120,19 @@ def run(args: argparse.Namespace) -> int:
     inputs = pixels.expand(len(score), -1, -1, -1)
     if layers is None:
         try:
-            layers = [layer.name for layer in describe_layers(model, pixels)]
+            described = describe_layers(model, pixels, reshape=args.reshape)
+            layers = [layer.name for layer in described]
         except ValueError as error:
             raise EvaluationError(f"--model {args.model}: {error}; pass --layers") from None
     print("Layers, shallow to deep: " + ", ".join(layers))
     sys.stdout.flush()
     polycam = PolyCam(
-        model, layers=layers, variant=args.variant, score_fn=score, pass_budget=args.pass_budget
+        model,
+        layers=layers,
+        variant=args.variant,
+        score_fn=score,
+        pass_budget=args.pass_budget,
+        reshape=args.reshape,
     )
     maps = timed_polycam(
         polycam,
@@ -139,11 +148,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_layers(model: nn.Module, pixels: Tensor, layers: Sequence[str]) -> None:
+def _check_layers(
+    model: nn.Module, pixels: Tensor, layers: Sequence[str], reshape: Reshape | None
+) -> None:
     """Fail before the attribution when ``--layers`` names no module, a call that does not
     happen, a layer without ``C x h x w`` maps, or resolutions out of order."""
     try:
-        found = describe_layers(model, pixels, layers)
+        found = describe_layers(model, pixels, layers, reshape=reshape)
     except (TypeError, ValueError) as error:
         raise EvaluationError(f"--layers: {str(error).removeprefix('layers: ')}") from None
     for shallow, deep in pairwise(found):

@@ -28,7 +28,12 @@ from captum_polycam.perturbation.options import (
     ScoringOptions,
     default_perturbations_per_eval,
 )
-from captum_polycam.perturbation.targets import ExampleTargets, ScoreFn, resolve_score_fn
+from captum_polycam.perturbation.targets import (
+    ExampleTargets,
+    ScoreFn,
+    logits_of,
+    resolve_score_fn,
+)
 from captum_polycam.perturbation.tuning import LoweredPrecisionCheck, PassShape, PassTuner
 
 __all__ = [
@@ -380,11 +385,11 @@ class PerturbationScorer:
             raise
 
     def _scores_of(self, output: Any, count: int) -> Tensor:
-        if not isinstance(output, Tensor) and isinstance(self.score_fn, str):
+        if logits_of(output) is None and isinstance(self.score_fn, str):
             raise TypeError(
-                f"forward_func returned a {type(output).__name__}, not a tensor of scores: pass "
-                "score_fn to turn its output into scores, for example "
-                "score_fn=lambda out: out['logits'].softmax(dim=-1)"
+                f"forward_func returned a {type(output).__name__}, neither a tensor of scores "
+                "nor an output with logits: pass score_fn to turn its output into scores, for "
+                "example score_fn=lambda out: out['scores'].softmax(dim=-1)"
             )
         scores = self._score(output)
         if not isinstance(scores, Tensor) or scores.dim() == 0 or len(scores) != count:

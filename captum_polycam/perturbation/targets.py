@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,15 +15,40 @@ __all__ = ["ExampleTargets", "ScoreFn", "resolve_score_fn"]
 ScoreFn = str | Callable[[Tensor], Tensor]
 
 
-def _probability(output: Tensor) -> Tensor:
+def logits_of(output: Any) -> Tensor | None:
+    """The logits a model returned: a tensor as it is, or the ``logits`` of a Hugging Face
+    ``ModelOutput`` or of a dict; ``None`` for anything else."""
+    if isinstance(output, Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else None
+    if logits is None:
+        logits = getattr(output, "logits", None)
+    return logits if isinstance(logits, Tensor) else None
+
+
+def _logits(output: Any) -> Tensor:
+    logits = logits_of(output)
+    # The engine checks the output before scoring it: only a caller of the score function
+    # itself can get here with something else.
+    if logits is None:
+        raise TypeError(f"expected logits: a tensor or an output with .logits; got {output!r}")
+    # Half-precision logits of a lowered pass inside an output object: score at full precision.
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
+def _probability(output: Any) -> Tensor:
+    logits = _logits(output)
     # A single output unit is a binary classifier: its probability is the sigmoid.
-    if output.dim() == 1 or output.shape[1] == 1:
-        return output.sigmoid()
-    return output.softmax(dim=1)
+    if logits.dim() == 1 or logits.shape[1] == 1:
+        return logits.sigmoid()
+    return logits.softmax(dim=1)
 
 
 def resolve_score_fn(score_fn: ScoreFn) -> Callable[[Tensor], Tensor]:
     """``"softmax"`` (sigmoid for a single output unit), ``"logit"`` or a callable.
+
+    The two names score the model's logits: its output when that is a tensor, or the
+    ``logits`` of a Hugging Face ``ModelOutput`` or of a dict.
 
     A callable receives the model's output for a batch and returns a tensor whose first
     dimension is the batch; the target then picks one value per example from it (or it
@@ -31,14 +57,10 @@ def resolve_score_fn(score_fn: ScoreFn) -> Callable[[Tensor], Tensor]:
     if score_fn == "softmax":
         return _probability
     if score_fn == "logit":
-        return _as_tensor
+        return _logits
     if callable(score_fn):
         return score_fn
     raise ValueError(f"score_fn must be 'softmax', 'logit' or a callable; got {score_fn!r}")
-
-
-def _as_tensor(output: Tensor) -> Tensor:
-    return output
 
 
 class ExampleTargets:

@@ -221,8 +221,8 @@ def test_poly_cam_runs_end_to_end_on_faster_rcnn(monkeypatch: pytest.MonkeyPatch
 
     discovered: list[list[str]] = []
 
-    def spy(*args: Any) -> list[str]:
-        discovered.append(discover_layers(*args))
+    def spy(*args: Any, **kwargs: Any) -> list[str]:
+        discovered.append(discover_layers(*args, **kwargs))
         return discovered[-1]
 
     monkeypatch.setattr(poly_cam, "discover_layers", spy)

@@ -138,6 +138,7 @@ def test_discovery_rejects_a_vision_transformer() -> None:
     )
     assert "PolyCam(model, layers=[...])" in message
     assert "reshape tokens" in message
+    assert "reshape='tokens'" in message and "one layer, a Score-CAM-like map" in message
 
 
 def test_discovery_warns_that_swin_skips_its_channels_last_stages() -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
-from tests.conftest import BatchSizes, hooked_modules
+from tests.conftest import BatchSizes, DictOutput, ObjectOutput, hooked_modules
 
 LAYERS = ["block1", "block2", "block3"]
 
@@ -148,18 +148,19 @@ def test_training_mode_warns_and_is_kept(tiny_cnn, tiny_inputs) -> None:
     assert tiny_cnn.training
 
 
-def test_model_with_a_dict_output_is_told_to_pass_score_fn(
+def test_outputs_with_logits_are_scored_and_others_are_told_to_pass_score_fn(
     tiny_cnn, dict_output_cnn, tiny_inputs
 ) -> None:
-    model = dict_output_cnn
     layers = [f"net.{name}" for name in LAYERS]
-    with pytest.raises(TypeError, match=r"returned a dict.*score_fn=lambda out: out\['logits'\]"):
-        PolyCam(model, layers).attribute(tiny_inputs)
-    assert hooked_modules(model) == []
-    by_key = PolyCam(model, layers, score_fn=lambda out: out["logits"].softmax(dim=-1))
-    torch.testing.assert_close(
-        by_key.attribute(tiny_inputs), PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
-    )
+    expected = PolyCam(tiny_cnn, LAYERS).attribute(tiny_inputs)
+    for model in (dict_output_cnn, ObjectOutput(tiny_cnn)):  # a dict, a ModelOutput-like
+        torch.testing.assert_close(PolyCam(model, layers).attribute(tiny_inputs), expected)
+    scores = DictOutput(tiny_cnn, key="scores")
+    with pytest.raises(TypeError, match=r"returned a dict, neither .* nor an output with logits"):
+        PolyCam(scores, layers).attribute(tiny_inputs)
+    assert hooked_modules(scores) == []
+    by_key = PolyCam(scores, layers, score_fn=lambda out: out["scores"].softmax(dim=-1))
+    torch.testing.assert_close(by_key.attribute(tiny_inputs), expected)
 
 
 def test_nan_in_the_clean_output_stops(tiny_cnn, tiny_inputs) -> None:

@@ -326,3 +326,14 @@ def test_a_detector_is_not_a_classifier(tmp_path, capsys) -> None:
     err = error_line(capsys)
     assert f"--model {detector}: not an image classifier: it returned a list" in err
     assert "expected a tensor of class scores" in err
+
+
+def test_reshape_reads_channels_last_stages(tmp_path, capsys) -> None:
+    out = tmp_path / "maps.png"
+    model = "tests.attr.test_reshape:restaged_channels_last"
+    command = ["explain", "--model", model, "--reshape", "nhwc", "--out", str(out), "--quiet"]
+    assert main([*command, "--variant", "plus", "--target", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Layers, shallow to deep: stage1 (4@224x224), stage2 (6@112x112), stage3" in printed
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert main([*command[:-4], "--reshape", "nchw"]) == 2  # argparse: not a choice

@@ -17,7 +17,7 @@ from captum_polycam.metrics import (
     ScoreDirection,
     Sensitivity,
 )
-from tests.conftest import BatchSizes
+from tests.conftest import BatchSizes, DictOutput
 
 PERTURBATION_METRICS = [
     InsertionDeletion,
@@ -126,18 +126,17 @@ def test_perturbations_per_eval_counts_per_example(tiny_cnn, tiny_inputs) -> Non
     assert counting.sizes == [3] + [6] * 5
 
 
-def test_model_with_a_dict_output_is_told_to_pass_score_fn(
+def test_a_dict_with_logits_is_scored_and_another_is_told_to_pass_score_fn(
     tiny_cnn, dict_output_cnn, tiny_inputs
 ) -> None:
-    model = dict_output_cnn
-    with pytest.raises(TypeError, match="returned a dict, not a tensor of scores: pass score_fn"):
-        InsertionDeletion(model)(tiny_inputs, tiny_inputs)
-    with_score = ConfidenceChange(model, score_fn=lambda out: out["logits"].softmax(dim=-1))
-    plain = ConfidenceChange(tiny_cnn)
     maps = torch.rand(3, 1, 4, 4)
-    torch.testing.assert_close(
-        with_score(tiny_inputs, maps).masked, plain(tiny_inputs, maps).masked
-    )
+    plain = ConfidenceChange(tiny_cnn)(tiny_inputs, maps).masked
+    torch.testing.assert_close(ConfidenceChange(dict_output_cnn)(tiny_inputs, maps).masked, plain)
+    model = DictOutput(tiny_cnn, key="scores")
+    with pytest.raises(TypeError, match="returned a dict, neither a tensor of scores nor an"):
+        InsertionDeletion(model)(tiny_inputs, tiny_inputs)
+    with_score = ConfidenceChange(model, score_fn=lambda out: out["scores"].softmax(dim=-1))
+    torch.testing.assert_close(with_score(tiny_inputs, maps).masked, plain)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -119,13 +119,21 @@ class TestBadModels:
 
     inputs = torch.rand(2, 3, 4, 4)
 
-    def test_dict_output_asks_for_score_fn(self) -> None:
-        def dict_model(x: Tensor) -> dict[str, Tensor]:
-            return {"logits": x.sum(dim=(2, 3))}
+    def test_logits_under_their_name_are_scored_and_others_need_score_fn(self) -> None:
+        def logits_model(x: Tensor) -> dict[str, Tensor]:
+            return {"logits": x.sum(dim=(2, 3)).bfloat16()}
 
-        with pytest.raises(TypeError, match=r"returned a dict.*pass score_fn.*out\['logits'\]"):
-            PerturbationScorer(dict_model).prepare(self.inputs)
-        scorer = PerturbationScorer(dict_model, lambda out: out["logits"].softmax(dim=-1))
+        def scores_model(x: Tensor) -> dict[str, Tensor]:
+            return {"scores": x.sum(dim=(2, 3))}
+
+        # The softmax of the logits, at full precision even when they come in bf16.
+        scores = PerturbationScorer(logits_model).prepare(self.inputs).scores
+        expected = self.inputs.sum(dim=(2, 3)).bfloat16().float().softmax(dim=1)
+        torch.testing.assert_close(scores, expected)
+        assert scores.dtype == torch.float32
+        with pytest.raises(TypeError, match=r"returned a dict.*pass score_fn.*out\['scores'\]"):
+            PerturbationScorer(scores_model).prepare(self.inputs)
+        scorer = PerturbationScorer(scores_model, lambda out: out["scores"].softmax(dim=-1))
         assert scorer.prepare(self.inputs).scores.shape == (2, 3)
 
     @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
