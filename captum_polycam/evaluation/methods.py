@@ -198,20 +198,25 @@ def build_methods(
     return methods
 
 
+def polycam_runs(methods: Sequence[Method]) -> set[tuple[str, float | None]]:
+    """The ``(variant, pass_budget)`` of each Poly-CAM run that ``methods`` share: the map,
+    its stages, single layers and ``:no-lnorm`` of one configuration are one run."""
+    return {
+        (method.parameters["variant"], method.parameters.get("pass_budget"))
+        for method in methods
+        if method.parameters.get("method") == "PolyCam"
+    }
+
+
 def masked_passes_per_image(methods: Sequence[Method], channels: int) -> int:
     """At most how many masked passes the Poly-CAM ``methods`` make on one image, with
     ``channels`` in their layers: each run masks every channel once (twice for PCAM+-, a
     fraction with a pass budget; dead channels are skipped, so this is an upper bound) and
     scores the black image when it unveils, and outputs that share a run count once."""
-    runs = {
-        (method.parameters["variant"], method.parameters.get("pass_budget"))
-        for method in methods
-        if method.parameters.get("method") == "PolyCam"
-    }
     return sum(
         math.ceil(channels * (2 if variant == "plusminus" else 1) * (budget or 1))
         + (variant != "minus")
-        for variant, budget in runs
+        for variant, budget in polycam_runs(methods)
     )
 
 

@@ -43,6 +43,7 @@ from captum_polycam.evaluation.methods import (
     build_methods,
     masked_passes_per_image,
     method_file_stem,
+    polycam_runs,
 )
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
@@ -348,13 +349,7 @@ class _Run:
         input, and for max-sensitivity 10 noisy maps of each Poly-CAM output."""
         masked = masked_passes_per_image(self.methods, self.channels)
         outputs = sum(m.parameters.get("method") == "PolyCam" for m in self.methods)
-        runs = len(
-            {
-                (m.parameters.get("variant"), m.parameters.get("pass_budget"))
-                for m in self.methods
-                if m.parameters.get("method") == "PolyCam"
-            }
-        )
+        runs = len(polycam_runs(self.methods))
         metrics = len(self.methods) * (2 * self.config.n_steps + 1)
         sensitive = sum(1 for i in images if i < self.config.sensitivity_images)
         return len(images) * (masked + metrics) + sensitive * 10 * masked * outputs // max(runs, 1)
