@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,47 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class ToChannelsLast(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class FromChannelsLast(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+class ToTokens(nn.Module):
+    """``N x C x h x w`` as a class token (zeros) then the ``h * w`` patch tokens."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = x.flatten(2).transpose(1, 2)
+        return torch.cat([tokens.new_zeros(len(x), 1, x.shape[1]), tokens], dim=1)
+
+
+class FromTokens(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        side = math.isqrt(x.shape[1] - 1)
+        return x[:, 1:].transpose(1, 2).reshape(len(x), x.shape[2], side, side)
+
+
+class Restaged(nn.Module):
+    """TinyCNN's blocks as stages whose outputs are in another layout (channels-last or
+    tokens), as a transformer's stages are: it computes exactly what the CNN computes."""
+
+    def __init__(self, cnn: TinyCNN, to: type[nn.Module], back: type[nn.Module]) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(cnn.block1, to())
+        self.stage2 = nn.Sequential(back(), cnn.block2, to())
+        self.stage3 = nn.Sequential(back(), cnn.block3, to())
+        self.back = back()
+        self.head = cnn.head
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.back(self.stage3(self.stage2(self.stage1(x))))
         return self.head(x.mean(dim=(2, 3)))
 
 

@@ -13,12 +13,13 @@ import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from captum_polycam._conventions import check_inputs, is_per_example
+from captum_polycam.resources.names import import_callable
 
 __all__ = [
     "LayerCall",
@@ -31,8 +32,9 @@ __all__ = [
 ]
 
 LayerLike = str | nn.Module | tuple[str | nn.Module, int]
-Reshape = Literal["nhwc", "tokens"] | Callable[[Tensor], Tensor]
-"""How a layer's output becomes ``N x C x h x w`` (see :func:`reshape_function`)."""
+Reshape = str | Callable[[Tensor], Tensor]
+"""How a layer's output becomes ``N x C x h x w``: ``"nhwc"``, ``"tokens"``,
+``"package.module:callable"`` or a callable (see :func:`reshape_function`)."""
 
 
 def reshape_function(reshape: Reshape | None) -> Callable[[Tensor], Tensor] | None:
@@ -46,10 +48,12 @@ def reshape_function(reshape: Reshape | None) -> Callable[[Tensor], Tensor] | No
       beyond the largest square, ``L - floor(sqrt(L))**2`` of them, are taken to be the class
       and register tokens that transformers put first (1 for a ViT's class token, 5 with 4
       registers), and are dropped: they belong to no position of the image.
-    - a callable, from the layer's output to ``N x C x h x w``.
+    - a callable, from the layer's output to ``N x C x h x w``, or its name as
+      ``"package.module:callable"``, which is how the command line and
+      :class:`~captum_polycam.evaluation.EvaluationConfig` take one (a name can be recorded).
 
     Raises:
-        ValueError: If ``reshape`` is none of these.
+        ValueError: If ``reshape`` is none of these, or its name cannot be imported.
     """
     if reshape is None or callable(reshape):
         return reshape
@@ -57,7 +61,15 @@ def reshape_function(reshape: Reshape | None) -> Callable[[Tensor], Tensor] | No
         return _from_channels_last
     if reshape == "tokens":
         return _from_tokens
-    raise ValueError(f"reshape must be None, 'nhwc', 'tokens' or a callable; got {reshape!r}")
+    if isinstance(reshape, str) and ":" in reshape:
+        try:
+            return import_callable(reshape)
+        except ValueError as error:
+            raise ValueError(f"reshape: {reshape!r}: {error}") from None
+    raise ValueError(
+        "reshape must be None, 'nhwc', 'tokens', 'package.module:callable' or a callable; "
+        f"got {reshape!r}"
+    )
 
 
 def _from_channels_last(output: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from captum_polycam.attr import VARIANTS
+from captum_polycam.attr.capture import reshape_function
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import DEFAULT_MODEL
 
@@ -108,13 +109,23 @@ def add_perturbations_option(parser: argparse.ArgumentParser, per: str, default:
     )
 
 
+def reshape_name(text: str) -> str:
+    try:
+        reshape_function(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("reshape: ")) from None
+    return text
+
+
 def add_reshape_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reshape",
-        choices=("nhwc", "tokens"),
+        type=reshape_name,
+        metavar="{nhwc,tokens,package.module:callable}",
         help="how the layers' outputs become N x C x h x w maps: nhwc for channels-last stages "
-        "(Swin), tokens for a square grid of tokens after the class and register tokens "
-        "(default: they already are, as in CNNs)",
+        "(Swin), tokens for a square grid of tokens after the class and register tokens, or a "
+        "function as pytorch-grad-cam's reshape_transform (default: they already are, as in "
+        "CNNs)",
     )
 
 

@@ -19,6 +19,7 @@ from captum_polycam.cli.arguments import (
     add_layers_option,
     add_model_option,
     add_perturbations_option,
+    add_reshape_option,
     add_run_options,
     check_device,
     comma_list,
@@ -88,6 +89,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         f"{','.join(DEFAULT_METHODS)})",
     )
     add_layers_option(parser, "discovered")
+    add_reshape_option(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -192,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         sensitivity_images=args.sensitivity_images,
         layers=layers,
+        reshape=args.reshape,
         preprocessing=Preprocessing(tuple(args.size), args.mean, args.std),
         seed=args.seed,
         precision=args.precision,

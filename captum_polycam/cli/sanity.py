@@ -15,6 +15,7 @@ import torch
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_model_option,
+    add_reshape_option,
     add_run_options,
     check_device,
     comma_list,
@@ -46,6 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="JPEG, PNG, WebP or GIF files (default: the four bundled photos)",
     )
     add_model_option(sanity)
+    add_reshape_option(sanity)
     sanity.add_argument(
         "--methods",
         default="pcam+,gradcam",
@@ -104,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
     model, _ = load_model(args.model, device)
     inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
     result = sanity_check(
-        model, inputs, methods, steps=steps, seed=args.seed, show_progress=not args.quiet
+        model,
+        inputs,
+        methods,
+        reshape=args.reshape,
+        steps=steps,
+        seed=args.seed,
+        show_progress=not args.quiet,
     )
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from captum_polycam._conventions import check_int
 from captum_polycam.attr import LayerInfo, describe_layers
+from captum_polycam.attr.capture import reshape_function
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import Preprocessing, Sample
@@ -42,6 +43,12 @@ class EvaluationConfig:
         sensitivity_images: Max-sensitivity on the first this many images (10 more maps
             each).
         layers: Poly-CAM's layers, shallow to deep; ``None`` discovers them.
+        reshape: How those layers' outputs become ``N x C x h x w`` maps: ``None`` (they
+            are, as in CNNs), ``"nhwc"`` (channels-last stages, as Swin's), ``"tokens"`` (a
+            square grid of tokens after any class and register tokens) or
+            ``"package.module:callable"``
+            (:func:`~captum_polycam.attr.capture.reshape_function`). Poly-CAM, Grad-CAM and
+            layer discovery read the layers through it.
         preprocessing: How photos become inputs (the paper's by default); ``None`` takes a
             dataset's images as model inputs as they are (its own transform prepared them).
         seed: Seed of the random parts (the random floor, SmoothGrad, sensitivity's noise).
@@ -59,6 +66,7 @@ class EvaluationConfig:
     batch_size: int = 8
     sensitivity_images: int = 0
     layers: tuple[str, ...] | None = None
+    reshape: str | None = None
     preprocessing: Preprocessing | None = field(default_factory=Preprocessing)
     seed: int = 0
     precision: Precision = "fp32"
@@ -85,6 +93,16 @@ class EvaluationConfig:
                 raise EvaluationError(
                     f"{name} must be a list of names, such as ('pcam+', 'gradcam'); got {names!r}"
                 )
+        if self.reshape is not None:
+            if not isinstance(self.reshape, str):
+                raise EvaluationError(
+                    "reshape must be 'nhwc', 'tokens' or 'package.module:callable', a name a "
+                    f"run can record; got {self.reshape!r}"
+                )
+            try:
+                reshape_function(self.reshape)
+            except ValueError as error:
+                raise EvaluationError(str(error)) from None
         if self.target not in ("top1", "label"):
             raise EvaluationError(f"target must be 'top1' or 'label'; got {self.target!r}")
         try:
@@ -107,6 +125,8 @@ class EvaluationConfig:
         settings["methods"] = list(self.methods)
         settings["layers"] = None if self.layers is None else list(self.layers)
         settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
+        if self.reshape is None:  # absent, so that runs from before the option resume
+            del settings["reshape"]
         return settings
 
 
@@ -129,6 +149,8 @@ def check_on_first_input(
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise EvaluationError(
             f"model {config.model!r} must be a classifier giving N x classes logits; got {shape}"
+            " (Captum's baselines index the output by class: for a Hugging Face model, wrap it "
+            "in a module that returns its .logits)"
         )
     if config.n_steps > height * width:
         raise EvaluationError(
@@ -136,7 +158,7 @@ def check_on_first_input(
             f"inputs have {height} x {width} = {height * width}"
         )
     try:
-        described = describe_layers(model, first, config.layers)
+        described = describe_layers(model, first, config.layers, reshape=config.reshape)
     except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from None
     for shallow, deep in pairwise(described):

@@ -9,7 +9,9 @@ input's resolution, and records every parameter its maps depend on. Names:
   composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
   from 1, alone, without the recursion). Methods that differ only by ``:no-lnorm``,
   ``:stageK`` or ``:layerK`` share one Poly-CAM run: none of them changes a channel weight.
-- ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly.
+- ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly; with a
+  ``reshape``, Grad-CAM's formula on Captum's ``LayerActivation`` and layer gradients, both
+  reshaped to ``N x C x h x w`` (``LayerGradCam`` reads dimension 1 as the channels).
 - ``ig``, ``ixg``, ``saliency``, ``smoothgrad``, ``occlusion``: Captum's
   ``IntegratedGradients``, ``InputXGradient``, ``Saliency``, ``NoiseTunnel(Saliency)`` and
   ``Occlusion``.
@@ -30,8 +32,10 @@ from captum.attr import (
     Attribution,
     InputXGradient,
     IntegratedGradients,
+    LayerActivation,
     LayerAttribution,
     LayerGradCam,
+    LayerGradientXActivation,
     NoiseTunnel,
     Occlusion,
     Saliency,
@@ -39,7 +43,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from captum_polycam.attr import VARIANTS, PolyCam, PolyCamMaps
-from captum_polycam.attr.capture import resolve_layers
+from captum_polycam.attr.capture import Reshape, reshape_function, resolve_layers
 from captum_polycam.metrics.confidence import min_max_mask
 from captum_polycam.normalisation import scale_to_unit
 from captum_polycam.perturbation.options import Precision, ScoringOptions
@@ -137,6 +141,7 @@ def build_methods(
     compile: bool | None = None,
     *,
     options: ScoringOptions | None = None,
+    reshape: Reshape | None = None,
 ) -> list[Method]:
     """Bind each named method to ``model``.
 
@@ -152,10 +157,12 @@ def build_methods(
         options: The three above as one
             :class:`~captum_polycam.perturbation.ScoringOptions`; the keyword arguments that
             are not ``None`` override it.
+        reshape: How the layers' outputs become ``N x C x h x w``, for Poly-CAM and Grad-CAM
+            (``PolyCam(reshape=...)``); recorded in the methods' parameters when given.
 
     Raises:
         EvaluationError: A name is unknown or malformed, appears twice, shares its file stem
-            with another, or a custom method's factory fails.
+            with another, a custom method's factory fails, or ``reshape`` is not one.
     """
     try:
         options = ScoringOptions.of(
@@ -164,8 +171,11 @@ def build_methods(
             precision=precision,
             compile=compile,
         )
+        transform = reshape_function(reshape)
     except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from None
+    # Absent without a reshape, so that runs from before it resume.
+    layout = {} if reshape is None else {"reshape": _reshape_name(reshape)}
     if not names:
         raise EvaluationError("methods: give at least one method")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
@@ -184,9 +194,11 @@ def build_methods(
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
-            methods.append(_poly_cam(name, model, list(layers), options, shared))
+            methods.append(_poly_cam(name, model, list(layers), options, shared, layout))
+        elif name == "gradcam":
+            methods.append(_grad_cam(model, layers[-1], transform, layout))
         elif name in BASELINES:
-            methods.append(_baseline(name, model, layers[-1], options.perturbations_per_eval))
+            methods.append(_baseline(name, model, options.perturbations_per_eval))
         elif ":" in name:
             methods.append(_custom(name, model))
         else:
@@ -226,6 +238,7 @@ def _poly_cam(
     layers: list[str],
     options: ScoringOptions,
     shared: dict[tuple[str, float | None], _SharedPolyCam],
+    layout: dict[str, str],
 ) -> Method:
     head, *suffixes = name.split(":")
     variant = _VARIANTS[head]
@@ -257,7 +270,14 @@ def _poly_cam(
             )
     key = (variant, pass_budget)
     if key not in shared:
-        polycam = PolyCam(model, layers, variant, pass_budget=pass_budget, options=options)
+        polycam = PolyCam(
+            model,
+            layers,
+            variant,
+            pass_budget=pass_budget,
+            options=options,
+            reshape=layout.get("reshape"),
+        )
         shared[key] = _SharedPolyCam(polycam)
     shared_run = shared[key]
 
@@ -270,6 +290,7 @@ def _poly_cam(
         "method": "PolyCam",
         "variant": variant,
         "layers": layers,
+        **layout,
         "score_fn": "softmax",
         "local_normalisation": local_normalisation,
         "precision": options.precision,
@@ -297,25 +318,55 @@ def _upsampled(maps: Tensor, inputs: Tensor) -> Tensor:
     return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), "bilinear")
 
 
-def _baseline(
-    name: str, model: nn.Module, deepest: str, perturbations_per_eval: int | None
+def _reshape_name(reshape: Reshape) -> str:
+    # A callable is recorded by where it lives: its repr changes from one process to the next.
+    if isinstance(reshape, str):
+        return reshape
+    return f"{getattr(reshape, '__module__', '?')}:{getattr(reshape, '__qualname__', reshape)}"
+
+
+def _grad_cam(
+    model: nn.Module,
+    deepest: str,
+    transform: Callable[[Tensor], Tensor] | None,
+    layout: dict[str, str],
 ) -> Method:
+    layer = resolve_layers(model, [deepest])[0].module
+    parameters = {
+        "method": "LayerGradCam",
+        "layer": deepest,
+        **layout,
+        "relu_attributions": True,
+        "upsampling": "bilinear",
+        "scaling": "divide by the maximum",
+    }
+    if transform is None:
+        gradcam = LayerGradCam(model, layer)
+
+        def maps(inputs: Tensor, targets: Tensor) -> Tensor:
+            return gradcam.attribute(inputs, targets, relu_attributions=True)
+    else:
+        # LayerGradCam reads dimension 1 as the channels; a channels-last or token layout
+        # needs its activations and gradients reshaped first, as pytorch-grad-cam does.
+        activation = LayerActivation(model, layer)
+        gradient = LayerGradientXActivation(model, layer, multiply_by_inputs=False)
+
+        def maps(inputs: Tensor, targets: Tensor) -> Tensor:
+            activations = transform(activation.attribute(inputs))
+            gradients = transform(gradient.attribute(inputs, targets))
+            weights = gradients.mean(dim=(2, 3), keepdim=True)
+            return torch.relu((weights * activations).sum(dim=1, keepdim=True))
+
+    def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+        return scale_to_unit(_upsampled(maps(inputs, targets), inputs))
+
+    return Method("gradcam", parameters, explain)
+
+
+def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -> Method:
     parameters: dict[str, Any]
     explain: Callable[[Tensor, Tensor], Tensor]
-    if name == "gradcam":
-        gradcam = LayerGradCam(model, resolve_layers(model, [deepest])[0].module)
-        parameters = {
-            "method": "LayerGradCam",
-            "layer": deepest,
-            "relu_attributions": True,
-            "upsampling": "bilinear",
-            "scaling": "divide by the maximum",
-        }
-
-        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
-            maps = gradcam.attribute(inputs, targets, relu_attributions=True)
-            return scale_to_unit(_upsampled(maps, inputs))
-    elif name == "ig":
+    if name == "ig":
         ig = IntegratedGradients(model)
         settings = {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre"}
         parameters = {

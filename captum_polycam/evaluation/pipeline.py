@@ -196,7 +196,9 @@ def evaluate(
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
             options = scoring.fixed(device, config.batch_size)
-            methods = build_methods(config.methods, model, layers, options=options)
+            methods = build_methods(
+                config.methods, model, layers, options=options, reshape=config.reshape
+            )
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
             run.channels = sum(layer.channels for layer in described)
             OutputFolder(out, ranks).claim(run.configuration())

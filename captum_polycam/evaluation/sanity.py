@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from captum_polycam._conventions import check_inputs, evaluation_mode, seeded
 from captum_polycam._progress import Progress, progress_mode
 from captum_polycam.attr import describe_layers
+from captum_polycam.attr.capture import Reshape, reshape_function
 from captum_polycam.evaluation.methods import build_methods, masked_passes_per_image
 from captum_polycam.resources.errors import EvaluationError
 
@@ -328,6 +329,7 @@ def sanity_check(
     *,
     targets: Tensor | Sequence[int] | None = None,
     layers: Sequence[str] | None = None,
+    reshape: Reshape | None = None,
     steps: Sequence[int] | None = None,
     seed: int = 0,
     perturbations_per_eval: int | None = None,
@@ -353,6 +355,9 @@ def sanity_check(
             original model.
         layers: Poly-CAM's layers, shallow to deep (Grad-CAM uses the deepest); ``None`` for
             those :func:`~captum_polycam.describe_layers` finds on the original model.
+        reshape: How the layers' outputs become ``N x C x h x w``, as
+            ``PolyCam(reshape=...)`` takes it: ``"nhwc"`` for channels-last stages (Swin),
+            ``"tokens"`` for tokens; Poly-CAM, Grad-CAM and discovery read the layers so.
         steps: The numbers of blocks randomised at which to explain, from 1 to the number of
             blocks (sorted, repeats ignored); ``None`` for every one.
         seed: The seed of the re-initialisation and of the methods' random draws. The caller's
@@ -367,8 +372,8 @@ def sanity_check(
         The blocks, checkpoints, maps and similarities.
 
     Raises:
-        EvaluationError: ``inputs``, ``steps``, ``targets`` or a method name is invalid, or
-            scipy or scikit-image is missing.
+        EvaluationError: ``inputs``, ``steps``, ``targets``, ``reshape`` or a method name is
+            invalid, or scipy or scikit-image is missing.
 
     Example:
         >>> result = sanity_check(model, inputs, ["pcam+", "gradcam"], steps=[1, 5, 21])
@@ -381,19 +386,23 @@ def sanity_check(
         raise EvaluationError(
             f"inputs: expected a non-empty N x C x H x W tensor ({error})"
         ) from None
+    try:
+        reshape_function(reshape)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
     network = copy.deepcopy(model).eval()
     cascade = randomisation_blocks(network, inputs)[::-1]
     checkpoints = [0, *_checked_steps(steps, len(cascade))]
     with torch.no_grad():
         explained = _checked_targets(network(inputs), targets)
     try:
-        described = describe_layers(network, inputs, layers)
+        described = describe_layers(network, inputs, layers, reshape=reshape)
     except ValueError as error:  # no stack of feature maps at several resolutions
         if layers is not None:
             raise EvaluationError(f"layers: {error}") from None
         raise EvaluationError(f"layers: none given and none found ({error})") from None
     layers = [layer.name for layer in described]
-    bound = build_methods(methods, network, layers, perturbations_per_eval)
+    bound = build_methods(methods, network, layers, perturbations_per_eval, reshape=reshape)
     _require("scipy")  # fail before the long part, not after it
     _require("skimage")
 

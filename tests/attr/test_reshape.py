@@ -6,7 +6,6 @@ grid of tokens, computes exactly what the CNN computes, so Poly-CAM must give it
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -15,50 +14,18 @@ from torch import Tensor, nn
 
 from captum_polycam import PolyCam, describe_layers
 from captum_polycam.attr.capture import reshape_function
-from tests.conftest import TinyCNN, hooked_modules
+from tests.conftest import (
+    FromChannelsLast,
+    FromTokens,
+    Restaged,
+    TinyCNN,
+    ToChannelsLast,
+    ToTokens,
+    hooked_modules,
+)
 
 CNN_LAYERS = ["block1", "block2", "block3"]
 STAGES = ["stage1", "stage2", "stage3"]
-
-
-class ToChannelsLast(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x.permute(0, 2, 3, 1)
-
-
-class FromChannelsLast(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x.permute(0, 3, 1, 2)
-
-
-class ToTokens(nn.Module):
-    """``N x C x h x w`` as a class token (zeros) then the ``h * w`` patch tokens."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        tokens = x.flatten(2).transpose(1, 2)
-        return torch.cat([tokens.new_zeros(len(x), 1, x.shape[1]), tokens], dim=1)
-
-
-class FromTokens(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        side = math.isqrt(x.shape[1] - 1)
-        return x[:, 1:].transpose(1, 2).reshape(len(x), x.shape[2], side, side)
-
-
-class Restaged(nn.Module):
-    """TinyCNN's blocks as stages whose outputs are in another layout."""
-
-    def __init__(self, cnn: TinyCNN, to: type[nn.Module], back: type[nn.Module]) -> None:
-        super().__init__()
-        self.stage1 = nn.Sequential(cnn.block1, to())
-        self.stage2 = nn.Sequential(back(), cnn.block2, to())
-        self.stage3 = nn.Sequential(back(), cnn.block3, to())
-        self.back = back()
-        self.head = cnn.head
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.back(self.stage3(self.stage2(self.stage1(x))))
-        return self.head(x.mean(dim=(2, 3)))
 
 
 def test_the_built_in_reshapes_by_hand() -> None:
@@ -106,8 +73,10 @@ def test_describe_layers_reads_the_reshaped_maps(tiny_cnn: TinyCNN, tiny_inputs:
 
 def test_mistakes_are_named(tiny_cnn: TinyCNN, tiny_inputs: Tensor) -> None:
     model = Restaged(tiny_cnn, ToChannelsLast, FromChannelsLast).eval()
-    with pytest.raises(ValueError, match="reshape must be None, 'nhwc', 'tokens' or a callable"):
-        PolyCam(model, STAGES, reshape="nchw")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reshape must be None, 'nhwc', 'tokens', 'package"):
+        PolyCam(model, STAGES, reshape="nchw")
+    with pytest.raises(ValueError, match=r"reshape: 'tests\.nowhere:f': cannot import it"):
+        PolyCam(model, STAGES, reshape="tests.nowhere:f")
     # Without the reshape, a channels-last stage is read as the wrong shape: N x C x h x w is
     # all that says so here, so the message suggests the reshape when the maps are not 4-D.
     tokens = Restaged(tiny_cnn, ToTokens, FromTokens).eval()
@@ -127,6 +96,20 @@ def test_mistakes_are_named(tiny_cnn: TinyCNN, tiny_inputs: Tensor) -> None:
 def restaged_channels_last() -> nn.Module:
     """A factory for the command line's ``--model``: TinyCNN with channels-last stages."""
     return Restaged(TinyCNN(), ToChannelsLast, FromChannelsLast).eval()
+
+
+def from_channels_last(output: Tensor) -> Tensor:
+    """A reshape that the command line and an evaluation can name."""
+    return output.permute(0, 3, 1, 2)
+
+
+def test_a_reshape_can_be_named_as_package_module_callable(
+    tiny_cnn: TinyCNN, tiny_inputs: Tensor
+) -> None:
+    model = Restaged(tiny_cnn, ToChannelsLast, FromChannelsLast).eval()
+    named = PolyCam(model, STAGES, reshape="tests.attr.test_reshape:from_channels_last")
+    expected = PolyCam(model, STAGES, reshape="nhwc").attribute(tiny_inputs)
+    torch.testing.assert_close(named.attribute(tiny_inputs), expected)
 
 
 def test_discovery_reads_channels_last_stages(tiny_cnn: TinyCNN, tiny_inputs: Tensor) -> None:

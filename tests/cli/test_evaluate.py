@@ -101,8 +101,11 @@ def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         "--device",
         "--sensitivity-images",
         "--target",
+        "--reshape",
     ):
         assert flag in help_text
+    assert main(["evaluate", "--reshape", "nchw"]) == 2
+    assert "--reshape: reshape must be None, 'nhwc', 'tokens'" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_same_command_line() -> None:
@@ -231,3 +234,13 @@ def test_threads_sets_pytorchs_threads(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(before)
     assert main(["evaluate", "--threads", "0"]) == 2  # argparse: must be at least 1
+
+
+def test_reshape_reads_a_channels_last_model(tmp_path: Path) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    command = _small(images, out, "--methods", "pcam+,gradcam", "--reshape", "nhwc", "--quiet")
+    command[command.index(TINY)] = "tests.evaluation.tiny_models:channels_last_classifier"
+    assert main(command) == 0
+    configuration = json.loads((out / "run.json").read_text())["configuration"]
+    assert configuration["reshape"] == "nhwc"
+    assert configuration["layers"] == ["stage1", "stage2", "stage3"]

@@ -12,6 +12,16 @@ from torch import Tensor, nn
 from captum_polycam import PolyCam
 from captum_polycam.evaluation import BASELINES, EvaluationError, build_methods
 from captum_polycam.evaluation.methods import method_file_stem, scale_to_unit
+from tests.attr.test_reshape import from_channels_last
+from tests.conftest import (
+    FromChannelsLast,
+    FromTokens,
+    Restaged,
+    TinyCNN,
+    ToChannelsLast,
+    ToTokens,
+    hooked_modules,
+)
 
 LAYERS = ["block1", "block2", "block3"]
 
@@ -202,3 +212,40 @@ def test_outputs_of_one_poly_cam_share_a_run_per_batch_and_model(
         hook.remove()
     assert len(runs) == 2 * passes_of_one_run
     assert not torch.equal(before[0], after)
+
+
+STAGES = ["stage1", "stage2", "stage3"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "reshape"),
+    [((ToChannelsLast, FromChannelsLast), "nhwc"), ((ToTokens, FromTokens), "tokens")],
+)
+def test_layer_methods_read_a_reshaped_model_as_its_cnn(
+    layout: tuple[type[nn.Module], type[nn.Module]],
+    reshape: str,
+    tiny_cnn: TinyCNN,
+    tiny_inputs: Tensor,
+) -> None:
+    # The restaged model computes what the CNN computes, in another layout: read through the
+    # reshape, its layers are the CNN's, so Grad-CAM and Poly-CAM must give the CNN's maps.
+    restaged = Restaged(tiny_cnn, *layout).eval()
+    names = ["gradcam", "pcam+", "pcam+:layer2"]
+    targets = torch.tensor([0, 3, 4])
+    expected = build_methods(names, tiny_cnn, LAYERS)
+    methods = build_methods(names, restaged, STAGES, reshape=reshape)
+    for method, cnn in zip(methods, expected, strict=True):
+        maps = method.explain(tiny_inputs, targets)
+        torch.testing.assert_close(maps, cnn.explain(tiny_inputs, targets))
+        assert method.parameters["reshape"] == reshape and "reshape" not in cnn.parameters
+    assert hooked_modules(restaged) == []
+
+
+def test_a_reshape_function_is_recorded_by_where_it_lives(tiny_cnn: TinyCNN) -> None:
+    restaged = Restaged(tiny_cnn, ToChannelsLast, FromChannelsLast).eval()
+    named = "tests.attr.test_reshape:from_channels_last"
+    for reshape in (named, from_channels_last):
+        (method,) = build_methods(["gradcam"], restaged, STAGES, reshape=reshape)
+        assert method.parameters["reshape"] == named
+    with pytest.raises(EvaluationError, match="reshape must be None, 'nhwc', 'tokens'"):
+        build_methods(["gradcam"], restaged, STAGES, reshape="nchw")

@@ -29,7 +29,11 @@ from captum_polycam.evaluation import (
     Report,
     evaluate,
 )
-from tests.evaluation.tiny_models import fixed_size_classifier, tiny_classifier
+from tests.evaluation.tiny_models import (
+    channels_last_classifier,
+    fixed_size_classifier,
+    tiny_classifier,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = Preprocessing(size=(32, 32))
@@ -327,6 +331,9 @@ def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path)
         ({"seed": 1.5}, "seed must be an int; got 1.5"),
         ({"methods": "random"}, "methods must be a list of names.*got 'random'"),
         ({"layers": "layer1"}, "layers must be a list of names.*got 'layer1'"),
+        ({"reshape": "nchw"}, "reshape must be None, 'nhwc', 'tokens', 'package.module"),
+        ({"reshape": "tests.nowhere:f"}, r"reshape: 'tests\.nowhere:f': cannot import it"),
+        ({"reshape": torch.flatten}, "reshape must be .* a name a run can record; got <"),
     ],
 )
 def test_invalid_configurations_name_the_argument(changes: dict, message: str) -> None:
@@ -648,3 +655,29 @@ def test_each_batch_has_one_clean_pass_for_its_targets_and_metrics(
     config = _config(methods=("random",), batch_size=4, sensitivity_images=0)
     evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
     assert prepared == [4, 3]  # one per batch, shared by the top-1, insertion-deletion, confidence
+
+
+def test_a_channels_last_model_read_through_its_reshape_gives_the_cnns_artefacts(
+    photos: Path, tmp_path: Path
+) -> None:
+    methods = ("pcam+", "gradcam")
+    cnn, restaged = tmp_path / "cnn", tmp_path / "restaged"
+    evaluate(photos, cnn, _config(methods=methods), model=tiny_classifier(), num_workers=0)
+    config = _config(methods=methods, reshape="nhwc")
+    evaluate(photos, restaged, config, model=channels_last_classifier(), num_workers=0)
+    for method in methods:
+        with (
+            np.load(cnn / "npz" / f"tiny_{method}.npz") as expected,
+            np.load(restaged / "npz" / f"tiny_{method}.npz") as maps,
+        ):
+            for name in expected.files:
+                np.testing.assert_allclose(maps[name], expected[name], atol=1e-5)
+    record = json.loads((restaged / "run.json").read_text())["configuration"]
+    assert record["reshape"] == "nhwc"
+    assert record["layers"] == ["stage1", "stage2", "stage3"]  # discovered through the reshape
+    assert record["method_parameters"]["gradcam"]["reshape"] == "nhwc"
+    # Runs from before the option resume: without a reshape, it is not recorded at all.
+    assert "reshape" not in json.loads((cnn / "run.json").read_text())["configuration"]
+    other = _config(methods=methods, reshape="tests.attr.test_reshape:from_channels_last")
+    with pytest.raises(EvaluationError, match=r"differs in .*reshape"):
+        evaluate(photos, restaged, other, model=channels_last_classifier(), num_workers=0)

@@ -26,7 +26,7 @@ from captum_polycam.evaluation.sanity import (
     sanity_check,
 )
 from captum_polycam.resources.errors import EvaluationError
-from tests.conftest import TinyCNN
+from tests.conftest import FromChannelsLast, Restaged, TinyCNN, ToChannelsLast
 
 TINY_BLOCKS = ["head", "block3.0", "block2.0", "block1.0"]  # TinyCNN's, output first
 COLUMNS = ["method", "step", "randomised", *MEASURES]
@@ -207,6 +207,21 @@ def test_invalid_arguments(tiny_cnn: TinyCNN, keywords: dict, message: str) -> N
         sanity_check(tiny_cnn, torch.randn(2, 3, 16, 16), ["random"], **keywords)
 
 
+def test_a_channels_last_model_read_through_its_reshape_decays_as_its_cnn(
+    tiny_cnn: TinyCNN,
+) -> None:
+    inputs = torch.randn(2, 3, 16, 16)
+    expected = sanity_check(tiny_cnn, inputs, ["gradcam", "pcam+"], steps=[1, 3])
+    restaged = Restaged(tiny_cnn, ToChannelsLast, FromChannelsLast)
+    result = sanity_check(restaged, inputs, ["gradcam", "pcam+"], reshape="nhwc", steps=[1, 3])
+    # The same blocks in the same order, re-initialised with the same seeds: the same maps.
+    assert result.blocks == ["head", "stage3.1.0", "stage2.1.0", "stage1.0.0"]
+    for method in ("gradcam", "pcam+"):
+        torch.testing.assert_close(result.maps[method], expected.maps[method])
+    with pytest.raises(EvaluationError, match="reshape must be None, 'nhwc', 'tokens'"):
+        sanity_check(restaged, inputs, ["gradcam"], reshape="nchw")
+
+
 def test_invalid_inputs(tiny_cnn: TinyCNN) -> None:
     with pytest.raises(EvaluationError, match="inputs: expected a non-empty N x C x H x W"):
         sanity_check(tiny_cnn, torch.randn(3, 16, 16), ["random"])
@@ -267,6 +282,18 @@ def test_command_line_writes_the_table_and_figure(
     assert "| " + " | ".join(COLUMNS) + " |" in printed
     assert "head, block3.0, block2.0, block1.0" in printed
     _check_outputs(out, ["gradcam", "random"], [0, 1, 2, 3, 4])
+
+
+def test_command_line_reshape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = "tests.evaluation.tiny_models:channels_last_classifier"
+    out = tmp_path / "out"
+    args = _parse(tmp_path, "--model", model, "--reshape", "nhwc", "--out", str(out), "--quiet")
+    assert sanity_command.run(args) == 0
+    assert "head, stage3.1.0, stage2.1.0, stage1.0.0" in capsys.readouterr().out
+    _check_outputs(out, ["pcam+", "gradcam"], [0, 1, 2, 3, 4])
+    with pytest.raises(SystemExit):
+        _parse(tmp_path, "--reshape", "nchw")
+    assert "--reshape: reshape must be None, 'nhwc'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

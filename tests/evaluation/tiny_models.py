@@ -7,13 +7,19 @@ from captum.attr import Saliency
 from torch import nn
 
 from captum_polycam import PolyCam
-from tests.conftest import TinyCNN
+from tests.conftest import FromChannelsLast, Restaged, TinyCNN, ToChannelsLast
 
 
 def tiny_classifier() -> nn.Module:
     """The seeded three-resolution :class:`TinyCNN` (5 classes), for 16 to 64 pixel inputs."""
     torch.manual_seed(0)
     return TinyCNN().eval()
+
+
+def channels_last_classifier() -> nn.Module:
+    """:func:`tiny_classifier` with its stages channels-last, as Swin's are: the same weights
+    and logits, so ``reshape="nhwc"`` must give its maps."""
+    return Restaged(tiny_classifier(), ToChannelsLast, FromChannelsLast).eval()
 
 
 def fixed_size_classifier() -> nn.Module:
