@@ -88,7 +88,7 @@ def test_one_stage_per_resolution_is_found(family: str) -> None:
     assert hooked_modules(model) == []
 
 
-@pytest.mark.parametrize("family", ["torchvision swin_t", "hugging face swin"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_gives_the_maps_of_single_images(family: str) -> None:
     build, reshape, names, _ = FAMILIES[family]
     model = build().eval()
