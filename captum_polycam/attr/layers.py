@@ -282,6 +282,10 @@ def _choose(records: list[_Call], inputs: Tensor, reshaped: bool = False) -> lis
     return [choice.call for choice in chosen]
 
 
+def _shown(reshape: Reshape) -> str:
+    return repr(reshape) if isinstance(reshape, str) else getattr(reshape, "__name__", "f")
+
+
 def _side_shrink(shallow: LayerInfo, deep: LayerInfo) -> float:
     return max(shallow.height / deep.height, shallow.width / deep.width)
 
@@ -304,6 +308,15 @@ def _discover(
         name = call.name if call.index == last else f"{call.name}:{call.index}"
         layers.append(_layer_info(name, call.output))
 
+    if len(layers) == 1 and transform is not None:
+        raise ValueError(
+            f"discover_layers: found maps at one resolution only, {layers[0]}, reading the "
+            f"layers with reshape={_shown(reshape)}: this model keeps one grid throughout, as "
+            "a flat ViT does. Pass one layer, such as "
+            f"PolyCam(model, layers=[{layers[0].name!r}], reshape={_shown(reshape)}), for a "
+            "Score-CAM-like map at that grid; more layers of the same grid add no detail, "
+            "since Poly-CAM's gain comes from shallower layers at finer resolutions"
+        )
     if len(layers) < 2:
         found = (
             f"N x C x h x w feature maps at one resolution only, {layers[0]}"

@@ -4,6 +4,7 @@ ConvNeXt (whose output carries its logits)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,14 @@ def test_hugging_face_outputs_are_scored_from_their_logits() -> None:
 def test_a_flat_vit_is_told_to_read_one_layer_as_tokens() -> None:
     model = torchvision.models.vit_b_16().eval()
     with pytest.raises(ValueError, match=r"reshape='tokens'.*one layer, a Score-CAM-like map"):
+        discover_layers(model, IMAGE)
+    told = (
+        "found maps at one resolution only, encoder (768@14x14), reading the layers with "
+        "reshape='tokens': this model keeps one grid throughout, as a flat ViT does. Pass one "
+        "layer, such as PolyCam(model, layers=['encoder'], reshape='tokens'), for a "
+        "Score-CAM-like map at that grid; more layers of the same grid add no detail"
+    )
+    with pytest.raises(ValueError, match=re.escape(told)):
         discover_layers(model, IMAGE, reshape="tokens")
     found = describe_layers(model, IMAGE, ["encoder.layers.encoder_layer_11"], reshape="tokens")
     assert str(found[0]) == "encoder.layers.encoder_layer_11 (768@14x14)"
