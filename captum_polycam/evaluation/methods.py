@@ -194,7 +194,7 @@ def build_methods(
     methods = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
-            methods.append(_poly_cam(name, model, list(layers), options, shared, layout))
+            methods.append(_poly_cam(name, model, list(layers), options, shared, transform, layout))
         elif name == "gradcam":
             methods.append(_grad_cam(model, layers[-1], transform, layout))
         elif name in BASELINES:
@@ -238,6 +238,7 @@ def _poly_cam(
     layers: list[str],
     options: ScoringOptions,
     shared: dict[tuple[str, float | None], _SharedPolyCam],
+    transform: Callable[[Tensor], Tensor] | None,
     layout: dict[str, str],
 ) -> Method:
     head, *suffixes = name.split(":")
@@ -276,7 +277,7 @@ def _poly_cam(
             variant,
             pass_budget=pass_budget,
             options=options,
-            reshape=layout.get("reshape"),
+            reshape=transform,
         )
         shared[key] = _SharedPolyCam(polycam)
     shared_run = shared[key]

@@ -247,5 +247,13 @@ def test_a_reshape_function_is_recorded_by_where_it_lives(tiny_cnn: TinyCNN) -> 
     for reshape in (named, from_channels_last):
         (method,) = build_methods(["gradcam"], restaged, STAGES, reshape=reshape)
         assert method.parameters["reshape"] == named
+    # A function that cannot be imported by its name is recorded by it, and used as it is.
+    inputs, targets = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    names = ["pcam+", "gradcam"]
+    local = build_methods(names, restaged, STAGES, reshape=lambda x: x.permute(0, 3, 1, 2))
+    expected = build_methods(names, tiny_cnn, LAYERS)
+    for method, cnn in zip(local, expected, strict=True):
+        assert method.parameters["reshape"].endswith("<locals>.<lambda>")
+        torch.testing.assert_close(method.explain(inputs, targets), cnn.explain(inputs, targets))
     with pytest.raises(EvaluationError, match="reshape must be None, 'nhwc', 'tokens'"):
         build_methods(["gradcam"], restaged, STAGES, reshape="nchw")
