@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "LayerLike",
     "Reshape",
     "capture_activations",
+    "check_shallow_to_deep",
     "reshape_function",
     "resolve_layers",
 ]
@@ -287,6 +289,21 @@ class LayerInfo:
 def _layer_info(name: str, output: Tensor) -> LayerInfo:
     channels, height, width = output.shape[1:]
     return LayerInfo(name, channels, height, width)
+
+
+def check_shallow_to_deep(layers: Sequence[LayerInfo]) -> None:
+    """Check that ``layers`` go shallow to deep, as Poly-CAM's backward recursion needs: each
+    map no larger than the one before it, on both sides.
+
+    Raises:
+        ValueError: Naming the first layer that is larger than the one before it.
+    """
+    for shallow, deep in pairwise(layers):
+        if deep.height > shallow.height or deep.width > shallow.width:
+            raise ValueError(
+                "layers: must go shallow to deep, by non-increasing resolution; "
+                f"{deep} comes after {shallow}"
+            )
 
 
 def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor, tuple[Any, ...]]:

@@ -62,7 +62,8 @@ _PADDINGS = (
 # Convolutional stacks halve the side from one stage to the next, or quarter it at a stem; a
 # larger step between two layers found means the stages in between could not be read.
 _MAX_SIDE_SHRINK = 4
-_WRAPPER_HINT = (
+_PASS_LAYERS_HINT = (
+    "Pass the layers explicitly, PolyCam(model, layers=[...]) or --layers on the command line, "
     "with reshape='nhwc' for channels-last stages (Swin: its stages, such as features.1, "
     "features.3, features.5 and features.7) or reshape='tokens' to reshape tokens to their grid "
     "(a flat ViT: one layer, a Score-CAM-like map, since layers of one resolution add no "
@@ -313,9 +314,10 @@ def _discover(
             f"discover_layers: found maps at one resolution only, {layers[0]}, reading the "
             f"layers with reshape={_shown(reshape)}: this model keeps one grid throughout, as "
             "a flat ViT does. Pass one layer, such as "
-            f"PolyCam(model, layers=[{layers[0].name!r}], reshape={_shown(reshape)}), for a "
-            "Score-CAM-like map at that grid; more layers of the same grid add no detail, "
-            "since Poly-CAM's gain comes from shallower layers at finer resolutions"
+            f"PolyCam(model, layers=[{layers[0].name!r}], reshape={_shown(reshape)}) or "
+            f"--layers {layers[0].name} on the command line, for a Score-CAM-like map at that "
+            "grid; more layers of the same grid add no detail, since Poly-CAM's gain comes from "
+            "shallower layers at finer resolutions"
         )
     if len(layers) < 2:
         found = (
@@ -327,7 +329,7 @@ def _discover(
             f"discover_layers: found {found}. Poly-CAM needs a convolutional stack of "
             "N x C x h x w feature maps at several resolutions; models that work on tokens (ViT) "
             "or on channels-last N x h x w x C maps (Swin) have none that discovery can read. "
-            f"Pass the layers explicitly, PolyCam(model, layers=[...]), {_WRAPPER_HINT}"
+            f"{_PASS_LAYERS_HINT}"
         )
     gaps = [
         f"{shallow} is followed by {deep}, {_side_shrink(shallow, deep):.3g}x smaller"
@@ -338,8 +340,7 @@ def _discover(
         warnings.warn(
             f"discover_layers: the layers found skip resolutions: {'; '.join(gaps)}. The maps "
             "in between are probably channels-last (N x h x w x C) or tokens, which discovery "
-            "cannot read. Pass the layers explicitly, PolyCam(model, layers=[...]), "
-            f"{_WRAPPER_HINT}",
+            f"cannot read. {_PASS_LAYERS_HINT}",
             UserWarning,
             stacklevel=3,  # the caller of discover_layers or describe_layers
         )

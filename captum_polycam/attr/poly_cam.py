@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate
 from typing import Any, Literal, NamedTuple, overload
 
 import torch
@@ -23,10 +23,11 @@ from captum_polycam.attr.budget import (
     spend_budget,
 )
 from captum_polycam.attr.capture import (
-    LayerCall,
     LayerLike,
     Reshape,
+    _layer_info,
     capture_activations,
+    check_shallow_to_deep,
     reshape_function,
     resolve_layers,
 )
@@ -407,7 +408,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 layers,
                 self.reshape,
             )
-            self._check_resolutions(layers, activations)
+            check_shallow_to_deep(
+                [_layer_info(str(layer), a) for layer, a in zip(layers, activations, strict=True)]
+            )
             return self._maps(batch, activations, perturbations_per_eval, show_progress)
 
     def _maps(
@@ -538,16 +541,6 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             torch.cat(by_mode[h], dim=1) if h in by_mode else None for h in (False, True)
         )
         return unveiled, hidden, [] if black_scores is None else [black_scores]
-
-    @staticmethod
-    def _check_resolutions(layers: list[LayerCall], activations: list[Tensor]) -> None:
-        for (shallow, a), (deep, b) in pairwise(zip(layers, activations, strict=True)):
-            if b.shape[-2] > a.shape[-2] or b.shape[-1] > a.shape[-1]:
-                raise ValueError(
-                    "layers must be ordered shallow to deep, by non-increasing resolution; "
-                    f"{deep} ({b.shape[-2]}x{b.shape[-1]}) comes after {shallow} "
-                    f"({a.shape[-2]}x{a.shape[-1]})"
-                )
 
 
 def _stages(

@@ -88,7 +88,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         f"{', '.join(BASELINES)}, or package.module:callable (default: "
         f"{','.join(DEFAULT_METHODS)})",
     )
-    add_layers_option(parser, "discovered")
+    add_layers_option(parser, "one per resolution, discovered")
     add_reshape_option(parser)
     parser.add_argument(
         "--out",

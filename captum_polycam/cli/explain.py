@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from captum_polycam import PolyCam, describe_layers
+from captum_polycam import PolyCam
 from captum_polycam.attr import VARIANTS
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
+    add_layers_option,
     add_model_option,
     add_pass_budget_option,
     add_perturbations_option,
@@ -26,9 +27,11 @@ from captum_polycam.cli.arguments import (
     add_run_options,
     add_variant_option,
     check_device,
+    layer_names,
 )
 from captum_polycam.cli.figure import check_figure_path, save_figure
 from captum_polycam.cli.steps import timed_polycam, writing_figure
+from captum_polycam.evaluation.config import checked_layers
 from captum_polycam.perturbation.targets import logits_of
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import bundled_image, normalise, read_image
@@ -67,6 +70,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_device_option(explain)
     add_run_options(explain)
     add_pass_budget_option(explain)
+    add_layers_option(explain, "one per resolution, discovered")
     add_reshape_option(explain)
     add_perturbations_option(explain, "image", "the fastest, measured on the first passes")
     return explain
@@ -107,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         explained = args.target * len(sources) if len(args.target) == 1 else args.target
 
-    try:
-        found = describe_layers(model, inputs, reshape=args.reshape)
-    except ValueError as error:  # no multi-resolution stack of feature maps
-        raise EvaluationError(f"--model {args.model}: {error}") from None
+    found = checked_layers(
+        model, inputs, layer_names(args.layers), args.reshape, argument="--layers"
+    )
     layers = [layer.name for layer in found]
     sizes = [f"{layer.height}x{layer.width}" for layer in found]
 

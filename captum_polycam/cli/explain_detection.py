@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_polycam import DetectionBoxScore, PolyCam, describe_layers
-from captum_polycam.attr.capture import Reshape
+from captum_polycam import DetectionBoxScore, PolyCam
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
@@ -33,6 +31,7 @@ from captum_polycam.cli.arguments import (
 )
 from captum_polycam.cli.figure import check_figure_path, save_detection_figure
 from captum_polycam.cli.steps import timed_polycam, writing_figure
+from captum_polycam.evaluation.config import checked_layers
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import read_image
 from captum_polycam.resources.models import load_detector
@@ -95,11 +94,13 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model, categories = load_detector(args.model, device)
     pixels = pixels.to(device)
-    layers = layer_names(args.layers)
-    if layers is not None:
-        _check_layers(model, pixels, layers, args.reshape)
     with torch.no_grad():
         found = _detections(model(pixels), args.model)
+    # Before the detections are printed, so that a mistake in --layers fails at once.
+    described = checked_layers(
+        model, pixels, layer_names(args.layers), args.reshape, argument="--layers"
+    )
+    layers = [layer.name for layer in described]
     order = found["scores"].argsort(descending=True)[: args.max_detections]
     found = {key: found[key][order] for key in ("boxes", "labels", "scores")}
     print(f"Model: {args.model} on {device}, method: PCAM {args.variant}")
@@ -118,13 +119,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name} {float(confidence):.2f} at ({corners})")
 
     inputs = pixels.expand(len(score), -1, -1, -1)
-    if layers is None:
-        try:
-            described = describe_layers(model, pixels, reshape=args.reshape)
-            layers = [layer.name for layer in described]
-        except ValueError as error:
-            raise EvaluationError(f"--model {args.model}: {error}; pass --layers") from None
-    print("Layers, shallow to deep: " + ", ".join(layers))
+    print("Layers, shallow to deep: " + ", ".join(map(str, described)))
     sys.stdout.flush()
     polycam = PolyCam(
         model,
@@ -146,25 +141,6 @@ def run(args: argparse.Namespace) -> int:
     with writing_figure(args.out):
         save_detection_figure(args.out, pixels.cpu(), maps.cpu(), score.boxes.cpu(), titles)
     return 0
-
-
-def _check_layers(
-    model: nn.Module, pixels: Tensor, layers: Sequence[str], reshape: Reshape | None
-) -> None:
-    """Fail before the attribution when ``--layers`` names no module, a call that does not
-    happen, a layer without ``C x h x w`` maps, or resolutions out of order."""
-    try:
-        found = describe_layers(model, pixels, layers, reshape=reshape)
-    except (TypeError, ValueError) as error:
-        raise EvaluationError(f"--layers: {str(error).removeprefix('layers: ')}") from None
-    for shallow, deep in pairwise(found):
-        # As PolyCam requires, but found now rather than after the detection.
-        if deep.height > shallow.height or deep.width > shallow.width:
-            raise EvaluationError(
-                "--layers: layers must be ordered shallow to deep, by non-increasing "
-                f"resolution; {deep.name} ({deep.height}x{deep.width}) comes after "
-                f"{shallow.name} ({shallow.height}x{shallow.width})"
-            )
 
 
 def _detections(output: object, model_name: str) -> Mapping[str, Tensor]:

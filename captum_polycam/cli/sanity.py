@@ -14,11 +14,13 @@ import torch
 
 from captum_polycam.cli.arguments import (
     add_device_option,
+    add_layers_option,
     add_model_option,
     add_reshape_option,
     add_run_options,
     check_device,
     comma_list,
+    layer_names,
 )
 from captum_polycam.evaluation.sanity import sanity_check
 from captum_polycam.resources.errors import EvaluationError
@@ -47,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="JPEG, PNG, WebP or GIF files (default: the four bundled photos)",
     )
     add_model_option(sanity)
+    add_layers_option(sanity, "one per resolution, discovered")
     add_reshape_option(sanity)
     sanity.add_argument(
         "--methods",
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         inputs,
         methods,
+        layers=layer_names(args.layers),
         reshape=args.reshape,
         steps=steps,
         seed=args.seed,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 from typing import Any, Literal
 
 import torch
@@ -14,13 +13,13 @@ from torch.utils.data import Dataset
 
 from captum_polycam._conventions import check_int
 from captum_polycam.attr import LayerInfo, describe_layers
-from captum_polycam.attr.capture import reshape_function
+from captum_polycam.attr.capture import Reshape, check_shallow_to_deep, reshape_function
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import Preprocessing, Sample
 from captum_polycam.resources.models import DEFAULT_MODEL
 
-__all__ = ["DEFAULT_METHODS", "EvaluationConfig", "check_on_first_input"]
+__all__ = ["DEFAULT_METHODS", "EvaluationConfig", "check_on_first_input", "checked_layers"]
 
 DEFAULT_METHODS = ("pcam+", "gradcam", "random")
 
@@ -157,16 +156,7 @@ def check_on_first_input(
             f"n_steps: {config.n_steps} insertion and deletion steps need as many pixels; the "
             f"inputs have {height} x {width} = {height * width}"
         )
-    try:
-        described = describe_layers(model, first, config.layers, reshape=config.reshape)
-    except (TypeError, ValueError) as error:
-        raise EvaluationError(str(error)) from None
-    for shallow, deep in pairwise(described):
-        if deep.height > shallow.height or deep.width > shallow.width:
-            raise EvaluationError(
-                f"layers must go shallow to deep, by non-increasing resolution; {deep} comes "
-                f"after {shallow}"
-            )
+    described = checked_layers(model, first, config.layers, config.reshape)
     classes = output.shape[1]
     labels = getattr(dataset, "labels", None) or {}
     outside = sorted(name for name, label in labels.items() if not 0 <= label < classes)
@@ -176,4 +166,34 @@ def check_on_first_input(
             f"{len(outside)} image(s) have another, such as {outside[0]!r} "
             f"({labels[outside[0]]})"
         )
+    return described
+
+
+def checked_layers(
+    model: nn.Module,
+    inputs: Tensor,
+    layers: Sequence[str] | None,
+    reshape: Reshape | None,
+    *,
+    argument: str = "layers",
+) -> list[LayerInfo]:
+    """Poly-CAM's layers, described on ``inputs``: the ones given, once checked to exist, to
+    give ``N x C x h x w`` maps through ``reshape`` and to go shallow to deep, or, with
+    ``layers=None``, the ones discovery finds.
+
+    Every command and evaluation reads its layers here, so that their mistakes are told alike.
+
+    Raises:
+        EvaluationError: Naming ``argument``: ``"layers"`` in Python, ``"--layers"`` on the
+            command line.
+    """
+    try:
+        described = describe_layers(model, inputs, layers, reshape=reshape)
+        if layers is not None:
+            check_shallow_to_deep(described)
+    except (TypeError, ValueError) as error:
+        told = str(error).removeprefix("layers: ")
+        if layers is None:  # no stack of maps at several resolutions to discover
+            told = f"none given, and none discovered: {told}"
+        raise EvaluationError(f"{argument}: {told}") from None
     return described

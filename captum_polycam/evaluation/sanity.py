@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from captum_polycam._conventions import check_inputs, evaluation_mode, seeded
 from captum_polycam._progress import Progress, progress_mode
-from captum_polycam.attr import describe_layers
 from captum_polycam.attr.capture import Reshape, reshape_function
+from captum_polycam.evaluation.config import checked_layers
 from captum_polycam.evaluation.methods import build_methods, masked_passes_per_image
 from captum_polycam.resources.errors import EvaluationError
 
@@ -395,12 +395,7 @@ def sanity_check(
     checkpoints = [0, *_checked_steps(steps, len(cascade))]
     with torch.no_grad():
         explained = _checked_targets(network(inputs), targets)
-    try:
-        described = describe_layers(network, inputs, layers, reshape=reshape)
-    except ValueError as error:  # no stack of feature maps at several resolutions
-        if layers is not None:
-            raise EvaluationError(f"layers: {error}") from None
-        raise EvaluationError(f"layers: none given and none found ({error})") from None
+    described = checked_layers(network, inputs, layers, reshape)
     layers = [layer.name for layer in described]
     bound = build_methods(methods, network, layers, perturbations_per_eval, reshape=reshape)
     _require("scipy")  # fail before the long part, not after it

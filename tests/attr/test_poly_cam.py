@@ -374,8 +374,8 @@ def test_a_layer_given_twice_is_refused_on_construction(layers) -> None:
         ),
         (
             ["act:1", "act:0"],
-            "layers must be ordered shallow to deep, by non-increasing "
-            "resolution; act:0 (16x16) comes after act:1 (8x8)",
+            "layers: must go shallow to deep, by non-increasing resolution; "
+            "act:0 (4@16x16) comes after act:1 (4@8x8)",
         ),
     ],
 )

@@ -64,7 +64,8 @@ def test_layer_output_not_a_map(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> Non
 
 
 def test_layers_out_of_order(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
-    with pytest.raises(ValueError, match=r"shallow to deep.*block2 \(8x8\) comes after block3"):
+    told = r"layers: must go shallow to deep.*block2 \(6@8x8\) comes after block3 \(8@4x4\)"
+    with pytest.raises(ValueError, match=told):
         PolyCam(tiny_cnn, ["block3", "block2"]).attribute(tiny_inputs)
 
 

@@ -124,8 +124,9 @@ def test_a_flat_vit_is_told_to_read_one_layer_as_tokens() -> None:
     told = (
         "found maps at one resolution only, encoder (768@14x14), reading the layers with "
         "reshape='tokens': this model keeps one grid throughout, as a flat ViT does. Pass one "
-        "layer, such as PolyCam(model, layers=['encoder'], reshape='tokens'), for a "
-        "Score-CAM-like map at that grid; more layers of the same grid add no detail"
+        "layer, such as PolyCam(model, layers=['encoder'], reshape='tokens') or --layers encoder "
+        "on the command line, for a Score-CAM-like map at that grid; more layers of the same "
+        "grid add no detail"
     )
     with pytest.raises(ValueError, match=re.escape(told)):
         discover_layers(model, IMAGE, reshape="tokens")

@@ -155,7 +155,7 @@ def test_an_empty_method_list_is_a_one_line_error(
         (["--steps", "100000"], "n_steps: 100000 insertion and deletion steps need as many"),
         (["--layers", "nope"], "layers: the model has no module named 'nope'"),
         (["--methods", "gradcam", "--layers", "nope"], "no module named 'nope'"),
-        (["--layers", "block3,block1"], "layers must go shallow to deep"),
+        (["--layers", "block3,block1"], "layers: must go shallow to deep"),
         (["--layers", "block1:99"], "call 99"),
         (["--size", "1", "1"], "n_steps: 8 insertion and deletion steps need as many pixels"),
         (

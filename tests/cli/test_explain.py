@@ -184,7 +184,49 @@ def test_model_without_a_multi_resolution_stack_is_a_usage_error(tmp_path, capsy
         cli_explain, "load_model", lambda name, device: (OneResolution().eval(), categories)
     )
     assert main(["explain", "--out", str(tmp_path / "maps.png")]) == 2
-    assert "--model efficientnet-lite0: " in error_line(capsys)
+    told = error_line(capsys)
+    assert "--layers: none given, and none discovered: discover_layers: found N x C x h" in told
+    assert "PolyCam(model, layers=[...]) or --layers on the command line" in told
+
+
+def test_layers_choose_the_maps_explained(tmp_path, capsys, monkeypatch) -> None:
+    _stub_model(monkeypatch)
+    out = tmp_path / "maps.png"
+    assert main(["explain", "--layers", "features", "--out", str(out), "--quiet"]) == 0
+    assert "Layers, shallow to deep: features (2@14x14)\n" in capsys.readouterr().out
+    assert _png_size(out) == (300, 900)  # photo, overlay and the one layer's map
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ("nope", "--layers: the model has no module named 'nope'"),
+        ("features,features.1", "--layers: must go shallow to deep, by non-increasing resolution;"),
+        ("features.0:2", "--layers: features.0:2 asks for call 2, but the module is called 1"),
+    ],
+)
+def test_bad_layers_are_refused_before_the_attribution(
+    tmp_path, capsys, monkeypatch, layers: str, message: str
+) -> None:
+    _stub_model(monkeypatch)
+    out = tmp_path / "maps.png"
+    assert main(["explain", "--layers", layers, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert message in " ".join(captured.err.split())
+    assert "Attribution" not in captured.out and not out.exists()
+
+
+def test_a_flat_vit_is_told_which_layer_to_pass_and_then_explained(tmp_path, capsys) -> None:
+    out = tmp_path / "maps.png"
+    model = "tests.evaluation.tiny_models:tiny_flat_vit"
+    command = ["explain", "--model", model, "--reshape", "tokens", "--out", str(out), "--quiet"]
+    assert main(command) == 2
+    told = error_line(capsys)
+    assert "found maps at one resolution only, blocks (6@28x28)" in told
+    assert "or --layers blocks on the command line, for a Score-CAM-like map" in told
+    assert main([*command, "--layers", "blocks"]) == 0
+    assert "Layers, shallow to deep: blocks (6@28x28)\n" in capsys.readouterr().out
+    assert _png_size(out) == (300, 900)
 
 
 def test_figure_from_synthetic_tensors(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_each_detection_gets_its_map(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert status == 0
     assert "label 3 " in printed and "at (100, 60, 220, 180)" in printed
-    assert "Layers, shallow to deep: fine, coarse" in printed
+    assert "Layers, shallow to deep: fine (144@12x12), coarse (36@6x6)" in printed
     with Image.open(out) as figure:  # two panels: the photo with its box, then the map
         assert figure.size == (2 * figure.height, figure.height)
 
@@ -72,7 +72,7 @@ def test_discovers_the_layers_by_itself(tmp_path: Path, capsys) -> None:
         ]
     )
     assert status == 0
-    assert "Layers, shallow to deep: fine, coarse" in capsys.readouterr().out
+    assert "Layers, shallow to deep: fine (144@12x12), coarse (36@6x6)" in capsys.readouterr().out
 
 
 def test_no_detection_says_so(tmp_path: Path, capsys) -> None:
@@ -155,7 +155,7 @@ def _run(*options: str) -> int:
         (["fine", "nope"], "--layers: the model has no module named 'nope'"),
         (["fine:x", "coarse"], "--layers: 'fine:x' must be 'name' or 'name:call_index'"),
         (["fine:3", "coarse"], "--layers: fine:3 asks for call 3, but the module is called 1"),
-        (["coarse", "fine"], "--layers: layers must be ordered shallow to deep"),
+        (["coarse", "fine"], "--layers: must go shallow to deep, by non-increasing resolution"),
     ],
 )
 def test_bad_layers_are_a_usage_error(

@@ -547,7 +547,7 @@ def test_a_run_with_a_custom_method_resumes(photos: Path, tmp_path: Path) -> Non
             "the inputs have 32 x 32 = 1024",
         ),
         ({"layers": ("nope",)}, "layers: the model has no module named 'nope'"),
-        ({"layers": ("block3", "block1")}, "layers must go shallow to deep"),
+        ({"layers": ("block3", "block1")}, "layers: must go shallow to deep"),
         ({"layers": ("block1", "block3"), "methods": ("gradcam",)}, None),
         (
             {

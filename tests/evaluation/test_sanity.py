@@ -296,6 +296,19 @@ def test_command_line_reshape(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--reshape: reshape must be None, 'nhwc'" in capsys.readouterr().err
 
 
+def test_command_line_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A flat ViT, whose one grid discovery refuses, is checked on the layer ``--layers`` names."""
+    out = tmp_path / "out"
+    model = "tests.evaluation.tiny_models:tiny_flat_vit"
+    options = ("--model", model, "--reshape", "tokens", "--blocks", "1,2", "--out", str(out))
+    told = "layers: none given, and none discovered: .* or --layers blocks on the command line"
+    with pytest.raises(EvaluationError, match=told):
+        sanity_command.run(_parse(tmp_path, *options))
+    assert sanity_command.run(_parse(tmp_path, *options, "--layers", "blocks", "--quiet")) == 0
+    assert "head, blocks.2" in capsys.readouterr().out
+    _check_outputs(out, ["pcam+", "gradcam"], [0, 1, 2])
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

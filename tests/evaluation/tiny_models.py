@@ -22,6 +22,29 @@ def channels_last_classifier() -> nn.Module:
     return Restaged(tiny_classifier(), ToChannelsLast, FromChannelsLast).eval()
 
 
+class _TinyFlatViT(nn.Module):
+    """A flat ViT in miniature: 8 x 8 patches embedded, a class token, then token blocks that
+    keep one grid throughout, and a head on the mean token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 8, stride=8)
+        self.class_token = nn.Parameter(torch.randn(1, 1, 6))
+        self.blocks = nn.Sequential(nn.Linear(6, 6), nn.GELU(), nn.Linear(6, 6), nn.ReLU())
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), patches], dim=1)
+        return self.head(self.blocks(tokens).mean(dim=1))
+
+
+def tiny_flat_vit() -> nn.Module:
+    """The seeded :class:`_TinyFlatViT`: tokens at one grid, which discovery cannot stack."""
+    torch.manual_seed(0)
+    return _TinyFlatViT().eval()
+
+
 def fixed_size_classifier() -> nn.Module:
     """A classifier whose head takes only 16 x 16 inputs, as a model with a flatten does."""
     torch.manual_seed(0)
