@@ -1,10 +1,14 @@
 """Captum's argument conventions, written once for every method and metric: the inputs and
-their 1-tuple form, which forward arguments follow their example, positive integers, the
-model behind a forward function, evaluation mode, and seeding random work without disturbing
-the caller's random streams."""
+their 1-tuple form, which forward arguments follow their example, integers (NumPy's included),
+the model behind a forward function and the errors of inputs it cannot take, evaluation mode,
+giving a model back as it came, and seeding random work without disturbing the caller's
+random streams."""
 
 from __future__ import annotations
 
+import operator
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,9 +17,12 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "as_int",
+    "buffers_kept",
     "check_inputs",
     "check_int",
     "evaluation_mode",
+    "input_errors_explained",
     "is_per_example",
     "module_of",
     "seeded",
@@ -25,6 +32,21 @@ __all__ = [
 _KINDS = {1: "a positive int", 0: "a non-negative int", None: "an int"}
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as a Python int if it is an integer scalar, else ``None``.
+
+    An int, a NumPy integer (``np.int64(1)``, what indexing an array gives) or a 0-d NumPy
+    integer array: whatever ``operator.index`` takes, but a bool (``True`` is not meant as 1)
+    or a tensor, whose own rules (one entry per example) belong to the caller.
+    """
+    if isinstance(value, (bool, Tensor)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:  # a float, a NumPy bool, an array of more than one value, ...
+        return None
+
+
 def check_int(
     name: str,
     value: Any,
@@ -32,15 +54,27 @@ def check_int(
     *,
     none: bool = False,
     error: type[ValueError] = ValueError,
-) -> None:
-    """A clear ``error`` naming ``name`` unless ``value`` is an int (a bool is not) of at least
-    ``least`` (1, 0, or ``None`` for any), or ``None`` where ``none`` allows it."""
+) -> int | None:
+    """``value`` as a Python int, or a clear ``error`` naming ``name``.
+
+    Args:
+        name: The argument, as the error names it.
+        value: An int or a NumPy integer (see :func:`as_int`; a bool is not one).
+        least: The smallest value allowed: 1, 0, or ``None`` for any.
+        none: Whether ``None`` is allowed (and returned).
+        error: The exception raised, a ``ValueError``.
+
+    Returns:
+        ``value`` as a plain ``int`` (so that it prints, compares and serialises as one), or
+        ``None`` where ``none`` allows it.
+    """
     if value is None and none:
-        return
-    wrong_type = isinstance(value, bool) or not isinstance(value, int)
-    if wrong_type or (least is not None and value < least):
+        return None
+    number = as_int(value)
+    if number is None or (least is not None and number < least):
         expected = _KINDS[least] + " or None" * none
         raise error(f"{name} must be {expected}; got {value!r}")
+    return number
 
 
 def unpack_single(value: Any, name: str) -> tuple[Any, bool]:
@@ -88,6 +122,136 @@ def module_of(forward_func: Callable[..., Any]) -> nn.Module | None:
         return forward_func
     owner = getattr(forward_func, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
+
+
+# The convolution that reads inputs of each number of dimensions (batch and channels included).
+_CONVOLUTIONS: dict[int, type[nn.Module]] = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
+
+
+def _first_convolution(model: nn.Module, inputs: Tensor) -> tuple[str, nn.Module] | None:
+    """The first convolution registered in ``model`` of the kind that reads ``inputs`` (2-D
+    for images), with its name, where its input channels are known (a lazy one's are not
+    until it has run): where a CNN reads its input."""
+    kind = _CONVOLUTIONS.get(inputs.dim())
+    for name, module in model.named_modules():
+        if kind is not None and isinstance(module, kind) and module.in_channels > 0:
+            return name, module
+    return None
+
+
+def _input_mismatch(forward_func: Callable[..., Any], inputs: Tensor) -> Exception | None:
+    """A clear error when ``inputs`` cannot be what the model takes (another dtype or device
+    than its parameters, other channels than its first convolution's), else ``None``."""
+    model = module_of(forward_func)
+    if model is None:
+        return None
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if parameter is not None and parameter.dtype != inputs.dtype:
+        return TypeError(
+            f"inputs are {inputs.dtype} but the model's parameters are {parameter.dtype}: "
+            f"convert the inputs with inputs.to({parameter.dtype}) or the model with "
+            f"model.to({inputs.dtype})"
+        )
+    if parameter is not None and parameter.device != inputs.device:
+        return ValueError(
+            f"inputs are on {inputs.device} but the model's parameters are on "
+            f"{parameter.device}: move the inputs with inputs.to('{parameter.device}')"
+        )
+    first = _first_convolution(model, inputs)
+    if first is not None and inputs.shape[1] != first[1].in_channels:
+        name, convolution = first
+        given, expected = inputs.shape[1], convolution.in_channels
+        hint = " (convert grayscale or RGBA images to RGB)" if expected == 3 else ""
+        return ValueError(
+            f"inputs have {given} channels but the model's first convolution, "
+            f"{name or type(convolution).__name__}, takes {expected}: give the inputs "
+            f"{expected} channels, in dimension 1{hint}"
+        )
+    return None
+
+
+@contextmanager
+def input_errors_explained(forward_func: Callable[..., Any], inputs: Tensor) -> Iterator[None]:
+    """Run a forward pass of ``inputs`` (the clean pass, or the pass that discovers layers),
+    turning the error torch raises on inputs the model cannot take into one naming ``inputs``.
+
+    The explanation is looked for only once the pass has failed: a model may well take inputs
+    of another dtype than its parameters, or fewer channels than its first convolution, if it
+    converts them itself.
+
+    Raises:
+        TypeError: The inputs are of another dtype than the model's parameters.
+        ValueError: They are on another device, or have other channels than the model's first
+            convolution takes.
+        RuntimeError: Any other failure, as it was. The explained errors keep torch's as their
+            cause.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        mismatch = _input_mismatch(forward_func, inputs)
+        if mismatch is not None:
+            raise mismatch from error
+        raise
+
+
+# Which thread keeps each model's buffers (buffers_kept), so that two threads never interleave
+# their copies and restores of one model.
+_KEEPERS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+_KEEPERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def buffers_kept(model: nn.Module | None) -> Iterator[None]:
+    """Run forward passes of ``model`` and give every buffer back as it was, bit for bit.
+
+    In training mode a forward pass updates buffers (batch norm's ``running_mean``,
+    ``running_var`` and ``num_batches_tracked``): thousands of perturbed passes would move them
+    far from what the model learnt. Their values are copied first and written back afterwards,
+    into the same tensors, however the passes end; the passes themselves run in the model's
+    own mode. A model with no module in training mode is left alone: torch's modules update no
+    buffer in evaluation mode, and concurrent calls need no copy.
+
+    Nested uses in one thread copy once. Another thread cannot run a model in training mode
+    while its buffers are kept: the restores of two threads would interleave.
+
+    Raises:
+        RuntimeError: ``model`` is in training mode and another thread is running it here.
+    """
+    if model is None or not any(module.training for module in model.modules()):
+        yield
+        return
+    thread = threading.get_ident()
+    with _KEEPERS_LOCK:
+        keeper = _KEEPERS.get(model)
+        if keeper is None:
+            _KEEPERS[model] = thread
+    if keeper == thread:  # an outer call of this thread keeps them already
+        yield
+        return
+    if keeper is not None:
+        raise RuntimeError(
+            f"the model ({type(model).__name__}) is in training mode and another thread is "
+            "running it through captum-polycam, which gives its buffers back after each call: "
+            "concurrent calls would undo each other's. Call model.eval() first, or give each "
+            "thread its own copy of the model (copy.deepcopy(model))"
+        )
+    # A module may also replace a buffer rather than update it in place: put the tensor back.
+    saved = [
+        (module, name, buffer, buffer.clone())
+        for module in model.modules()
+        for name, buffer in module._buffers.items()
+        if buffer is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, copy in saved:
+                module._buffers[name] = buffer
+                buffer.copy_(copy)
+        with _KEEPERS_LOCK:
+            del _KEEPERS[model]
 
 
 @contextmanager

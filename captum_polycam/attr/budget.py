@@ -11,6 +11,7 @@ the documentation, with the measurements that chose these rules).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import accumulate
 from numbers import Real
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "choose",
     "cover_priority",
     "mask_features",
+    "one_per_layer",
     "similar_channel_weights",
     "spend_budget",
 ]
@@ -149,18 +151,23 @@ def spend_budget(
     weights_of: Callable[[Tensor], Tensor],
     features: Callable[[], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Score at most ``floor(budget * live channels)`` channels of each example; estimate the
-    others. Returns the channels scored and every channel's weight, ``(N, K)``.
+    """Score at most ``floor(budget * live channels)`` channels of each example, but never
+    fewer than one of each layer where it has a live channel; estimate the others. Returns the
+    channels scored and every channel's weight, ``(N, K)``.
+
+    A layer with no channel scored would have every weight estimated from nothing (a tiny
+    budget, ``1e-9`` or ``0.01`` of a small model, used to score no channel at all): so each
+    layer's channel of most activation mass is always scored, and a budget too small for that
+    is raised to it, one pass (two for PCAM+-) per layer and example.
 
     Without ``features``, one round: the channels of highest :func:`cover_priority` by
     activation mass are scored, and ``weights_of`` weights the others as dead channels. With
     ``features`` (a function giving :func:`mask_features` of every channel, ``(N, K, F)``),
-    two rounds: 70% of the budget as above; the other weights estimated from the scored
-    channels with similar masks (:func:`similar_channel_weights`); the rest of the budget by
-    :func:`cover_priority` of the estimated contributions ``w_k m_k``, the scored channels
-    counting as covered; and the estimates made again. An example whose budget scores no
-    channel weights every live channel ``1``: the maps are invariant to a common scale, so
-    that is the plain sum of the activations.
+    two rounds: 70% of the budget (still one channel of each layer at least) as above; the
+    other weights estimated from the scored channels with similar masks
+    (:func:`similar_channel_weights`); the rest of the budget by :func:`cover_priority` of the
+    estimated contributions ``w_k m_k``, the scored channels counting as covered; and the
+    estimates made again.
 
     Args:
         budget: In ``(0, 1]``.
@@ -171,19 +178,21 @@ def spend_budget(
         features: See above.
     """
     alive = torch.cat(live, dim=1)
-    allowed = allowed_channels(alive, budget)
+    widths = [mass.shape[1] for mass in masses]
+    layers = torch.stack([layer.any(dim=1) for layer in live], dim=1).sum(dim=1)
+    allowed = torch.maximum(allowed_channels(alive, budget), layers)
     if bool((allowed == alive.sum(dim=1)).all()):  # every live channel: the exact method
         return alive, weights_of(alive)
-    priority = cover_priority(masses, live)
+    priority = one_per_layer(cover_priority(masses, live), widths)
     if features is None:
         scored = choose(priority, allowed)
         weights = weights_of(scored)
     else:
-        first = choose(priority, allowed_channels(alive, budget * _FIRST_ROUND))
+        first_count = torch.maximum(allowed_channels(alive, budget * _FIRST_ROUND), layers)
+        first = choose(priority, first_count)
         weights = weights_of(first)
         features_now = features()
         estimates = similar_channel_weights(weights, features_now, first)
-        widths = [mass.shape[1] for mass in masses]
         contributions = [
             estimate * mass
             for estimate, mass in zip(estimates.split(widths, dim=1), masses, strict=True)
@@ -194,4 +203,22 @@ def spend_budget(
         scored = first | second
         estimates = similar_channel_weights(weights, features_now, scored)
         weights = torch.where(alive & ~scored, estimates, weights)
-    return scored, torch.where((allowed == 0)[:, None] & alive, 1.0, weights)
+    return scored, weights
+
+
+def one_per_layer(priority: Tensor, widths: list[int]) -> Tensor:
+    """``priority`` (``(N, K)``, layers of ``widths`` channels side by side) with the channel
+    of highest priority of each layer raised to ``2``, above any :func:`cover_priority`, where
+    it is live: :func:`choose` then scores one channel of every layer before a second of any.
+
+    That channel is the layer's of most mass, whose priority is already ``1``; but every
+    channel of a layer of no positive mass has priority ``1`` too, and would otherwise take
+    the places of other layers' first channels.
+    """
+    raised = priority.clone()
+    starts = accumulate(widths[:-1], initial=0)
+    for start, layer in zip(starts, priority.split(widths, dim=1), strict=True):
+        best = layer.max(dim=1)  # ties go to the earlier channel
+        rows = (best.values > -1).nonzero().squeeze(1)  # dead and done channels are -1
+        raised[rows, start + best.indices[rows]] = 2.0
+    return raised

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -202,7 +203,9 @@ def capture_activations(
     ``N x C x h x w`` by ``reshape`` (see :func:`reshape_function`).
 
     The copy is taken when the module returns, so in-place operations later in the forward
-    pass (residual sums, in-place activations) do not alter it.
+    pass (residual sums, in-place activations) do not alter it. Hooks belong to the modules,
+    so every thread's passes through them run them: only those of the calling thread are
+    read, and other threads may use the same model meanwhile.
 
     Raises:
         ValueError: If a layer is never called, asks for a call its module does not make, is
@@ -212,8 +215,11 @@ def capture_activations(
     transform = reshape_function(reshape)
     calls: dict[int, int] = {}
     captured: dict[int, list[Tensor]] = {}
+    thread = threading.get_ident()
 
     def hook(module: nn.Module, _args: Any, output: Any) -> None:
+        if threading.get_ident() != thread:  # another call's pass through a shared model
+            return
         calls[id(module)] = calls.get(id(module), 0) + 1
         captured.setdefault(id(module), []).append(
             output.detach().clone() if isinstance(output, Tensor) else output

@@ -8,6 +8,7 @@ Naming and reading the layers is :mod:`captum_polycam.attr.capture`'s job.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from captum_polycam._conventions import evaluation_mode
+from captum_polycam._conventions import evaluation_mode, input_errors_explained
 from captum_polycam.attr.capture import (
     LayerInfo,
     LayerLike,
@@ -146,9 +147,13 @@ def _record_calls(
     records: list[_Call] = []
     stack: list[_Call] = []
     counts: dict[int, int] = {}
+    # The hooks run on every thread's passes through the model: only this one's are recorded.
+    thread = threading.get_ident()
 
     def pre_hook(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if threading.get_ident() != thread:
+                return
             index = counts.get(id(module), 0)
             counts[id(module)] = index + 1
             block = next(
@@ -160,6 +165,8 @@ def _record_calls(
         return hook
 
     def post_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if threading.get_ident() != thread:
+            return
         call = stack.pop()
         call.order, call.output = len(records), _read(output, transform)
         call.made, call.returned = id(output), output
@@ -171,7 +178,9 @@ def _record_calls(
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
         handles.append(module.register_forward_hook(post_hook))
-    with _hooks(handles), evaluation_mode(model), torch.no_grad():
+    # A failure on inputs the model cannot take is said as the clean pass says it.
+    explained = input_errors_explained(model, inputs)
+    with _hooks(handles), evaluation_mode(model), torch.no_grad(), explained:
         model(inputs, *args)
     return records, counts
 
@@ -465,6 +474,6 @@ def describe_layers(
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     calls = resolve_layers(model, layers)
     first, args = _first_example(inputs, additional_forward_args)
-    with evaluation_mode(model), torch.no_grad():
+    with evaluation_mode(model), torch.no_grad(), input_errors_explained(model, first):
         _, outputs = capture_activations(lambda: model(first, *args), calls, reshape)
     return [_layer_info(str(call), output) for call, output in zip(calls, outputs, strict=True)]

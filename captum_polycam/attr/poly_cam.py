@@ -13,7 +13,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_inputs, module_of, unpack_single
+from captum_polycam._conventions import buffers_kept, check_inputs, module_of, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam._tensors import upsample
 from captum_polycam.attr.budget import (
@@ -209,7 +209,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 share of their layer's activation mass) and estimates the other channels'
                 weights (as dead channels' for PCAM+ and PCAM-, from the scored channels with
                 the most similar masks for PCAM+-): an approximation whose measured fidelity
-                is on the performance page. ``1.0`` gives the exact maps.
+                is on the performance page. ``1.0`` gives the exact maps. Whatever the budget,
+                one channel of each layer at least (its channel of most activation mass) is
+                scored, so that no layer is estimated from nothing: a budget too small for
+                that (``1e-9``, or ``0.01`` of a small model) spends one pass per layer and
+                example, two for PCAM+-.
             reshape: How each layer's output becomes ``N x C x h x w``, as pytorch-grad-cam's
                 ``reshape_transform``: ``None`` (CNNs), ``"nhwc"`` for channels-last stages
                 (Swin), ``"tokens"`` for a square grid of tokens after the class and register
@@ -316,7 +320,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 1-tuple holding it (Captum's tuple form; the maps then come in a 1-tuple).
             target: The output index explained for each example, as in Captum: an int, a
                 tuple for multi-dimensional outputs, a list or tensor with one entry per
-                example, or ``None`` for each example's top-1 class.
+                example, or ``None`` for each example's top-1 class. A NumPy integer
+                (``labels[i]``) is taken wherever an int is.
             additional_forward_args: Extra arguments of ``forward_func`` after the inputs.
                 Tensors whose first dimension is ``N`` are treated as per-example and follow
                 their example into the masked batches; anything else is passed as is.
@@ -335,6 +340,25 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             ``return_stages=True``, a pair ``(maps, stages)`` where ``stages`` holds the
             normalised composites deepest first (the deepest layer alone, the deepest two,
             ...), each ``N x 1 x H x W``; the last one equals ``maps``.
+
+        Raises:
+            TypeError, ValueError: Malformed inputs or targets (a NumPy integer is taken as an
+                int), or inputs the model cannot take: another dtype or device than its
+                parameters, other channels than its first convolution's (said whether the
+                layers are given or discovered; torch's error is kept as the cause).
+            RuntimeError: Another thread is running the model in training mode (see below).
+
+        Warns:
+            UserWarning: The model is in training mode; it comes back as it went in, every
+                buffer (batch-norm running statistics) given back as it was after the
+                passes. Or a map is all zero, naming the examples, the layer at fault and
+                the cause (no channel raises the score, or the weighted sum is not positive
+                anywhere), with what to try.
+
+        Calls from several threads may share one ``PolyCam`` and one model in evaluation
+        mode: each call reads only its own thread's forward passes. A model in training mode
+        serves one thread at a time, since every call gives its buffers back; a concurrent
+        call is refused with a ``RuntimeError``.
         """
         inputs, was_tuple = unpack_single(inputs, "inputs")
         # The warning names attribute()'s caller, past log_usage's wrapper.
@@ -386,16 +410,19 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         warning_stacklevel: int,
     ) -> PolyCamMaps:
         check_inputs(inputs)  # before any forward pass, discovery's included
-        if perturbations_per_eval is not None:
-            check_perturbations_per_eval(perturbations_per_eval)
+        perturbations_per_eval = check_perturbations_per_eval(perturbations_per_eval)
         if self.model is not None and self.model.training:
             warnings.warn(
                 "the model is in training mode: dropout and batch statistics make the maps "
-                "noisy and run-dependent; call model.eval() first",
+                "noisy and run-dependent; call model.eval() first. The model comes back as it "
+                "went in: the buffers its passes update (batch-norm running statistics) are "
+                "given back as they were",
                 UserWarning,
                 stacklevel=warning_stacklevel,
             )
-        with torch.no_grad():
+        # The scorer gives the buffers back after its passes; held here too, so that no other
+        # thread runs a model in training mode between discovery and the last pass.
+        with torch.no_grad(), buffers_kept(self.model):
             layers = self.layer_calls
             if layers is None:
                 assert self.model is not None
@@ -411,7 +438,24 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             check_shallow_to_deep(
                 [_layer_info(str(layer), a) for layer, a in zip(layers, activations, strict=True)]
             )
-            return self._maps(batch, activations, perturbations_per_eval, show_progress)
+            result, weights = self._maps(batch, activations, perturbations_per_eval, show_progress)
+        blank = _blank_maps(result, weights, [str(layer) for layer in layers])
+        if blank is not None:
+            warnings.warn(
+                f"{blank}. Try {self._other_settings()}",
+                UserWarning,
+                stacklevel=warning_stacklevel,
+            )
+        return result
+
+    def _other_settings(self) -> str:
+        """What else to try when a map comes out all zero, for this object's settings."""
+        others = [repr(variant) for variant in VARIANTS if variant != self.variant]
+        tips = [f"variant={' or '.join(others)}"]
+        if self._scorer.score_fn != "softmax":  # probabilities are never negative
+            tips.insert(0, "score_fn='softmax'")
+        tips.append("other layers (post-activation outputs, see describe_layers)")
+        return ", ".join(tips[:-1]) + f", or {tips[-1]}"
 
     def _maps(
         self,
@@ -419,7 +463,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         activations: list[Tensor],
         perturbations_per_eval: int | None,
         show_progress: bool,
-    ) -> PolyCamMaps:
+    ) -> tuple[PolyCamMaps, list[Tensor]]:
+        """The maps, and each layer's channel weights ``(N, K_l)``, shallow to deep."""
         layers = [_LayerMasks.of(activation) for activation in activations]
         live = torch.cat([layer.live for layer in layers], dim=1)
 
@@ -447,11 +492,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 # PCAM+- estimates from similar masks; PCAM+ and PCAM- weight as dead channels.
                 features=(lambda: _features(layers)) if self.variant == "plusminus" else None,
             )
+        layer_weights = list(weights.split([a.shape[1] for a in activations], dim=1))
         layer_maps = [
             (w[:, :, None, None] * activation).nansum(dim=1, keepdim=True).relu()
-            for w, activation in zip(
-                weights.split([a.shape[1] for a in activations], dim=1), activations, strict=True
-            )
+            for w, activation in zip(layer_weights, activations, strict=True)
         ]
 
         size = tuple(batch.inputs.shape[-2:])
@@ -459,7 +503,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         singles = [upsample(robust_normalise(m), size) for m in layer_maps]
         modes = len(_HIDE_MODES[self.variant])
         passes, exact = modes * int(scored.sum()), modes * int(live.sum())
-        return PolyCamMaps(stages[-1], stages, singles, passes, exact, tuple(layer_maps))
+        maps = PolyCamMaps(stages[-1], stages, singles, passes, exact, tuple(layer_maps))
+        return maps, layer_weights
 
     def _channel_weights(
         self, clean: Tensor, unveiled: Tensor | None, hidden: Tensor | None
@@ -549,6 +594,41 @@ def _stages(
     """The recursion's composites, deepest first, normalised and upsampled to ``size``."""
     composites = backward_recursion(layer_maps, local_normalisation)
     return [upsample(robust_normalise(m), size) for m in composites]
+
+
+def _blank_maps(result: PolyCamMaps, weights: list[Tensor], layers: list[str]) -> str | None:
+    """Why some maps of ``result`` are all zero, naming the examples and the layers at fault,
+    or ``None`` when none is.
+
+    The recursion multiplies the layers' maps, so one layer whose ``S_l`` is zero everywhere
+    blanks the whole map: because no channel has a positive weight (no channel raises the
+    score: logits below zero with ``score_fn="logit"``, or no hiding lowers it with PCAM- and
+    PCAM+-), or because, some weights positive, the weighted sum of the channels is still
+    positive nowhere (activations that can be negative).
+
+    Args:
+        result: The run, whose ``saliencies`` are the layers' ``S_l``.
+        weights: Each layer's channel weights, ``(N, K_l)``, shallow to deep.
+        layers: The layers' names, shallow to deep.
+    """
+    blank = result.maps.flatten(1).amax(dim=1) <= 0
+    if not bool(blank.any()):
+        return None
+    causes = []
+    for name, saliency, weight in zip(layers, result.saliencies, weights, strict=True):
+        zero = blank & (saliency.flatten(1).amax(dim=1) <= 0)
+        if not bool(zero.any()):
+            continue
+        if bool((weight[zero] > 0).any()):  # a NaN weight, which nansum skips, raises nothing
+            causes.append(
+                f"at layer {name}, the weighted sum of the channels is 0 or less everywhere"
+            )
+        else:
+            causes.append(f"at layer {name}, no channel raises the score (no weight is positive)")
+    if not causes:
+        causes.append("the layers' maps have no positive position in common, or the map is flat")
+    examples = blank.nonzero().squeeze(1).tolist()
+    return f"Poly-CAM's map is all zero for example(s) {examples}: {'; '.join(causes)}"
 
 
 def _features(layers: list[_LayerMasks]) -> Tensor:

@@ -14,8 +14,10 @@ from captum_polycam.perturbation.targets import ExampleTargets
 __all__ = ["PreparedBatch", "check_perturbations_per_eval"]
 
 
-def check_perturbations_per_eval(value: Any) -> None:
-    check_int("perturbations_per_eval", value, none=True)
+def check_perturbations_per_eval(value: Any) -> int | None:
+    """``value`` as a Python int (a NumPy integer is one) or ``None``; a clear error naming
+    ``perturbations_per_eval`` unless it is positive."""
+    return check_int("perturbations_per_eval", value, none=True)
 
 
 @dataclass(frozen=True)

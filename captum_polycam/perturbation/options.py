@@ -73,7 +73,9 @@ class ScoringOptions:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        check_int("perturbations_per_eval", self.perturbations_per_eval, none=True)
+        # A NumPy integer is kept as a plain int, which prints and serialises as one.
+        size = check_int("perturbations_per_eval", self.perturbations_per_eval, none=True)
+        object.__setattr__(self, "perturbations_per_eval", size)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if not isinstance(self.compile, bool):

@@ -19,7 +19,14 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_inputs, is_per_example, module_of, unpack_single
+from captum_polycam._conventions import (
+    buffers_kept,
+    check_inputs,
+    input_errors_explained,
+    is_per_example,
+    module_of,
+    unpack_single,
+)
 from captum_polycam._progress import Progress, current_progress, progress_mode
 from captum_polycam.perturbation.batch import PreparedBatch, check_perturbations_per_eval
 from captum_polycam.perturbation.options import (
@@ -133,6 +140,9 @@ class PerturbationScorer:
     ) -> PreparedBatch:
         """Check a batch, run its clean forward pass and resolve its targets.
 
+        The model comes back as it went in: in training mode, its buffers (batch-norm
+        statistics) are given back once the pass is done, here and in :meth:`score`.
+
         Args:
             inputs: ``N x C x H x W`` float tensor, or Captum's 1-tuple form ``(inputs,)``.
             target: Captum ``TargetType``; ``None`` for each example's top-1 class.
@@ -142,7 +152,8 @@ class PerturbationScorer:
         Raises:
             TypeError, ValueError: Malformed inputs or targets, a model output that is not
                 scores, NaN or Inf in the scores, inputs of another dtype or device than
-                the model's parameters.
+                the model's parameters or of other channels than its first convolution's
+                (found when the clean pass fails, whose error is kept as the cause).
         """
         inputs = unpack_single(inputs, "inputs")[0]
         check_inputs(inputs)
@@ -227,8 +238,7 @@ class PerturbationScorer:
         Warns:
             UserWarning: If ``precision`` is 2 or more times slower than fp32 on this CPU.
         """
-        if perturbations_per_eval is not None:
-            check_perturbations_per_eval(perturbations_per_eval)
+        perturbations_per_eval = check_perturbations_per_eval(perturbations_per_eval)
         inputs, count = batch.inputs, len(plan)
         example_of = plan.example_of.to(inputs.device)
         result = torch.empty(count, dtype=inputs.dtype, device=inputs.device)
@@ -262,33 +272,40 @@ class PerturbationScorer:
             result[start:stop] = batch.targets.select(scores, examples[:items])
             counter.update(stop - start)
 
-        self._check_lowered_precision(batch)
-        # A job that counts passes (an evaluation) gets them; otherwise this call reports alone.
-        job = current_progress()
-        own = None if job else Progress(plan.description, count, mode=progress_mode(show_progress))
-        counter = job or own
-        assert counter is not None
-        try:
-            shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
-            while start < count:
-                stop = min(start + shape.size, count)
-                try:
-                    run(start, stop, shape)
-                except torch.OutOfMemoryError:
-                    if shape.size == 1:
-                        raise
-                    # Halve the pass and go on; remember it, so the next call starts there.
-                    buffers.clear()
-                    if inputs.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    shape = PassShape(shape.size // 2, shape.channels_last)
-                    if tuned:
-                        _TUNER.remember(self._owner, self._tuning_key(inputs), shape)
-                    continue
-                start = stop
-        finally:
-            if own is not None:
-                own.close()
+        # In training mode the passes would move the model's batch-norm statistics: every
+        # buffer is given back as it was once they are done.
+        with buffers_kept(module_of(self.forward_func)):
+            self._check_lowered_precision(batch)
+            # A job that counts passes (an evaluation) gets them; otherwise this call reports alone.
+            job = current_progress()
+            own = (
+                None
+                if job
+                else Progress(plan.description, count, mode=progress_mode(show_progress))
+            )
+            counter = job or own
+            assert counter is not None
+            try:
+                shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
+                while start < count:
+                    stop = min(start + shape.size, count)
+                    try:
+                        run(start, stop, shape)
+                    except torch.OutOfMemoryError:
+                        if shape.size == 1:
+                            raise
+                        # Halve the pass and go on; remember it, so the next call starts there.
+                        buffers.clear()
+                        if inputs.device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        shape = PassShape(shape.size // 2, shape.channels_last)
+                        if tuned:
+                            _TUNER.remember(self._owner, self._tuning_key(inputs), shape)
+                        continue
+                    start = stop
+            finally:
+                if own is not None:
+                    own.close()
         if not bool(finite):
             raise ValueError(
                 f"the model's scores contain NaN or Inf on some of the {count} perturbed inputs "
@@ -376,13 +393,9 @@ class PerturbationScorer:
         return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def _forward_clean(self, inputs: Tensor, forward_args: tuple[Any, ...]) -> Any:
-        try:
+        model = module_of(self.forward_func)
+        with buffers_kept(model), input_errors_explained(self.forward_func, inputs):
             return self.forward_func(inputs, *forward_args)
-        except RuntimeError as error:
-            mismatch = _parameter_mismatch(self.forward_func, inputs)
-            if mismatch is not None:
-                raise mismatch from error
-            raise
 
     def _scores_of(self, output: Any, count: int) -> Tensor:
         if logits_of(output) is None and isinstance(self.score_fn, str):
@@ -435,26 +448,3 @@ def _float32(output: Any) -> Any:
     if isinstance(output, Tensor) and output.dtype in (torch.bfloat16, torch.float16):
         return output.float()
     return output
-
-
-def _parameter_mismatch(forward_func: Callable[..., Any], inputs: Tensor) -> Exception | None:
-    """A clear error when the inputs' dtype or device is not the model's, else ``None``."""
-    model = module_of(forward_func)
-    parameter = next(
-        (p for p in model.parameters() if p.is_floating_point()) if model is not None else iter(()),
-        None,
-    )
-    if parameter is None:
-        return None
-    if parameter.dtype != inputs.dtype:
-        return TypeError(
-            f"inputs are {inputs.dtype} but the model's parameters are {parameter.dtype}: "
-            f"convert the inputs with inputs.to({parameter.dtype}) or the model with "
-            f"model.to({inputs.dtype})"
-        )
-    if parameter.device != inputs.device:
-        return ValueError(
-            f"inputs are on {inputs.device} but the model's parameters are on "
-            f"{parameter.device}: move the inputs with inputs.to('{parameter.device}')"
-        )
-    return None

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
+from captum_polycam._conventions import as_int
 
 __all__ = ["ExampleTargets", "ScoreFn", "resolve_score_fn"]
 
@@ -80,9 +81,13 @@ class ExampleTargets:
         """Validate a Captum ``TargetType`` against the clean scores ``(N, ...)``.
 
         ``None`` picks each example's top-1 class of a ``(N, classes)`` output, and nothing for
-        an output with one value per example.
+        an output with one value per example. Wherever an int is taken (the target, a list
+        entry, an index of a tuple), a NumPy integer or 0-d integer array is taken as well.
         """
         count, device = scores.shape[0], scores.device
+        number = as_int(target)
+        if number is not None:  # np.int64(1), say, as indexing an array of labels gives
+            target = number
         if target is None:
             if scores.dim() == 1:
                 return cls(torch.zeros(count, 0, dtype=torch.long, device=device))
@@ -118,9 +123,12 @@ class ExampleTargets:
                 raise ValueError(
                     f"target: the list has {len(per_example)} entries for {count} examples"
                 )
-            rows = [(t,) if isinstance(t, int) else t for t in per_example]
-            if not all(isinstance(r, tuple) and all(isinstance(i, int) for i in r) for r in rows):
+            rows = [(t,) if as_int(t) is not None else t for t in per_example]
+            if not all(
+                isinstance(r, tuple) and all(as_int(i) is not None for i in r) for r in rows
+            ):
                 raise TypeError("target: list entries must be ints or tuples of ints")
+            rows = [tuple(as_int(i) for i in r) for r in rows]
             if len({len(r) for r in rows}) > 1:
                 raise ValueError("target: all tuples must have the same length")
             index = torch.tensor(rows, dtype=torch.long, device=device).reshape(count, -1)

@@ -15,6 +15,7 @@ from captum_polycam.attr.budget import (
     cover_priority,
     mask_features,
     similar_channel_weights,
+    spend_budget,
 )
 
 LAYERS = ["block1", "block2", "block3"]
@@ -57,13 +58,59 @@ def test_the_budget_is_respected(
     live = exact.exact_passes // MODES[variant]
     sizes = count_rows(tiny_cnn)
     result = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=budget).decompose(tiny_inputs[:1])
-    allowed = MODES[variant] * math.floor(budget * live)
+    # One channel of each layer at least: 0.01 of the 18 channels would score none.
+    allowed = MODES[variant] * max(math.floor(budget * live), len(LAYERS))
     black = 0 if variant == "minus" else 1
     assert result.exact_passes == exact.exact_passes
     assert result.passes == allowed
     assert sum(sizes) == 1 + black + allowed  # the clean pass, the black image, the masks
     assert result.maps.shape == (1, 1, 16, 16)
     assert 0 <= float(result.maps.min()) <= float(result.maps.max()) <= 1
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+@pytest.mark.parametrize("budget", [1e-9, 0.01])
+def test_a_tiny_budget_scores_one_channel_of_each_layer(
+    variant: str, budget: float, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    sizes = count_rows(tiny_cnn)
+    result = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=budget).decompose(tiny_inputs)
+    # 1e-9 and 0.01 of 18 channels would score none; one per layer and example instead.
+    assert result.passes == MODES[variant] * len(LAYERS) * len(tiny_inputs) < result.exact_passes
+    black = 0 if variant == "minus" else len(tiny_inputs)
+    assert sum(sizes) == len(tiny_inputs) + black + result.passes  # clean, black, masks
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_spend_budget_scores_the_channel_of_most_mass_of_each_layer(features: bool) -> None:
+    # Layer A: masses 1, 5, 2; layer B: live channels of no positive mass (every channel at
+    # priority 1, which must not crowd out layer C); layer C: 3, 4, a dead one, 0.5.
+    masses = [
+        torch.tensor([[1.0, 5.0, 2.0]]),
+        torch.tensor([[0.0, 0.0]]),
+        torch.tensor([[3.0, 4.0, 0.0, 0.5]]),
+    ]
+    live = [
+        torch.tensor([[True, True, True]]),
+        torch.tensor([[True, True]]),
+        torch.tensor([[True, True, False, True]]),
+    ]
+    asked: list[list[bool]] = []
+
+    def weights_of(scored: Tensor) -> Tensor:
+        asked.append(scored[0].tolist())
+        return torch.where(scored, 0.5, 0.0)
+
+    scored, weights = spend_budget(
+        1e-9, masses, live, weights_of, (lambda: torch.ones(1, 9, 49)) if features else None
+    )
+    one_each = [False, True, False, True, False, False, True, False, False]
+    assert scored[0].tolist() == one_each
+    assert asked[0] == one_each  # scored first, with nothing left for a second round
+    assert all(not any(selection) for selection in asked[1:])
+    # Estimated from the scored channels' masks (all alike) for PCAM+-, else as dead ones.
+    expected = [0.5] * 7 + [0.0, 0.5] if features else [0.5 * s for s in one_each]
+    assert weights[0].tolist() == expected
 
 
 @pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])

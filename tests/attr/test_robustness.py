@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import warnings
+
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -208,3 +213,206 @@ def test_a_pass_holds_perturbations_per_eval_per_example(tiny_cnn, tiny_inputs) 
     PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, perturbations_per_eval=2)
     sizes = counting.sizes
     assert sizes[0] == 3 and max(sizes[1:]) == 6 and len(set(sizes[1:-1])) == 1
+
+
+class NormalisedCNN(nn.Module):
+    """Two conv, batch-norm, ReLU blocks at 16 and 8 (at a 16 x 16 input), 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.block1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.block2 = nn.Sequential(
+            nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU()
+        )
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.block2(self.block1(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("layers", [None, ["block1", "block2"]])
+def test_a_model_in_training_mode_comes_back_as_it_went_in(tiny_inputs, layers) -> None:
+    model = NormalisedCNN().train()
+    model.block2[1].eval()  # each module's own flag is given back
+    buffers = dict(model.named_buffers())
+    before = {name: buffer.clone() for name, buffer in buffers.items()}
+    modes = [module.training for module in model.modules()]
+    with pytest.warns(UserWarning, match="batch-norm running statistics.*given back") as record:
+        result = PolyCam(model, layers).decompose(tiny_inputs)
+    assert "comes back as it went in" in str(record[0].message)
+    assert result.passes == result.exact_passes > 50  # each one a batch-norm update
+    assert set(buffers) == {
+        f"block{b}.1.{name}"
+        for b in (1, 2)
+        for name in ("running_mean", "running_var", "num_batches_tracked")
+    }
+    for name, buffer in model.named_buffers():
+        assert buffer is buffers[name]
+        assert torch.equal(buffer, before[name]), name  # bit for bit
+    assert [module.training for module in model.modules()] == modes
+    assert hooked_modules(model) == []
+
+
+@pytest.mark.parametrize(
+    ("model_dtype", "inputs_dtype"),
+    [
+        (torch.float32, torch.float16),
+        (torch.float32, torch.float64),
+        (torch.float64, torch.float32),
+    ],
+)
+def test_another_dtype_is_told_alike_with_discovered_and_given_layers(
+    tiny_cnn, tiny_inputs, model_dtype, inputs_dtype
+) -> None:
+    model = tiny_cnn.to(model_dtype)
+    inputs = tiny_inputs.to(inputs_dtype)
+    told = (
+        f"inputs are {inputs_dtype} but the model's parameters are {model_dtype}: convert "
+        f"the inputs with inputs.to({model_dtype}) or the model with model.to({inputs_dtype})"
+    )
+    for layers in (None, LAYERS):
+        with pytest.raises(TypeError) as raised:
+            PolyCam(model, layers).attribute(inputs)
+        assert str(raised.value) == told
+        assert isinstance(raised.value.__cause__, RuntimeError)  # torch's, kept as the cause
+        assert hooked_modules(model) == []
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_inputs_of_other_channels_are_told_what_the_model_takes(
+    tiny_cnn, tiny_inputs, channels
+) -> None:
+    inputs = tiny_inputs[:, :1].repeat(1, channels, 1, 1)
+    told = (
+        f"inputs have {channels} channels but the model's first convolution, block1.0, takes "
+        "3: give the inputs 3 channels, in dimension 1 (convert grayscale or RGBA images to RGB)"
+    )
+    for layers in (None, LAYERS):
+        with pytest.raises(ValueError) as raised:
+            PolyCam(tiny_cnn, layers).attribute(inputs)
+        assert str(raised.value) == told
+        cause = raised.value.__cause__
+        assert isinstance(cause, RuntimeError) and "channels" in str(cause)
+        assert hooked_modules(tiny_cnn) == []
+
+
+def test_a_failure_the_inputs_do_not_explain_is_raised_as_it_is(tiny_cnn, tiny_inputs) -> None:
+    def broken(x: Tensor) -> Tensor:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    tiny_cnn.head.forward = broken  # type: ignore[method-assign]
+    for layers in (None, LAYERS):
+        with pytest.raises(RuntimeError, match=r"^mat1 and mat2 shapes cannot be multiplied$"):
+            PolyCam(tiny_cnn, layers).attribute(tiny_inputs)
+
+
+class Rendezvous(nn.Module):
+    """A model whose first forward pass in each thread waits for the other threads' first, so
+    that every call is inside the model (hooks registered) at the same time."""
+
+    def __init__(self, net: nn.Module, threads: int) -> None:
+        super().__init__()
+        self.net = net
+        self.barrier = threading.Barrier(threads, timeout=30)
+        self.local = threading.local()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not getattr(self.local, "met", False):
+            self.local.met = True
+            self.barrier.wait()
+        return self.net(x)
+
+
+@pytest.mark.parametrize("layers", [None, [f"net.{name}" for name in LAYERS]])
+def test_threads_sharing_one_polycam_get_their_own_maps(tiny_cnn, layers) -> None:
+    generator = torch.Generator().manual_seed(2)
+    batches = [torch.randn(2, 3, 16, 16, generator=generator) for _ in range(4)]
+    model = Rendezvous(tiny_cnn, len(batches)).eval()
+    polycam = PolyCam(model, layers)
+    expected = [PolyCam(tiny_cnn).attribute(x, perturbations_per_eval=4) for x in batches]
+    results: dict[int, Tensor] = {}
+    errors: list[BaseException] = []
+
+    def explain(index: int) -> None:
+        try:
+            results[index] = polycam.attribute(batches[index], perturbations_per_eval=4)
+        except BaseException as error:  # reported below, with the thread's traceback
+            errors.append(error)
+
+    threads = [threading.Thread(target=explain, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for index, maps in enumerate(expected):
+        torch.testing.assert_close(results[index], maps, rtol=0, atol=1e-6)
+    assert hooked_modules(model) == []
+
+
+def test_a_second_thread_is_refused_a_model_in_training_mode(tiny_cnn, tiny_inputs) -> None:
+    model = Rendezvous(tiny_cnn, 2).train()
+    errors: list[BaseException] = []
+
+    def explain() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # training mode, said in another test
+                PolyCam(model, [f"net.{name}" for name in LAYERS]).attribute(tiny_inputs)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=explain) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    # One thread waits inside the model for the other's pass, which the refusal never makes.
+    deadline = time.monotonic() + 30
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.barrier.abort()  # let the waiting one go, its rendezvous missed
+    for thread in threads:
+        thread.join()
+    refused = [e for e in errors if isinstance(e, RuntimeError) and "training mode" in str(e)]
+    assert len(refused) == 1
+    assert str(refused[0]).startswith(
+        "the model (Rendezvous) is in training mode and another thread is running it"
+    )
+    assert model.training
+
+
+def test_an_all_zero_map_says_why_and_what_to_try(tiny_cnn, tiny_inputs) -> None:
+    # Logits of -10 or less whatever the input: every PCAM+ weight, a logit, is negative.
+    with torch.no_grad():
+        tiny_cnn.head.weight.zero_()
+        tiny_cnn.head.bias.copy_(torch.tensor([-10.0, -11.0, -12.0, -13.0, -14.0]))
+    polycam = PolyCam(tiny_cnn, LAYERS, "plus", score_fn="logit")
+    with pytest.warns(UserWarning) as record:
+        maps = polycam.attribute(tiny_inputs, target=0)
+    assert float(maps.abs().max()) == 0.0
+    assert len(record) == 1 and record[0].filename == __file__
+    assert str(record[0].message) == (
+        "Poly-CAM's map is all zero for example(s) [0, 1, 2]: "
+        + "; ".join(
+            f"at layer {name}, no channel raises the score (no weight is positive)"
+            for name in LAYERS
+        )
+        + ". Try score_fn='softmax', variant='minus' or 'plusminus', or other layers "
+        "(post-activation outputs, see describe_layers)"
+    )
+    # The same model scored by probabilities gives a map, and no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        softmax = PolyCam(tiny_cnn, LAYERS, "plus").attribute(tiny_inputs, target=0)
+    assert bool((softmax.flatten(1).amax(dim=1) > 0).all())
+
+
+def test_numpy_integers_are_taken_wherever_ints_are(tiny_cnn, tiny_inputs) -> None:
+    polycam = PolyCam(tiny_cnn, LAYERS, "plus")
+    expected = polycam.attribute(tiny_inputs, target=1, perturbations_per_eval=2)
+    for target in (np.int64(1), np.int32(1), np.array(1), [np.int64(1)] * 3, [1, np.int8(1), 1]):
+        got = polycam.attribute(tiny_inputs, target=target, perturbations_per_eval=np.int64(2))
+        assert torch.equal(got, expected), target
+    labels = np.array([2, 0, 1])
+    by_label = polycam.attribute(tiny_inputs, target=[labels[i] for i in range(3)])
+    assert torch.equal(by_label, polycam.attribute(tiny_inputs, target=[2, 0, 1]))

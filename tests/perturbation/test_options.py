@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,12 @@ def test_defaults_are_measured_fp32_eager() -> None:
 def test_bad_fields_are_named(kwargs: dict[str, Any], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         ScoringOptions(**kwargs)
+
+
+def test_a_numpy_integer_is_kept_as_an_int() -> None:
+    options = ScoringOptions(perturbations_per_eval=np.int64(3))
+    assert options == ScoringOptions(3) and type(options.perturbations_per_eval) is int
+    assert repr(options) == repr(ScoringOptions(3))
 
 
 def test_keywords_override_the_value_and_none_keeps_it() -> None:

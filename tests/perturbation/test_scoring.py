@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -218,6 +219,28 @@ class TestExampleTargets:
         torch.testing.assert_close(
             targets.select(scores, torch.tensor([0, 1])), torch.tensor([5.0, 7.0])
         )
+
+    @pytest.mark.parametrize(
+        "target", [np.int64(2), np.uint8(2), np.array(2), [np.int64(2)] * 3, [2, np.int32(2), 2]]
+    )
+    def test_numpy_integers_are_ints(self, target) -> None:
+        targets = ExampleTargets.resolve(target, self.scores)
+        assert targets.index.tolist() == [[2], [2], [2]]
+        selected = targets.select(self.scores, torch.tensor([0, 1, 2]))
+        torch.testing.assert_close(selected, torch.tensor([2.0, 6.0, 10.0]))
+
+    def test_numpy_integers_in_tuples(self) -> None:
+        scores = torch.arange(12.0).reshape(2, 2, 3)
+        labels = np.array([[1, 2], [0, 1]])
+        targets = ExampleTargets.resolve([tuple(row) for row in labels], scores)
+        torch.testing.assert_close(
+            targets.select(scores, torch.tensor([0, 1])), torch.tensor([5.0, 7.0])
+        )
+
+    @pytest.mark.parametrize("target", [np.True_, np.float64(2.0), [np.float32(1)] * 3, [True] * 3])
+    def test_numpy_bools_and_floats_are_not(self, target) -> None:
+        with pytest.raises(TypeError, match="target"):
+            ExampleTargets.resolve(target, self.scores)
 
 
 class AutocastRecorder(nn.Module):
@@ -449,3 +472,58 @@ def test_metrics_sharing_a_clean_pass_give_the_same_results(tiny_cnn, tiny_input
     alone = metric(tiny_inputs, maps)
     torch.testing.assert_close(shared.insertion.curve, alone.insertion.curve, rtol=0, atol=0)
     torch.testing.assert_close(shared.deletion.auc, alone.deletion.auc, rtol=0, atol=0)
+
+
+class Normalised(nn.Module):
+    """Convolution, batch norm and ReLU, then 3 classes: buffers that training mode moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_the_engine_gives_a_model_in_training_mode_its_buffers_back(tiny_inputs) -> None:
+    model = Normalised().train()
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    scorer = PerturbationScorer(model, "logit", 2)
+    batch = scorer.prepare(tiny_inputs, target=0)
+    example_of = torch.tensor([0, 1, 2, 2])
+    scores = scorer.score(batch, _scaling_plan(tiny_inputs, torch.rand(4), example_of))
+    maps = torch.rand(len(tiny_inputs), 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    curves = InsertionDeletion(model, n_steps=4)(tiny_inputs, maps, target=0)  # every metric
+    assert scores.shape == (4,) and bool(torch.isfinite(curves.insertion.curve).all())
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    assert int(model.features[1].num_batches_tracked) == 0 and model.training
+
+
+def test_inputs_of_other_channels_are_told_on_the_clean_pass(tiny_cnn, tiny_inputs) -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "inputs have 2 channels but the model's first convolution, block1.0, takes 3: give "
+            "the inputs 3 channels, in dimension 1 (convert grayscale or RGBA images to RGB)"
+        ),
+    ) as raised:
+        PerturbationScorer(tiny_cnn).prepare(tiny_inputs[:, :2])
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+def test_numpy_integers_size_the_passes(tiny_inputs) -> None:
+    forward = BatchSizes(zero_logits)
+    scorer = PerturbationScorer(forward, perturbations_per_eval=np.int64(2))
+    assert type(scorer.perturbations_per_eval) is int
+    batch = scorer.prepare(tiny_inputs)
+    example_of = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    scorer.score(batch, _scaling_plan(tiny_inputs, torch.ones(7), example_of))
+    scorer.score(
+        batch,
+        _scaling_plan(tiny_inputs, torch.ones(7), example_of),
+        perturbations_per_eval=np.int32(1),
+    )
+    assert forward.sizes == [3, 6, 1, 3, 3, 1]
