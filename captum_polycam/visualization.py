@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["figure", "load_image", "overlay", "preprocess", "save"]
 
+# Integer photos hold 8- or 16-bit pixels, divided by their type's largest value as load_image
+# scales 8- and 16-bit files; wider integer types have no single usual range.
+_PIXEL_MAX = {torch.uint8: 255, torch.uint16: 65535}
 _PANEL_INCHES = 3.0
 _COLORBAR_INCHES = 0.8
 _DPI = 100
@@ -51,11 +54,13 @@ def overlay(
     alpha * colormap(map)``.
 
     Args:
-        image: The photo in ``[0, 1]``: a ``3 x H x W`` or ``1 x 3 x H x W`` tensor, an
-            ``H x W x 3`` array, or a PIL image (whose 0 to 255 values are scaled). One photo
-            serves every map; ``N x 3 x H x W`` gives one photo per map.
-        maps: ``N x 1 x h x w``, ``N x h x w`` or ``h x w`` maps in ``[0, 1]`` (values outside
-            are clipped), resized bilinearly to the photo's size when they differ.
+        image: The photo: a ``3 x H x W`` or ``1 x 3 x H x W`` tensor, or an ``H x W x 3``
+            array, of floats in ``[0, 1]`` or of ``uint8`` (0 to 255) or ``uint16``
+            (0 to 65535) pixels, scaled from their range; or a PIL image, each mode scaled
+            from its own range (16-bit ones from 0 to 65535) as :func:`load_image` reads
+            files. One photo serves every map; ``N x 3 x H x W`` gives one photo per map.
+        maps: ``N x 1 x h x w``, ``N x h x w`` or ``h x w`` finite maps in ``[0, 1]`` (values
+            outside are clipped), resized bilinearly to the photo's size when they differ.
         colormap: A matplotlib colormap name.
         alpha: The map's opacity, in ``[0, 1]``.
 
@@ -64,8 +69,10 @@ def overlay(
         ``matplotlib``'s ``imshow`` or, times 255, for PIL.
 
     Raises:
-        ValueError: If ``alpha`` is outside ``[0, 1]``, ``colormap`` is unknown, or the photo
-            or maps have an unexpected shape.
+        ValueError: If ``alpha`` is outside ``[0, 1]``, ``colormap`` is unknown, the photo
+            or maps have an unexpected shape, a float photo has values outside ``[0, 1]``
+            (0 to 255 pixels, or the model's input after :func:`preprocess`), an integer
+            photo is neither ``uint8`` nor ``uint16``, or a map holds NaN or Inf values.
 
     Example:
         >>> blended = overlay(photo, polycam.attribute(inputs))  # photo: 3 x H x W in [0, 1]
@@ -204,7 +211,10 @@ def figure(
     count = len(blended)
     if count == 0:
         raise ValueError("maps: no map to draw")
-    heat = [_maps(stage, photos.shape[-2:]) for stage in ([] if stages is None else stages)]
+    heat = [
+        _maps(stage, photos.shape[-2:], f"stages[{index}]")
+        for index, stage in enumerate([] if stages is None else stages)
+    ]
     if any(len(stage) != count for stage in heat):
         raise ValueError(
             f"stages: each needs one map per row ({count}); got {[len(stage) for stage in heat]}"
@@ -314,9 +324,11 @@ def figure_format(path: str | Path, *, argument: str = "--out") -> str:
 
 
 def _photos(image: Any) -> Tensor:
-    """The photo(s) as an ``N x 3 x H x W`` float tensor in ``[0, 1]``, on the CPU."""
+    """The photo(s) as an ``N x 3 x H x W`` float tensor in ``[0, 1]``, on the CPU: integer
+    pixels scaled from their range, float ones checked to lie in it."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        # Each mode from its own range, as load_image reads files: a 16-bit photo from 65535.
+        image = pil_pixels(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"image: an array must be H x W x 3; got shape {image.shape}")
@@ -328,17 +340,46 @@ def _photos(image: Any) -> Tensor:
         raise ValueError(
             f"image: a tensor must be 3 x H x W or N x 3 x H x W; got {tuple(image.shape)}"
         )
-    return photos.detach().float().cpu().clamp(0.0, 1.0)
+    photos = photos.detach().cpu()
+    if not photos.is_floating_point():
+        if photos.dtype not in _PIXEL_MAX:
+            raise ValueError(
+                "image: integer pixels must be uint8 (0 to 255) or uint16 (0 to 65535); got "
+                f"{photos.dtype}: convert them to one of these, or to floats in [0, 1]"
+            )
+        # Clamping 0 to 255 pixels to [0, 1] would draw a white photo.
+        return photos.float() / _PIXEL_MAX[photos.dtype]
+    photos = photos.float()
+    if photos.numel() and not (photos.min() >= 0 and photos.max() <= 1):
+        # Clipping would draw a white photo for 0 to 255 floats, and a garbled one for the
+        # model's normalised input, without a word. NaN fails both comparisons.
+        raise ValueError(
+            "image: a float photo must hold pixels in [0, 1]; got values from "
+            f"{float(photos.min()):.3g} to {float(photos.max()):.3g}: divide 0 to 255 pixels "
+            "by 255, or pass the photo as it was before preprocess"
+        )
+    return photos
 
 
-def _maps(maps: Tensor | np.ndarray, size: torch.Size) -> Tensor:
-    """The maps as an ``N x H x W`` float tensor in ``[0, 1]`` at ``size``, on the CPU."""
+def _maps(maps: Tensor | np.ndarray, size: torch.Size, name: str = "maps") -> Tensor:
+    """The maps as an ``N x H x W`` float tensor in ``[0, 1]`` at ``size``, on the CPU; errors
+    name them ``name``."""
     heat = torch.as_tensor(maps).detach().float().cpu()
     if heat.dim() == 2:
         heat = heat[None]
     if heat.dim() == 4 and heat.shape[1] == 1:
         heat = heat[:, 0]
     if heat.dim() != 3:
-        raise ValueError(f"maps must be N x 1 x h x w, N x h x w or h x w; got {tuple(heat.shape)}")
+        raise ValueError(
+            f"{name} must be N x 1 x h x w, N x h x w or h x w; got {tuple(heat.shape)}"
+        )
+    # Drawn as zeros (or ones), a NaN or Inf map would look like a real one; the metrics refuse
+    # such attributions too.
+    finite = heat.isfinite().flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{name}: map {int((~finite).nonzero()[0])} holds NaN or Inf values; only finite "
+            "maps can be drawn"
+        )
     heat = upsample(heat[:, None], (int(size[0]), int(size[1])))[:, 0]
-    return heat.nan_to_num(0.0).clamp(0.0, 1.0)
+    return heat.clamp(0.0, 1.0)

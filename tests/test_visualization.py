@@ -3,6 +3,7 @@ on tiny tensors whose blended colours are computed by hand."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,69 @@ def test_pil_array_and_tensor_photos_agree() -> None:
         np.testing.assert_allclose(other, from_tensor, atol=1e-7)
 
 
+def test_integer_photos_are_scaled_from_0_to_255() -> None:
+    # np.array(Image.open(...)) gives uint8 pixels: they used to be clamped, a white photo.
+    pixels = _photo_u8()
+    as_tensor = torch.from_numpy(pixels).permute(2, 0, 1)
+    photos = [pixels, as_tensor, as_tensor[None], Image.fromarray(pixels)]
+    for photo in photos:
+        # With alpha 0 the overlay is the photo: each pixel v as v / 255.
+        np.testing.assert_allclose(
+            overlay(photo, torch.zeros(1, 4, 5), alpha=0.0)[0], pixels / 255.0, atol=1e-7
+        )
+    heat = torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(1))
+    expected = overlay(pixels.astype(np.float32) / 255, heat)
+    for photo in photos:
+        np.testing.assert_allclose(overlay(photo, heat), expected, atol=1e-7)
+
+
+def test_16_bit_photos_are_scaled_from_0_to_65535() -> None:
+    grey = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    expected = np.repeat((grey / 65535.0)[..., None], 3, axis=2)  # 32768 is 0.500008
+    pil = Image.fromarray(grey)
+    assert pil.mode == "I;16"  # Pillow's conversion to RGB would clip it at 255, as load_image says
+    for photo in (
+        pil,
+        np.repeat(grey[..., None], 3, axis=2),
+        torch.from_numpy(grey).expand(3, 2, 2),
+    ):
+        np.testing.assert_allclose(
+            overlay(photo, torch.zeros(1, 2, 2), alpha=0.0)[0], expected, atol=1e-7
+        )
+
+
+_FLOAT_PHOTO = (
+    "image: a float photo must hold pixels in [0, 1]; got values from {low} to {high}: divide "
+    "0 to 255 pixels by 255, or pass the photo as it was before preprocess"
+)
+
+
+@pytest.mark.parametrize(
+    ("photo", "message"),
+    [
+        # A float photo in 0 to 255 used to be clamped to white.
+        # The 4 x 5 x 3 values 0, 3, ..., 177 of _photo_u8, as floats.
+        (_photo_u8().astype(np.float32), _FLOAT_PHOTO.format(low=0, high=177)),
+        (torch.full((3, 4, 5), 2.0), _FLOAT_PHOTO.format(low=2, high=2)),
+        # The model's input: 0 becomes -0.485 / 0.229 = -2.12, 1 becomes 0.594 / 0.225 = 2.64.
+        (
+            preprocess(torch.tensor([0.0, 1.0]).view(1, 1, 2).expand(3, 2, 2).clone()),
+            _FLOAT_PHOTO.format(low=-2.12, high=2.64),
+        ),
+        (torch.full((3, 4, 5), math.nan), _FLOAT_PHOTO.format(low="nan", high="nan")),
+        (
+            _photo_u8().astype(np.int64),
+            "image: integer pixels must be uint8 (0 to 255) or uint16 (0 to 65535); got "
+            "torch.int64: convert them to one of these, or to floats in [0, 1]",
+        ),
+    ],
+)
+def test_photos_outside_their_range_are_refused(photo: object, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        overlay(photo, torch.zeros(1, 2, 2))
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 2, 3), (1, 2, 3), (2, 3)])
 def test_maps_are_resized_bilinearly_to_the_photo(shape: tuple[int, ...]) -> None:
     heat = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]]).reshape(shape)
@@ -115,11 +179,28 @@ def test_one_photo_per_map() -> None:
 
 def test_maps_outside_the_unit_range_are_clipped() -> None:
     photo = torch.zeros(3, 2, 2)
-    heat = torch.tensor([[[-1.0, 2.0], [float("nan"), 0.0]]])
+    heat = torch.tensor([[[-1.0, 2.0], [0.25, 0.0]]])
     blended = overlay(photo, heat, alpha=1.0)
     np.testing.assert_allclose(blended[0, 0, 0], _rgb("jet", 0.0), atol=1e-6)
     np.testing.assert_allclose(blended[0, 0, 1], _rgb("jet", 1.0), atol=1e-6)
-    np.testing.assert_allclose(blended[0, 1, 0], _rgb("jet", 0.0), atol=1e-6)
+    np.testing.assert_allclose(blended[0, 1, 0], _rgb("jet", 0.25), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_maps_are_refused(bad: float) -> None:
+    # A NaN map used to be drawn as zeros, an infinite one as ones: as the metrics do, refuse.
+    heat = torch.zeros(2, 1, 2, 2)
+    heat[1, 0, 1, 0] = bad
+    with pytest.raises(ValueError) as raised:
+        overlay(torch.zeros(3, 2, 2), heat)
+    assert str(raised.value) == (
+        "maps: map 1 holds NaN or Inf values; only finite maps can be drawn"
+    )
+    with pytest.raises(ValueError) as raised:
+        figure(torch.zeros(3, 2, 2), torch.zeros(2, 1, 2, 2), [torch.zeros(2, 1, 2, 2), heat])
+    assert str(raised.value) == (
+        "stages[1]: map 1 holds NaN or Inf values; only finite maps can be drawn"
+    )
 
 
 @pytest.mark.parametrize(

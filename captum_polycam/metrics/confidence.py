@@ -105,7 +105,8 @@ class ConfidenceChange:
     ``increase_i = [O_i > Y_i]``, so that the metrics over a dataset are their means (what
     :class:`~captum_polycam.metrics.MetricSummary` computes from ``as_dict()``). The drop is
     relative to a positive score: it is 0 where ``O_i >= Y_i``, and NaN where ``O_i < Y_i <= 0``,
-    which only a ``"logit"`` or custom ``score_fn`` can give.
+    which only a ``"logit"`` or custom ``score_fn`` can give (and which ``MetricSummary``
+    refuses, naming the example).
 
     Every result carries the settings that decide its numbers
     (:attr:`ConfidenceChangeResult.protocol`), so that :class:`MetricSummary` never averages

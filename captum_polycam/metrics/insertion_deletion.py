@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -142,8 +143,10 @@ class InsertionDeletion:
         perturbations_per_eval: Step images **per example** in one forward pass, possibly
             of several examples and curves; ``None`` is measured unless ``options`` fixes it.
             The results do not depend on it.
-        blur_kernel_size: Side of the blur kernel.
-        blur_sigma: Standard deviation of the blur.
+        blur_kernel_size: Side of the blur kernel, an odd positive int; a call refuses inputs
+            of a side of ``blur_kernel_size // 2`` pixels or fewer, which its reflect padding
+            cannot cover.
+        blur_sigma: Standard deviation of the blur, a positive finite number.
         precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
             images under ``torch.autocast``; the ranking and the step images stay float32.
         compile: Score the step images through ``torch.compile`` (for long runs).
@@ -176,7 +179,8 @@ class InsertionDeletion:
         *,
         options: ScoringOptions | None = None,
     ) -> None:
-        check_int("n_steps", n_steps)
+        n_steps = check_int("n_steps", n_steps)
+        blur_kernel_size = _check_blur(blur_kernel_size, blur_sigma)
         if auc not in ("mean", "trapezoid"):
             raise ValueError(f"auc must be 'mean' or 'trapezoid'; got {auc!r}")
         if isinstance(baseline, str) and baseline not in ("blur", "zeros", "mean"):
@@ -223,7 +227,7 @@ class InsertionDeletion:
             "n_steps": self.n_steps,
             "baseline": protocol_value(self.baseline),
         }
-        if isinstance(self.baseline, str) and self.baseline == "blur":
+        if self._blurs():
             protocol |= {"blur_kernel_size": self.blur_kernel_size, "blur_sigma": self.blur_sigma}
         return protocol | {
             "score_fn": protocol_value(self.scorer.score_fn),
@@ -232,11 +236,14 @@ class InsertionDeletion:
             "precision": self.scorer.precision,
         }
 
-    def _check_n_steps(self, inputs: Tensor | tuple[Tensor]) -> None:
-        """Refuse more steps than pixels from the inputs' shape alone, before any forward pass.
+    def _check_sizes(self, inputs: Tensor | tuple[Tensor]) -> None:
+        """Refuse more steps than pixels, and a blur kernel too large for the inputs, from the
+        inputs' shape alone, before any forward pass.
 
         Past ``H * W`` steps every step would show the last state again (the full image for
         insertion, the baseline for deletion), which only pads the curve and skews its area.
+        The blur pads each side by reflection, ``blur_kernel_size // 2`` pixels, which needs
+        more pixels than that on each side (torch's padding fails otherwise).
         """
         images = unpack_single(inputs, "inputs")[0]
         if not isinstance(images, Tensor) or images.dim() < 2:
@@ -247,6 +254,16 @@ class InsertionDeletion:
                 f"n_steps must be at most {height * width}, the {height} x {width} pixels of the "
                 f"inputs; got {self.n_steps}"
             )
+        padding = self.blur_kernel_size // 2
+        if self._blurs() and padding >= min(height, width):
+            raise ValueError(
+                f"blur_kernel_size must be at most {2 * min(height, width) - 1} for "
+                f"{height} x {width} inputs: the blur's reflect padding of blur_kernel_size // 2 "
+                f"pixels must be smaller than each side; got {self.blur_kernel_size}"
+            )
+
+    def _blurs(self) -> bool:
+        return isinstance(self.baseline, str) and self.baseline == "blur"
 
     def __call__(
         self,
@@ -276,8 +293,10 @@ class InsertionDeletion:
             Per-example areas and curves, on the inputs' device, with their protocol.
 
         Raises:
-            ValueError: ``n_steps`` exceeds the inputs' ``H * W`` pixels (checked before any
-                forward pass), or the inputs, attributions or target are malformed.
+            ValueError: ``n_steps`` exceeds the inputs' ``H * W`` pixels, or the blur baseline's
+                ``blur_kernel_size // 2`` is not smaller than each side of the inputs (both
+                checked before any forward pass), or the inputs, attributions or target are
+                malformed.
         """
         curves = self.curves(
             inputs, attributions, target, additional_forward_args, prepared=prepared
@@ -297,7 +316,7 @@ class InsertionDeletion:
     ) -> dict[str, CurveResult]:
         """The curves of ``kinds`` only, by kind; the arguments, and the errors, are those of
         ``__call__``."""
-        self._check_n_steps(inputs)
+        self._check_sizes(inputs)
         batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
         saliency = pixel_saliency(
@@ -374,6 +393,24 @@ class InsertionDeletion:
                 f"baseline of shape {tuple(baseline.shape)} cannot broadcast to the inputs' "
                 f"shape {tuple(inputs.shape)}"
             ) from None
+
+
+def _check_blur(kernel_size: Any, sigma: Any) -> int:
+    """``blur_kernel_size`` as a plain int, or a ValueError naming the setting unless
+    torchvision's ``gaussian_blur`` takes it: an odd positive int ``blur_kernel_size`` and a
+    positive finite ``blur_sigma``."""
+    # Checked at construction whatever the baseline, so that a mistake does not wait for the
+    # first batch to fail inside torchvision (or to pass unnoticed until the baseline changes).
+    kernel_size = check_int("blur_kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(
+            f"blur_kernel_size must be odd, so that the kernel centres on each pixel; "
+            f"got {kernel_size}"
+        )
+    # bool is a Real to Python, but True is no standard deviation; NaN fails the comparison.
+    if isinstance(sigma, bool) or not isinstance(sigma, Real) or not 0 < sigma < math.inf:
+        raise ValueError(f"blur_sigma must be a positive finite number; got {sigma!r}")
+    return kernel_size
 
 
 class _SingleCurve(MetricPart):

@@ -87,8 +87,9 @@ class Sensitivity:
 
     Args:
         explanation_func: Called as ``explanation_func(inputs, **kwargs)``; it returns one
-            explanation per input, as a tensor or a tuple of tensors whose first dimension is
-            the batch. For example ``PolyCam(model).attribute``, or
+            finite explanation per input (NaN or Inf values are refused), as a tensor or a
+            tuple of tensors whose first dimension is the batch. For example
+            ``PolyCam(model).attribute``, or
             ``lambda x, target: LayerAttribution.interpolate(
             LayerGradCam(model, layer).attribute(x, target), (224, 224), "bilinear")``.
         n_perturb_samples: Number of samples ``n`` per example.
@@ -126,7 +127,7 @@ class Sensitivity:
             raise TypeError(
                 f"explanation_func must be callable; got {type(explanation_func).__name__}"
             )
-        check_int("n_perturb_samples", n_perturb_samples)
+        n_perturb_samples = check_int("n_perturb_samples", n_perturb_samples)
         if (
             isinstance(perturb_radius, bool)
             or not isinstance(perturb_radius, (int, float))
@@ -142,7 +143,9 @@ class Sensitivity:
             or math.isnan(norm_ord)
         ):
             raise ValueError(f"norm_ord must be 'fro' or a number; got {norm_ord!r}")
-        check_int("max_examples_per_batch", max_examples_per_batch, none=True)
+        max_examples_per_batch = check_int(
+            "max_examples_per_batch", max_examples_per_batch, none=True
+        )
         self.explanation_func = explanation_func
         self.n_perturb_samples = n_perturb_samples
         self.perturb_radius = float(perturb_radius)
@@ -184,6 +187,11 @@ class Sensitivity:
 
         Returns:
             The ``(N,)`` sensitivities, on the explanations' device, with their protocol.
+
+        Raises:
+            ValueError: ``explanation_func`` returns NaN or Inf values, for the clean or the
+                perturbed inputs (naming which and the example), or not one explanation per
+                input.
         """
         as_tuple = isinstance(inputs, tuple)
         batch = self._check_inputs(inputs)
@@ -199,7 +207,7 @@ class Sensitivity:
             per_call = min(max(self.max_examples_per_batch // count, 1), per_call)
 
         with torch.no_grad():
-            clean = self._explain(batch, as_tuple, kwargs, count)
+            clean = self._explain(batch, as_tuple, kwargs, count, "clean inputs")
             clean_norm = self._norm(clean)
             clean_norm = torch.where(clean_norm == 0, torch.ones_like(clean_norm), clean_norm)
             ratios = []
@@ -214,7 +222,9 @@ class Sensitivity:
                 noise.uniform_(-self.perturb_radius, self.perturb_radius)
                 perturbed = repeated + noise.to(repeated.device)
                 arguments = self._repeat_kwargs(kwargs, batch, samples)
-                explained = self._explain(perturbed, as_tuple, arguments, count * samples)
+                explained = self._explain(
+                    perturbed, as_tuple, arguments, count * samples, "perturbed inputs", samples
+                )
                 if explained.shape[1] != clean.shape[1]:
                     raise ValueError(
                         f"explanation_func returned {explained.shape[1]} values per perturbed "
@@ -236,8 +246,29 @@ class Sensitivity:
         order = 2 if self.norm_ord == "fro" else self.norm_ord
         return torch.linalg.vector_norm(values, order, dim=-1)
 
-    def _explain(self, batch: Tensor, as_tuple: bool, kwargs: dict[str, Any], rows: int) -> Tensor:
-        """The explanations of ``batch``, flattened to ``(rows, D)``."""
+    def _explain(
+        self,
+        batch: Tensor,
+        as_tuple: bool,
+        kwargs: dict[str, Any],
+        rows: int,
+        what: str,
+        per_example: int = 1,
+    ) -> Tensor:
+        """The explanations of ``batch``, flattened to ``(rows, D)``.
+
+        Args:
+            batch: The inputs to explain, ``per_example`` consecutive rows per example.
+            as_tuple: Whether ``explanation_func`` takes Captum's 1-tuple form.
+            kwargs: Its keyword arguments.
+            rows: The number of inputs in ``batch``.
+            what: The inputs, as the errors name them (``"clean inputs"``, ...).
+            per_example: Rows of ``batch`` per example, to name the example in errors.
+
+        Raises:
+            TypeError: The explanation is not a tensor or a tuple of batched tensors.
+            ValueError: It has not one row per input, or holds NaN or Inf values.
+        """
         explanation = self.explanation_func((batch,) if as_tuple else batch, **kwargs)
         parts = explanation if isinstance(explanation, tuple) else (explanation,)
         if not parts or not all(isinstance(p, Tensor) and p.dim() > 0 for p in parts):
@@ -250,7 +281,17 @@ class Sensitivity:
                 f"explanation_func must return one explanation per input ({rows}); got "
                 f"first dimensions {[len(part) for part in parts]}"
             )
-        return torch.cat([part.reshape(rows, -1) for part in parts], dim=1)
+        explained = torch.cat([part.reshape(rows, -1) for part in parts], dim=1)
+        finite = torch.isfinite(explained).all(dim=1)
+        if not bool(finite.all()):
+            # A NaN would make the example's sensitivity NaN, and the norms of an Inf map
+            # are no change: refuse them as the other metrics refuse such attributions.
+            example = int((~finite).nonzero()[0]) // per_example
+            raise ValueError(
+                f"explanation_func returned NaN or Inf values for the {what} of example "
+                f"{example}; Sensitivity needs finite explanations"
+            )
+        return explained
 
     @staticmethod
     def _check_inputs(inputs: Any) -> Tensor:

@@ -80,6 +80,10 @@ class MetricSummary:
     bare tensors. A callable setting (a custom baseline or ``score_fn``) is known by its name
     and a tensor baseline as ``"tensor"``: two of them are told apart only by that.
 
+    Every value must be finite: ``update`` refuses a NaN or infinite value (a drop relative to
+    a non-positive score, say), naming the value and the example, rather than let it turn the
+    statistics into NaN.
+
     Example:
         >>> summary = MetricSummary()
         >>> for inputs, labels in loader:
@@ -100,10 +104,11 @@ class MetricSummary:
 
         Raises:
             TypeError: ``values`` is neither a mapping nor a result, or a value is not a tensor.
-            ValueError: A value is not ``(N,)`` or ``(N, S)``; the values do not all have the
-                same ``N``; or under a name already seen, the protocol, the shape of each
-                example's value (a curve's number of steps) or the curves' x-axis differ from
-                the earlier batches'.
+            ValueError: A value is not ``(N,)`` or ``(N, S)``, or is NaN or infinite for an
+                example (a curve at any step); the values do not all have the same ``N``; or
+                under a name already seen, the protocol, the shape of each example's value (a
+                curve's number of steps) or the curves' x-axis differ from the earlier
+                batches'.
         """
         named = values.as_dict() if hasattr(values, "as_dict") else values
         if not isinstance(named, Mapping):
@@ -124,12 +129,31 @@ class MetricSummary:
         if len(sizes) > 1:
             raise ValueError(f"values must all have one entry per example; got sizes {sizes}")
         for name, (per_example, fractions, protocol) in batch.items():
+            self._check_finite(name, per_example)
             if name in self._values:
                 self._check_consistent(name, per_example, fractions, protocol)
         for name, (per_example, fractions, protocol) in batch.items():
             self._values.setdefault(name, []).append(per_example)
             self._fractions[name] = fractions
             self._protocols[name] = protocol
+
+    def _check_finite(self, name: str, per_example: Tensor) -> None:
+        """Refuse a NaN or infinite value, which would make every statistic of ``name`` NaN
+        (or infinite) without saying which example did it."""
+        finite = torch.isfinite(per_example)
+        if per_example.dim() > 1:
+            finite = finite.all(dim=1)
+        if bool(finite.all()):
+            return
+        index = int((~finite).nonzero()[0])
+        value = per_example[index]
+        shown = value if value.dim() == 0 else value[~torch.isfinite(value)][0]
+        seen = sum(len(earlier) for earlier in self._values.get(name, []))
+        raise ValueError(
+            f"{name}: the value of example {index} of the batch (example {seen + index} of the "
+            f"summary's {name!r}) is {float(shown)}; MetricSummary averages finite values only: "
+            "leave the example out, or find why its metric is not finite"
+        )
 
     def _check_consistent(
         self, name: str, per_example: Tensor, fractions: Tensor | None, protocol: dict[str, Any]

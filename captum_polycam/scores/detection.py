@@ -14,6 +14,7 @@ __all__ = ["DetectionBoxScore"]
 
 Combine = Literal["confidence", "iou_confidence"]
 _COMBINES = ("confidence", "iou_confidence")
+_KEYS = ("boxes", "labels", "scores")
 
 
 class DetectionBoxScore:
@@ -47,7 +48,9 @@ class DetectionBoxScore:
 
     Args:
         boxes: ``(T, 4)`` tensor of target boxes, ``x1, y1, x2, y2`` in the input's pixel
-            coordinates, finite, with ``x1 < x2`` and ``y1 < y2``; ``(0, 4)`` for none.
+            coordinates, finite, with ``x1 < x2`` and ``y1 < y2``; ``(0, 4)`` for none, which
+            says that nothing is to be explained (``len(score) == 0``) but cannot score: a
+            call raises ``ValueError``.
         labels: ``(T,)`` integer class label of each target box (a tensor or a sequence of
             ints; an empty list for zero boxes).
         iou_threshold: Smallest IoU for a predicted box to match a target, a number in
@@ -92,8 +95,14 @@ class DetectionBoxScore:
         """The detections of one image whose confidence reaches ``score_threshold``, as targets.
 
         ``detections`` is one of the detector's output dicts for the clean image; ``options``
-        are the constructor's ``iou_threshold`` and ``combine``.
+        are the constructor's ``iou_threshold`` and ``combine``. When no detection reaches the
+        threshold, the score holds no box (``len(score) == 0``) and cannot be called.
+
+        Raises:
+            ValueError: ``detections`` lacks ``"boxes"``, ``"labels"`` or ``"scores"``, or
+                ``score_threshold`` is not a number in ``[0, 1]``.
         """
+        _check_keys(detections, "detections")
         kept = detections["scores"] >= _unit_number(score_threshold, "score_threshold")
         return cls(detections["boxes"][kept], detections["labels"][kept], **options)
 
@@ -106,11 +115,28 @@ class DetectionBoxScore:
         return len(self.boxes)
 
     def __call__(self, output: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """The ``(B, T)`` scores of the detector's output for ``B`` inputs.
+
+        Raises:
+            TypeError: ``output`` is not a list of dicts.
+            ValueError: A dict lacks ``"boxes"``, ``"labels"`` or ``"scores"``, or the score
+                holds no target box.
+        """
         if not isinstance(output, Sequence) or not all(isinstance(d, Mapping) for d in output):
             raise TypeError(
                 "DetectionBoxScore scores a detector's output, a list of dicts with 'boxes', "
                 f"'labels' and 'scores' (one per input); got {type(output).__name__}"
             )
+        if len(self.boxes) == 0:
+            # A (B, 0) score leaves no target to pick: Poly-CAM would fail deep in its top-1
+            # choice (argmax over nothing), and a metric would have nothing to measure.
+            raise ValueError(
+                "boxes: this DetectionBoxScore holds no target box ((0, 4)), so there is "
+                "nothing to score; check len(score) before explaining (from_detections keeps "
+                "no box when none reaches score_threshold)"
+            )
+        for index, found in enumerate(output):
+            _check_keys(found, f"output[{index}]")
         return torch.stack([self._score(found) for found in output])
 
     def _score(self, found: Mapping[str, Tensor]) -> Tensor:
@@ -131,6 +157,18 @@ class DetectionBoxScore:
         return (
             f"DetectionBoxScore({len(self)} boxes, iou_threshold={self.iou_threshold}, "
             f"combine={self.combine!r})"
+        )
+
+
+def _check_keys(detections: Mapping[str, Any], name: str) -> None:
+    """A ValueError naming ``name`` and the missing keys unless ``detections`` holds all of
+    ``boxes``, ``labels`` and ``scores``."""
+    missing = [key for key in _KEYS if key not in detections]
+    if missing:
+        raise ValueError(
+            f"{name} must hold 'boxes' (P, 4), 'labels' (P,) and 'scores' (P,), as a "
+            f"torchvision detector's output dict in eval mode; missing "
+            f"{', '.join(map(repr, missing))} (has {sorted(map(str, detections))})"
         )
 
 

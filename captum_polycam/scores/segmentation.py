@@ -29,8 +29,9 @@ class SegmentationScore:
         \qquad
         s_e = \sum_{u \in R_e} z_{k,u} \quad(\texttt{"logit_sum"}),
 
-    and 0 over an empty region. Called on the output for ``B`` inputs (a tensor
-    ``(B, classes, H, W)``, or a dict holding it under ``"out"`` as torchvision's FCN,
+    where each region holds at least one pixel: the mean over an empty region is undefined, and
+    its sum would be a constant 0, whose map is blank. Called on the output for ``B`` inputs (a
+    tensor ``(B, classes, H, W)``, or a dict holding it under ``"out"`` as torchvision's FCN,
     DeepLabV3 and LR-ASPP return), it returns ``(B, E)``: every input scored over each of the
     ``E`` regions. With one region (or none) ``target`` can be left out; with one region per
     example, pass ``target=score.targets`` so that each input is scored over its own.
@@ -40,13 +41,14 @@ class SegmentationScore:
         mask: The regions, ``(H, W)`` for one or ``(E, H, W)``, at the output's resolution:
             a boolean tensor, or a numeric one holding only 0 and 1. A soft mask (values
             between 0 and 1) is refused, not thresholded nor used as weights. ``None`` for the
-            whole image. :meth:`from_prediction` builds the regions that the clean prediction
-            assigns to the class.
+            whole image. Every region needs at least one pixel. :meth:`from_prediction` builds
+            the regions that the clean prediction assigns to the class.
         reduction: ``"mean_probability"`` or ``"logit_sum"``, as above.
 
     Raises:
         ValueError: ``class_index`` is not a non-negative int, ``mask`` is not an ``(H, W)``
-            or ``(E, H, W)`` tensor of booleans or 0/1 values, or ``reduction`` is unknown.
+            or ``(E, H, W)`` tensor of booleans or 0/1 values, a region of ``mask`` is empty,
+            or ``reduction`` is unknown.
 
     Example::
 
@@ -75,6 +77,7 @@ class SegmentationScore:
                     f"as {value:g}"
                 )
             mask = (mask if mask.dim() == 3 else mask[None]).detach().bool()
+            _check_regions(mask)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
         self.class_index = class_index
@@ -84,9 +87,24 @@ class SegmentationScore:
     @classmethod
     def from_prediction(cls, output: Any, class_index: int, **options: Any) -> SegmentationScore:
         """One region per example: the pixels that the clean ``output`` assigns to the class
-        (its arg-max over classes). ``options`` are the constructor's ``reduction``."""
+        (its arg-max over classes). ``options`` are the constructor's ``reduction``.
+
+        Raises:
+            ValueError: The prediction of an example assigns no pixel to the class.
+        """
         logits = _logits(output)
-        return cls(class_index, logits.argmax(dim=1) == class_index, **options)
+        check_int("class_index", class_index, 0)
+        # Checked here too: a class the output lacks would read as empty regions.
+        _check_class(class_index, logits)
+        regions = logits.argmax(dim=1) == class_index
+        empty = _empty_regions(regions)
+        if empty:
+            raise ValueError(
+                f"output: the prediction assigns no pixel to class {class_index} in example "
+                f"{empty[0]} ({len(empty)} of {len(regions)} examples): there is no region to "
+                "explain; leave those examples out, or give a mask"
+            )
+        return cls(class_index, regions, **options)
 
     @property
     def targets(self) -> Tensor:
@@ -96,11 +114,7 @@ class SegmentationScore:
 
     def __call__(self, output: Any) -> Tensor:
         logits = _logits(output)
-        if not 0 <= self.class_index < logits.shape[1]:
-            raise ValueError(
-                f"class_index {self.class_index} is out of range for an output of "
-                f"{logits.shape[1]} classes"
-            )
+        _check_class(self.class_index, logits)
         if self.reduction == "mean_probability":
             values = logits.float().softmax(dim=1)[:, self.class_index]
         else:
@@ -124,7 +138,37 @@ class SegmentationScore:
         return f"SegmentationScore({self.class_index}, {regions}, reduction={self.reduction!r})"
 
 
+def _check_class(class_index: int, logits: Tensor) -> None:
+    if not 0 <= class_index < logits.shape[1]:
+        raise ValueError(
+            f"class_index {class_index} is out of range for an output of {logits.shape[1]} classes"
+        )
+
+
+def _empty_regions(mask: Tensor) -> list[int]:
+    """The indices of the ``(E, H, W)`` mask's regions that hold no pixel."""
+    return (~mask.flatten(1).any(dim=1)).nonzero()[:, 0].tolist()
+
+
+def _check_regions(mask: Tensor) -> None:
+    """A ValueError naming the first empty region of the boolean ``(E, H, W)`` mask."""
+    empty = _empty_regions(mask)
+    if empty:
+        # The mean over no pixel is undefined (it would read 0), and a constant score gives a
+        # blank map without a word.
+        which = "mask is" if len(mask) == 1 else f"mask: region {empty[0]} of {len(mask)} is"
+        raise ValueError(
+            f"{which} empty (no pixel is True): every region needs at least one pixel; pass "
+            "mask=None for the whole image"
+        )
+
+
 def _logits(output: Any) -> Tensor:
+    if isinstance(output, Mapping) and "out" not in output:
+        raise ValueError(
+            "output: a dict output must hold the (B, classes, H, W) logits under 'out', as "
+            f"torchvision's FCN, DeepLabV3 and LR-ASPP return; has {sorted(map(str, output))}"
+        )
     logits = output["out"] if isinstance(output, Mapping) else output
     if not isinstance(logits, Tensor) or logits.dim() != 4:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__

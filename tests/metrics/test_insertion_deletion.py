@@ -251,3 +251,55 @@ def test_results_carry_the_settings_that_decide_their_numbers() -> None:
     }
     assert InsertionDeletion(Sum(), **options)(X, X, 0).protocol == custom
     assert Deletion(Sum(), **options)(X, X, 0).protocol == custom
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"blur_kernel_size": 10}, "blur_kernel_size must be odd, so that the kernel centres on "),
+        ({"blur_kernel_size": 0}, "blur_kernel_size must be a positive int; got 0"),
+        ({"blur_kernel_size": 3.0}, "blur_kernel_size must be a positive int; got 3.0"),
+        ({"blur_sigma": 0.0}, "blur_sigma must be a positive finite number; got 0.0"),
+        ({"blur_sigma": -1.0}, "blur_sigma must be a positive finite number; got -1.0"),
+        ({"blur_sigma": math.nan}, "blur_sigma must be a positive finite number; got nan"),
+        ({"blur_sigma": math.inf}, "blur_sigma must be a positive finite number; got inf"),
+        ({"blur_sigma": "5"}, "blur_sigma must be a positive finite number; got '5'"),
+    ],
+)
+@pytest.mark.parametrize("metric", [InsertionDeletion, Insertion, Deletion])
+def test_blur_settings_are_checked_at_construction(metric, options, message) -> None:
+    # torchvision would refuse an even kernel only at the first call, deep in its blur.
+    with pytest.raises(ValueError) as raised:
+        metric(Sum(), **options)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kernel_size", "largest"),
+    [(X, 5, 3), (torch.ones(1, 3, 32, 32), 101, 63), (torch.ones(1, 1, 2, 40), 5, 3)],
+)
+def test_a_blur_larger_than_the_inputs_is_refused_before_any_forward_pass(
+    inputs: Tensor, kernel_size: int, largest: int
+) -> None:
+    # Reflect padding of kernel_size // 2 pixels needs more than that on each side.
+    counting = BatchSizes(Sum())
+    metric = InsertionDeletion(counting, n_steps=4, blur_kernel_size=kernel_size)
+    height, width = inputs.shape[-2:]
+    with pytest.raises(ValueError) as raised:
+        metric(inputs, inputs, 0)
+    assert str(raised.value) == (
+        f"blur_kernel_size must be at most {largest} for {height} x {width} inputs: the blur's "
+        f"reflect padding of blur_kernel_size // 2 pixels must be smaller than each side; "
+        f"got {kernel_size}"
+    )
+    assert counting.sizes == []
+    # The largest kernel that fits blurs a constant image into itself: the deletion curve of
+    # the pixel sum stays at the image's sum.
+    fitting = InsertionDeletion(Sum(), n_steps=4, score_fn="logit", blur_kernel_size=largest)
+    ones = torch.ones_like(inputs)
+    torch.testing.assert_close(
+        fitting(ones, ones, 0).deletion.curve, torch.full((1, 4), 1.0 * ones.numel())
+    )
+    # Without the blur the kernel plays no part.
+    zeros = InsertionDeletion(Sum(), n_steps=4, baseline="zeros", blur_kernel_size=kernel_size)
+    assert zeros(inputs, inputs, 0).deletion.curve.shape == (1, 4)

@@ -288,3 +288,37 @@ def test_explanation_errors() -> None:
         Sensitivity(lambda x: x.tolist())(inputs)
     with pytest.raises(ValueError, match="values per perturbed input"):
         Sensitivity(lambda x: x if len(x) == 2 else x[:, :2])(inputs)
+
+
+def _nan_row(batch: int, row: int, value: float = math.nan) -> Any:
+    """An explanation that is the input itself, but ``value`` in row ``row`` of the calls on
+    ``batch`` inputs."""
+
+    def explain(inputs: Tensor) -> Tensor:
+        explained = inputs.clone()
+        if len(inputs) == batch:
+            explained[row] = value
+        return explained
+
+    return explain
+
+
+@pytest.mark.parametrize(
+    ("explain", "message"),
+    [
+        # Two examples: the clean call explains 2 inputs, the perturbed one 2 x 3 samples, the
+        # samples of an example consecutive (rows 3 to 5 are example 1's).
+        (_nan_row(2, 1), "clean inputs of example 1"),
+        (_nan_row(2, 0, math.inf), "clean inputs of example 0"),
+        (_nan_row(6, 4), "perturbed inputs of example 1"),
+        (_nan_row(6, 2, -math.inf), "perturbed inputs of example 0"),
+    ],
+)
+def test_non_finite_explanations_are_refused(explain: Any, message: str) -> None:
+    # They used to give NaN sensitivities without a word.
+    with pytest.raises(ValueError) as raised:
+        Sensitivity(explain, n_perturb_samples=3)(torch.rand(2, 4))
+    assert str(raised.value) == (
+        f"explanation_func returned NaN or Inf values for the {message}; Sensitivity needs "
+        "finite explanations"
+    )

@@ -355,3 +355,54 @@ def test_plot_needs_fractions() -> None:
     )
     with pytest.raises(ValueError, match="has no fractions"):
         plot_insertion_deletion(summary.compute())
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (
+            {"drop": torch.tensor([3.0, math.nan]), "auc": torch.ones(2)},
+            "drop: the value of example 1 of the batch (example 3 of the summary's 'drop') is nan",
+        ),
+        (
+            {"drop": torch.tensor([-math.inf, 1.0])},
+            "drop: the value of example 0 of the batch (example 2 of the summary's 'drop') is -inf",
+        ),
+        (
+            {"drop": torch.ones(2), "curve": torch.tensor([[0.0, 1.0], [math.inf, math.nan]])},
+            "curve: the value of example 1 of the batch (example 1 of the summary's 'curve') "
+            "is inf",
+        ),
+    ],
+)
+def test_non_finite_values_are_refused_at_update(batch: dict, message: str) -> None:
+    summary = MetricSummary()
+    summary.update({"drop": torch.tensor([1.0, 2.0])})
+    with pytest.raises(ValueError) as raised:
+        summary.update(batch)
+    assert str(raised.value) == (
+        f"{message}; MetricSummary averages finite values only: leave the example out, or "
+        "find why its metric is not finite"
+    )
+    # The batch is refused whole: the statistics are those of the first batch alone.
+    result = summary.compute()
+    assert set(result) == {"drop"} and result["drop"].mean == 1.5 and result["drop"].count == 2
+
+
+class ShiftedSum(nn.Module):
+    """logits = [sum(x) - 10, 0]: a score that is negative on small images."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        total = x.sum(dim=(1, 2, 3)) - 10.0
+        return torch.stack([total, torch.zeros_like(total)], dim=1)
+
+
+def test_a_drop_relative_to_a_negative_score_is_refused() -> None:
+    # Y = 4 - 10 = -6; the mask of the map [4, 3, 2, 1] is [1, 2/3, 1/3, 0], so O = 2 - 10 = -8:
+    # O < Y <= 0, where the relative drop is NaN.
+    ones = torch.ones(1, 1, 2, 2)
+    saliency = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
+    result = ConfidenceChange(ShiftedSum(), score_fn="logit")(ones, saliency, 0)
+    assert result.clean.tolist() == [-6.0] and result.masked.tolist() == [-8.0]
+    with pytest.raises(ValueError, match=r"^average_drop: the value of example 0 .* is nan;"):
+        MetricSummary().update(result)

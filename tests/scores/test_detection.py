@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_polycam import DetectionBoxScore
+from captum_polycam import DetectionBoxScore, PolyCam
+from captum_polycam.testing import KnownAnswerDetector
 
 
 def _found(boxes: list[list[float]], labels: list[int], scores: list[float]) -> dict:
@@ -82,12 +83,64 @@ def test_iou_threshold_rule(found_box: list[float], iou_threshold: float, expect
     torch.testing.assert_close(score([found]), torch.tensor([[expected, 0.0]]))
 
 
-def test_no_target_box_scores_an_empty_row() -> None:
+NO_BOX_MESSAGE = (
+    "boxes: this DetectionBoxScore holds no target box ((0, 4)), so there is nothing to score; "
+    "check len(score) before explaining (from_detections keeps no box when none reaches "
+    "score_threshold)"
+)
+
+
+def test_no_target_box_is_built_but_refuses_to_score() -> None:
     # [] becomes a float32 tensor: zero boxes take an empty list of labels all the same.
     score = DetectionBoxScore(torch.zeros(0, 4), [])
     assert len(score) == 0 and score.labels.dtype == torch.int64 and score.targets.tolist() == []
     found = _found([[0, 0, 10, 10]], [1], [0.8])
-    assert score([found, _found([], [], [])]).shape == (2, 0)
+    with pytest.raises(ValueError) as raised:
+        score([found, _found([], [], [])])
+    assert str(raised.value) == NO_BOX_MESSAGE
+
+
+@pytest.mark.parametrize("target", [None, 0])
+def test_no_target_box_as_a_poly_cam_score_is_refused(target: int | None) -> None:
+    # It used to end in IndexError from the top-1 choice (argmax over no column).
+    detector = KnownAnswerDetector([(8, 8, 24, 24)]).eval()
+    score = DetectionBoxScore(torch.zeros(0, 4), [])
+    polycam = PolyCam(detector, ["fine", "coarse"], score_fn=score)
+    with pytest.raises(ValueError) as raised:
+        polycam.attribute(torch.rand(2, 3, 32, 32), target=target)
+    assert str(raised.value) == NO_BOX_MESSAGE
+
+
+def test_detections_without_none_reaching_the_threshold_hold_no_box() -> None:
+    found = _found([[0, 0, 10, 10]], [1], [0.4])
+    assert len(DetectionBoxScore.from_detections(found, score_threshold=0.5)) == 0
+
+
+@pytest.mark.parametrize(
+    ("keys", "missing"),
+    [(("boxes", "scores"), "'labels'"), (("boxes",), "'labels', 'scores'"), ((), "'boxes'")],
+)
+def test_detections_without_a_key_are_named(keys: tuple[str, ...], missing: str) -> None:
+    found = _found([[0, 0, 10, 10]], [1], [0.9])
+    partial = {key: found[key] for key in keys}
+    with pytest.raises(ValueError) as raised:
+        DetectionBoxScore.from_detections(partial)
+    missing = missing if keys else "'boxes', 'labels', 'scores'"
+    assert str(raised.value) == (
+        "detections must hold 'boxes' (P, 4), 'labels' (P,) and 'scores' (P,), as a "
+        f"torchvision detector's output dict in eval mode; missing {missing} (has {sorted(keys)})"
+    )
+
+
+def test_an_output_without_scores_is_named() -> None:
+    found = _found([[0, 0, 10, 10]], [1], [0.9])
+    without_scores = {"boxes": found["boxes"], "labels": found["labels"]}
+    with pytest.raises(ValueError) as raised:
+        DetectionBoxScore(TARGETS, LABELS)([found, without_scores])
+    assert str(raised.value) == (
+        "output[1] must hold 'boxes' (P, 4), 'labels' (P,) and 'scores' (P,), as a torchvision "
+        "detector's output dict in eval mode; missing 'scores' (has ['boxes', 'labels'])"
+    )
 
 
 BOX = torch.tensor([[0.0, 0.0, 10.0, 10.0]])

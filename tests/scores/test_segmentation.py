@@ -27,14 +27,44 @@ def test_mean_probability_over_the_whole_image() -> None:
 
 
 def test_logit_sum_over_regions() -> None:
-    regions = torch.tensor([[[True, False]], [[False, True]], [[False, False]]])
+    regions = torch.tensor([[[True, False]], [[False, True]], [[True, True]]])
     scores = SegmentationScore(1, regions, reduction="logit_sum")(LOGITS)
-    torch.testing.assert_close(scores, torch.tensor([[0.0, math.log(3.0), 0.0], [2.0, 2.0, 0.0]]))
+    expected = [[0.0, math.log(3.0), math.log(3.0)], [2.0, 2.0, 4.0]]
+    torch.testing.assert_close(scores, torch.tensor(expected))
 
 
-def test_an_empty_region_scores_zero() -> None:
-    scores = SegmentationScore(1, torch.zeros(1, 2, dtype=torch.bool))(LOGITS)
-    assert scores.tolist() == [[0.0], [0.0]]
+@pytest.mark.parametrize("reduction", ["mean_probability", "logit_sum"])
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.zeros(1, 2, dtype=torch.bool), "mask is empty (no pixel is True)"),
+        (torch.zeros(1, 1, 2, dtype=torch.uint8), "mask is empty (no pixel is True)"),
+        (
+            torch.tensor([[[True, False]], [[False, False]], [[False, False]]]),
+            "mask: region 1 of 3 is empty (no pixel is True)",
+        ),
+    ],
+)
+def test_an_empty_region_is_refused(mask: torch.Tensor, message: str, reduction: str) -> None:
+    # The mean over no pixel is undefined: it used to read 0, and the map came out blank.
+    with pytest.raises(ValueError) as raised:
+        SegmentationScore(1, mask, reduction=reduction)  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        f"{message}: every region needs at least one pixel; pass mask=None for the whole image"
+    )
+
+
+def test_a_prediction_without_the_class_is_refused() -> None:
+    # Class 0 wins input 0's first pixel (a tie) and no pixel of input 1.
+    assert SegmentationScore.from_prediction(LOGITS[:1], 0).mask.tolist() == [[[True, False]]]
+    with pytest.raises(ValueError) as raised:
+        SegmentationScore.from_prediction({"out": LOGITS}, class_index=0)
+    assert str(raised.value) == (
+        "output: the prediction assigns no pixel to class 0 in example 1 (1 of 2 examples): "
+        "there is no region to explain; leave those examples out, or give a mask"
+    )
+    with pytest.raises(ValueError, match="class_index 5 is out of range for an output of 2"):
+        SegmentationScore.from_prediction(LOGITS, class_index=5)
 
 
 def test_regions_from_the_clean_prediction() -> None:
@@ -81,3 +111,20 @@ def test_mismatched_output_is_explained() -> None:
         SegmentationScore(1, torch.ones(3, 3))(LOGITS)
     with pytest.raises(TypeError, match="'out'"):
         SegmentationScore(1)([LOGITS])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda output: SegmentationScore(1)(output),
+        lambda output: SegmentationScore.from_prediction(output, class_index=1),
+    ],
+)
+def test_a_dict_output_without_out_is_named(call) -> None:
+    # It used to end in a bare KeyError: 'out'.
+    with pytest.raises(ValueError) as raised:
+        call({"aux": LOGITS, "logits": LOGITS})
+    assert str(raised.value) == (
+        "output: a dict output must hold the (B, classes, H, W) logits under 'out', as "
+        "torchvision's FCN, DeepLabV3 and LR-ASPP return; has ['aux', 'logits']"
+    )
