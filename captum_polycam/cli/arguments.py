@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -13,6 +16,9 @@ from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import DEFAULT_MODEL
 
 __all__ = [
+    "MAX_IMAGE_SIDE",
+    "MAX_THREADS",
+    "PROG",
     "add_device_option",
     "add_figure_option",
     "add_layers_option",
@@ -23,11 +29,25 @@ __all__ = [
     "add_run_options",
     "add_variant_option",
     "check_device",
+    "check_outputs",
     "comma_list",
+    "image_side",
     "layer_names",
     "non_negative_int",
     "positive_int",
+    "thread_count",
 ]
+
+PROG = "captum-polycam"
+
+# More threads than cores only slow PyTorch down, and the largest machines have a few hundred
+# cores; far beyond that OpenMP cannot create the threads and the process dies of a
+# segmentation fault ("libgomp: Thread creation failed" at 100000). A fixed cap, rather than
+# one per core, keeps a command valid on every machine.
+MAX_THREADS = 1024
+# An 8192 x 8192 photo is already 805 MB in float32, before the model's activations and the
+# masked copies; much larger sides end in an allocator's traceback instead of a usage error.
+MAX_IMAGE_SIDE = 8192
 
 
 def positive_int(text: str) -> int:
@@ -42,6 +62,23 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def _int_between(text: str, low: int, high: int, unit: str = "") -> int:
+    value = int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be from {low} to {high}{unit}, got {value}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """``--threads``: from 1 to :data:`MAX_THREADS`."""
+    return _int_between(text, 1, MAX_THREADS)
+
+
+def image_side(text: str) -> int:
+    """A side of ``--size``, in pixels: from 1 to :data:`MAX_IMAGE_SIDE`."""
+    return _int_between(text, 1, MAX_IMAGE_SIDE, " pixels")
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +96,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--quiet``, which every command takes."""
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         metavar="N",
-        help="CPU threads of PyTorch's operations (default: PyTorch's choice, one per core); "
-        "on a shared or busy machine 1 can be faster, see the troubleshooting page",
+        help=f"CPU threads of PyTorch's operations, at most {MAX_THREADS} (default: PyTorch's "
+        "choice, one per core); on a shared or busy machine 1 can be faster, see the "
+        "troubleshooting page",
     )
     parser.add_argument(
         "--quiet",
@@ -181,3 +219,43 @@ def comma_list(text: str, option: str) -> list[str]:
     if not items:
         raise EvaluationError(f"{option}: give a comma-separated list; got {text!r}")
     return items
+
+
+def check_outputs(outputs: Sequence[Path], inputs: Iterable[tuple[str, Path | None]]) -> None:
+    """The rule of every command's ``--out``, checked before any work: never write over an
+    input; replace an output that exists, saying so on standard error.
+
+    Args:
+        outputs: The paths the command will write: the figure, or the files and folder it
+            writes in its ``--out`` folder.
+        inputs: What the command reads, each with the words that name it in an error, such
+            as ``("the image", path)``; ``None`` for an optional input not given.
+
+    Raises:
+        EvaluationError: An output is one of the inputs: the same path, or the same file
+            through a symbolic link, a hard link or another spelling of its path.
+    """
+    given = [(what, path) for what, path in inputs if path is not None]
+    for output in outputs:
+        for what, source in given:
+            if _same_file(output, source):
+                raise EvaluationError(
+                    f"--out: {str(output)!r} is {what} {str(source)!r}; the command never "
+                    "writes over its inputs: give another --out"
+                )
+    # An output that exists is the user's to replace, as with any tool's output (--out names
+    # it, or the default the help shows), but never silently: said before the work, while
+    # the command can still be stopped.
+    replaced = [output for output in outputs if output.is_file()]
+    if replaced:
+        names = ", ".join(repr(str(path)) for path in replaced)
+        exist = "exists" if len(replaced) == 1 else "exist"
+        print(f"{PROG}: --out: {names} {exist} and will be replaced", file=sys.stderr)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file or folder, however they are spelt or linked."""
+    try:
+        return os.path.samefile(first, second)  # the same device and inode
+    except OSError:  # one does not exist (yet): compare the paths they lead to
+        return os.path.realpath(first) == os.path.realpath(second)

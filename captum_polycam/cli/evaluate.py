@@ -22,7 +22,9 @@ from captum_polycam.cli.arguments import (
     add_reshape_option,
     add_run_options,
     check_device,
+    check_outputs,
     comma_list,
+    image_side,
     layer_names,
     non_negative_int,
     positive_int,
@@ -30,7 +32,8 @@ from captum_polycam.cli.arguments import (
 from captum_polycam.evaluation.methods import BASELINES
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
 from captum_polycam.perturbation.options import PRECISIONS
-from captum_polycam.resources.images import Preprocessing, bundled_folder
+from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import Preprocessing, bundled_folder, check_channel_values
 
 __all__ = ["add_parser", "run"]
 
@@ -42,6 +45,25 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected numbers separated by commas, got {text!r}"
         ) from None
+
+
+def _statistics(text: str, name: str, positive: bool) -> tuple[float, ...]:
+    values = _floats(text)
+    try:
+        check_channel_values(name, values, positive=positive)
+    except EvaluationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return values
+
+
+def _mean(text: str) -> tuple[float, ...]:
+    """``--mean``: three finite numbers."""
+    return _statistics(text, "mean", positive=False)
+
+
+def _std(text: str) -> tuple[float, ...]:
+    """``--std``: three finite numbers above 0."""
+    return _statistics(text, "std", positive=True)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -126,7 +148,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--size",
-        type=positive_int,
+        type=image_side,
         nargs=2,
         default=(224, 224),
         metavar=("H", "W"),
@@ -134,14 +156,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mean",
-        type=_floats,
+        type=_mean,
         default=Preprocessing().mean,
         metavar="R,G,B",
         help="normalisation mean (default: ImageNet's)",
     )
     parser.add_argument(
         "--std",
-        type=_floats,
+        type=_std,
         default=Preprocessing().std,
         metavar="R,G,B",
         help="normalisation standard deviation (default: ImageNet's)",
@@ -183,6 +205,14 @@ def run(args: argparse.Namespace) -> int:
     if images is None:  # the embedded default: the bundled photographs
         images = bundled_folder()
         print("Images: the four bundled photographs (no --images given)")
+    check_outputs(
+        [args.out],
+        [
+            ("the --images folder", images),
+            ("the --image-list file", args.image_list),
+            ("the --labels file", args.labels),
+        ],
+    )
     methods = tuple(comma_list(args.methods, "--methods"))
     layers = layer_names(args.layers)
     config = EvaluationConfig(

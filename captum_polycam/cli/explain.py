@@ -76,21 +76,21 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return explain
 
 
-def _check_arguments(args: argparse.Namespace, image_count: int) -> None:
+def _check_arguments(args: argparse.Namespace, sources: list[Path]) -> None:
     """The checks that need no model, run first so that mistakes fail in a second."""
     check_device(args.device)
-    if args.target is not None and len(args.target) not in (1, image_count):
+    if args.target is not None and len(args.target) not in (1, len(sources)):
         raise EvaluationError(
             f"--target: give one class for all images or one per image; got {len(args.target)} "
-            f"classes for {image_count} images"
+            f"classes for {len(sources)} images"
         )
-    check_figure_path(args.out)
+    check_figure_path(args.out, [("the image", source) for source in sources])
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain the images of ``args`` and save the figure; return the exit status."""
     sources = args.images or [bundled_image()]
-    _check_arguments(args, len(sources))
+    _check_arguments(args, sources)
     pixels = torch.cat([read_image(source) for source in sources])
     names = [str(path) for path in args.images] or [f"{sources[0].name} (bundled)"]
 

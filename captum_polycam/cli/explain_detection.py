@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise EvaluationError(f"--score-threshold must be in [0, 1]; got {args.score_threshold}")
-    check_figure_path(args.out)
+    check_figure_path(args.out, [("the image", args.image)])
     pixels = read_image(args.image, size=None)
     device = torch.device(args.device)
     model, categories = load_detector(args.model, device)

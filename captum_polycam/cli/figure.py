@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from captum_polycam.cli.arguments import check_outputs
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.visualization import FIGURE_FORMATS, figure, figure_format, overlay
 
@@ -27,9 +28,11 @@ _PANEL_INCHES = 3.0
 _DPI = 100
 
 
-def check_figure_path(out: Path) -> None:
+def check_figure_path(out: Path, inputs: Iterable[tuple[str, Path | None]] = ()) -> None:
     """Fail before any work when the figure could not be written at ``out``: its folder is
-    missing, ``out`` is a folder, or its format is not supported.
+    missing, ``out`` is a folder, its format is not supported, or it is one of the ``inputs``
+    (see :func:`~captum_polycam.cli.arguments.check_outputs`, which also says on standard
+    error that an existing ``out`` will be replaced).
 
     Raises:
         EvaluationError: Saying which.
@@ -42,6 +45,7 @@ def check_figure_path(out: Path) -> None:
     if not out.parent.is_dir():
         raise EvaluationError(f"--out: the folder {str(out.parent)!r} does not exist")
     figure_format(out)
+    check_outputs([out], inputs)
 
 
 def save_figure(

@@ -14,12 +14,11 @@ import torch
 
 import captum_polycam
 from captum_polycam.cli import evaluate, explain, explain_detection, sanity
+from captum_polycam.cli.arguments import PROG
 from captum_polycam.perturbation import tune_cpu_allocator
 from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["PROG", "build_parser", "main"]
-
-PROG = "captum-polycam"
 
 
 def build_parser() -> argparse.ArgumentParser:

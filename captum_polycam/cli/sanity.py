@@ -19,6 +19,7 @@ from captum_polycam.cli.arguments import (
     add_reshape_option,
     add_run_options,
     check_device,
+    check_outputs,
     comma_list,
     layer_names,
 )
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise EvaluationError(f"--out: {str(args.out)!r} exists and is not a folder")
     sources = args.images or bundled_images()
+    check_outputs(
+        [args.out / name for name in _OUTPUTS], [("the image", source) for source in sources]
+    )
     pixels = torch.cat([read_image(source) for source in sources])
 
     device = torch.device(args.device)

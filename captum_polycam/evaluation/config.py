@@ -78,7 +78,9 @@ class EvaluationConfig:
             ("sensitivity_images", 0),
             ("seed", None),
         ):
-            check_int(name, getattr(self, name), least, error=EvaluationError)
+            # Kept as a plain int, which run.json serialises (a NumPy integer it cannot).
+            checked = check_int(name, getattr(self, name), least, error=EvaluationError)
+            object.__setattr__(self, name, checked)
         for name in ("methods", "layers"):
             names = getattr(self, name)
             # A lone string would otherwise be read as one name per character.

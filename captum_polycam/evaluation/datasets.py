@@ -15,7 +15,10 @@ from captum_polycam.evaluation.config import EvaluationConfig
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import ImageFolder, Preprocessing, Sample, pil_pixels
 
-__all__ = ["as_samples", "first_input"]
+__all__ = ["NoReadableImage", "as_samples", "first_input"]
+
+# The unreadable images a message shows before "and N more".
+_SHOWN_ERRORS = 3
 
 
 def as_samples(
@@ -81,10 +84,32 @@ def _tensor_digest(image: Tensor) -> str:
     return hashlib.sha256(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
 
 
+class NoReadableImage(EvaluationError):
+    """None of the images can be read: the message shows the first errors, ``errors`` holds
+    every image's ``(name, error)``."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        shown = "; ".join(f"{name}: {error}" for name, error in errors[:_SHOWN_ERRORS])
+        more = len(errors) - _SHOWN_ERRORS
+        super().__init__(
+            f"images: none of the {len(errors)} image(s) can be read: {shown}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+
+
 def first_input(dataset: Dataset[Sample]) -> Tensor:
-    """An input of the dataset's size, for discovering the layers."""
+    """An input of the dataset's size, for discovering the layers.
+
+    Raises:
+        NoReadableImage: No image of the dataset can be read.
+    """
+    errors = []
     for index in range(len(dataset)):  # type: ignore[arg-type]
         sample = dataset[index]
         if sample.inputs is not None:
             return sample.inputs[None]
-    raise EvaluationError("images: none of the images can be read (see their errors)")
+        errors.append((sample.name, sample.error or "unreadable"))
+    if not errors:
+        raise EvaluationError("images: the dataset holds no image")
+    raise NoReadableImage(errors)

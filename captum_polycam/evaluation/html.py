@@ -58,6 +58,7 @@ _COLUMNS = ((INSERTION, "insertion"), (DELETION, "deletion"))
 def write_html_report(
     out: str | Path,
     photo: Callable[[str], Tensor | None] | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``OUT/report.html`` and its overlays from a finished evaluation's artefacts.
 
@@ -77,6 +78,10 @@ def write_html_report(
         photo: ``photo(name)`` gives the image's photo as a ``3 x H x W`` tensor in
             ``[0, 1]``, or ``None`` where it is not available; the map is resized to the
             photo. Without it (``None``), every overlay is the map alone, coloured.
+        record: The run's record to show, as ``run.json`` will hold it; ``None`` reads
+            ``run.json``. A run writes its page before its final record, so that a record
+            that says ``finished`` means that the page is there; the page is the same as the
+            one rebuilt from that record later.
 
     Returns:
         The path of ``report.html``.
@@ -100,7 +105,8 @@ def write_html_report(
                 f"out: {str(out / required)!r} is missing; is {str(out)!r} a finished "
                 "evaluation's folder?"
             )
-    record = json.loads((out / "run.json").read_text())
+    if record is None:
+        record = json.loads((out / "run.json").read_text())
     configuration: dict[str, Any] = record.get("configuration", {})
     methods = [str(method) for method in configuration.get("methods", [])]
     model = str(configuration.get("model", ""))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import platform
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +36,8 @@ from captum_polycam.evaluation.artefacts import (
     write_npz,
 )
 from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, check_on_first_input
-from captum_polycam.evaluation.datasets import as_samples, first_input
-from captum_polycam.evaluation.folder import OutputFolder, now
+from captum_polycam.evaluation.datasets import NoReadableImage, as_samples, first_input
+from captum_polycam.evaluation.folder import MODEL_DIGEST, OutputFolder, now
 from captum_polycam.evaluation.html import write_html_report
 from captum_polycam.evaluation.methods import (
     Method,
@@ -65,7 +66,7 @@ from captum_polycam.resources.images import (
     Sample,
     image_list_digest,
 )
-from captum_polycam.resources.models import load_model, model_file_stem
+from captum_polycam.resources.models import load_model, model_digest, model_file_stem
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
@@ -140,12 +141,18 @@ def evaluate(
             a dataset whose items are ``(image, name)`` or ``(image, label, name)``, an image
             being a PIL image or a ``3 x H x W`` tensor in ``[0, 1]``, preprocessed by
             ``config.preprocessing`` (or, when that is ``None``, a model input as it is).
-        out: The output folder. A rerun with the same configuration resumes; another
-            configuration is refused.
+        out: The output folder. A rerun with the same configuration (the model's weights
+            included) resumes; another configuration is refused, and so is a run while
+            another goes on in the folder. A rerun of a finished run leaves its record and
+            artefacts as they are.
         config: The protocol (:class:`EvaluationConfig`); the paper's by default.
-        model: A model object to evaluate instead of loading ``config.model``.
+        model: A model object to evaluate instead of loading ``config.model``. A model that
+            ``config.model`` names is built with torch's generator seeded by ``config.seed``,
+            so that a factory of random weights builds the same ones each time.
         image_list: With a folder, the file names to use (a file, one name a line).
         labels: With a folder, the classes (a ``file_name class_index`` file or a mapping).
+            Under ``target="top1"`` they may leave images out; how many is said on standard
+            error (unless ``show_progress`` is ``False``).
         device: ``"cpu"``, ``"cuda"``...; the GPU when there is one by default.
         num_workers: Processes reading images while the model runs (0 reads in this one).
         perturbations_per_eval: Masked inputs per example and forward pass, for Poly-CAM and
@@ -178,20 +185,42 @@ def evaluate(
     dataset = as_samples(images, image_list, labels, config)
     if config.target == "label" and getattr(dataset, "labels", True) is None:
         raise EvaluationError("target 'label' needs labels: pass a labels file")
+    unlabelled: list[str] = getattr(dataset, "unlabelled", [])
+    if config.target == "label" and unlabelled:
+        raise EvaluationError(
+            f"labels: no class for {len(unlabelled)} image(s), such as {unlabelled[0]!r}"
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError("device: CUDA is not available on this machine; use 'cpu'")
     ranks, device = _distributed.start(device)
+    show_progress = True if show_progress is None else show_progress
+    if unlabelled and ranks.is_main and show_progress:
+        count = len(dataset)  # type: ignore[arg-type]
+        print(
+            f"evaluate: labels: {len(unlabelled)} of {count} image(s) have no class, such as "
+            f"{unlabelled[0]!r}; target 'top1' needs none",
+            file=sys.stderr,
+        )
     # A model the caller lends is given back with its own training flags.
     lent = contextlib.nullcontext() if model is None else evaluation_mode(model)
     try:
         with lent:
-            model = load_model(config.model, device)[0] if model is None else model.to(device)
+            if model is None:
+                # Seeded: a factory of random weights builds the same ones for a resumed run.
+                with seeded(config.seed, device):
+                    model = load_model(config.model, device)[0]
+            else:
+                model = model.to(device)
+            try:
+                first = first_input(dataset)
+            except NoReadableImage as error:
+                written = OutputFolder(out, ranks).write_refused_errors(error.errors)
+                listed = f" (all of them in {str(written)!r})" if written else ""
+                raise EvaluationError(f"{error}{listed}") from None
             # Every usage error is found here, on one image, before run.json claims the
             # folder: a corrected command can then use the same folder.
-            described = check_on_first_input(
-                model, first_input(dataset).to(device), dataset, config
-            )
+            described = check_on_first_input(model, first.to(device), dataset, config)
             layers = [layer.name for layer in described]
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
@@ -201,13 +230,14 @@ def evaluate(
             )
             run = _Run(out, config, dataset, model, methods, layers, device, ranks)
             run.channels = sum(layer.channels for layer in described)
-            OutputFolder(out, ranks).claim(run.configuration())
-            run.check_finished_images()
-            run.compute(num_workers, options, True if show_progress is None else show_progress)
-            ranks.barrier()
-            if ranks.is_main:
-                run.merge()
-            ranks.barrier()
+            with run.folder.claim(run.configuration()):
+                run.check_finished_images()
+                merged = run.merged()
+                run.compute(num_workers, options, show_progress)
+                ranks.barrier()
+                if ranks.is_main and not merged:
+                    run.merge()
+                ranks.barrier()
         return Report.read(out)
     finally:
         _distributed.stop(ranks)
@@ -247,7 +277,9 @@ class _Run:
         self.count = len(dataset)  # type: ignore[arg-type]
         self.batches = range((self.count + config.batch_size - 1) // config.batch_size)
         self.model_stem = model_file_stem(config.model)
+        self.model_digest = model_digest(model)
         self.channels = 0  # of Poly-CAM's layers, set once they are described
+        self.folder = OutputFolder(out, ranks)
 
     def shard(self, method: Method, batch: int) -> Path:
         return self.out / "shards" / method_file_stem(method.name) / f"{batch:06d}.npz"
@@ -262,6 +294,7 @@ class _Run:
         )
         return {
             **self.config.as_dict(),
+            MODEL_DIGEST: self.model_digest,
             "layers": self.layers,
             "device": self.device.type,
             "dtype": "float32"
@@ -304,6 +337,13 @@ class _Run:
                 f"{str(self.out)!r} was computed on: {', '.join(changed[:10])}"
                 f"{' ...' * (len(changed) > 10)}; use a new folder for other images"
             )
+
+    def merged(self) -> bool:
+        """Whether the run was finished and merged before, with every shard still there:
+        then nothing is computed, and the record and the artefacts are left as they are."""
+        return "finished" in self.folder.record() and all(
+            self.shard(method, batch).exists() for method in self.methods for batch in self.batches
+        )
 
     def mine(self) -> range:
         """This process's batches: ``rank``, ``rank + world``, ..."""
@@ -479,14 +519,15 @@ class _Run:
             yield read_npz(path)
 
     def merge(self) -> None:
-        """Write the final artefacts from the shards, in the order of the image list."""
+        """Write the final artefacts from the shards, in the order of the image list, then
+        the page from the final record, and the record last: a record that says
+        ``finished`` means that every artefact is written."""
         write_report(
             self.out,
             self.model_stem,
             [(m.name, self.shards(m)) for m in self.methods],
             self.config.n_steps,
         )
-        write_html_report(self.out, self.photos())
         timings = {}
         for method in self.methods:
             totals = {"map_seconds": 0.0, "metric_seconds": 0.0, "images": 0}
@@ -503,22 +544,22 @@ class _Run:
         for shard in self.shards(self.methods[0]):
             for digest in shard.get("image_digests", np.array([], dtype=str)).tolist():
                 contents.update(f"{digest}\n".encode())
-        OutputFolder(self.out, self.ranks).add_to_record(
-            {
-                "finished": now(),
-                "images_content_sha256": contents.hexdigest(),
-                "versions": {
-                    "captum_polycam": captum_polycam.__version__,
-                    "torch": torch.__version__,
-                    "captum": captum.__version__,
-                    "numpy": np.__version__,
-                    "python": platform.python_version(),
-                },
-                "device_name": _device_name(self.device),
-                "processes": self.ranks.world,
-                "timings": timings,
-            }
-        )
+        record = self.folder.record() | {
+            "finished": now(),
+            "images_content_sha256": contents.hexdigest(),
+            "versions": {
+                "captum_polycam": captum_polycam.__version__,
+                "torch": torch.__version__,
+                "captum": captum.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+            "device_name": _device_name(self.device),
+            "processes": self.ranks.world,
+            "timings": timings,
+        }
+        write_html_report(self.out, self.photos(), record)
+        self.folder.write_record(record)
 
 
 def _sensitivity(method: Method, inputs: Tensor, targets: Tensor, maps: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from captum_polycam.metrics.keys import (
 )
 from captum_polycam.metrics.summary import MetricSummary, Statistic
 
-__all__ = ["METRICS", "Report", "write_report"]
+__all__ = ["ERRORS_FILE", "METRICS", "Report", "write_errors", "write_report"]
+
+ERRORS_FILE = "errors.csv"
 
 # The summary's metrics, in the order of its columns, with their headings.
 METRICS: dict[str, str] = {
@@ -139,7 +141,7 @@ def write_report(
                 results[INSERTION_CURVE].mean(0),
                 results[DELETION_CURVE].mean(0),
             )
-    write_csv(out / "errors.csv", ("image", "error"), errors or [])
+    write_errors(out, errors or [])
     statistics = {method: summary.compute() for method, summary in summaries.items()}
     write_csv(
         out / "summary.csv",
@@ -149,6 +151,11 @@ def write_report(
     write_bytes(out / "summary.md", _markdown(statistics, len(errors or [])).encode())
     if curves:
         _plot_curves(out / "curves.png", curves)
+
+
+def write_errors(out: Path, errors: Sequence[tuple[str, str]]) -> None:
+    """Write ``OUT/errors.csv``: each image that could not be read, and why."""
+    write_csv(out / ERRORS_FILE, ("image", "error"), errors)
 
 
 def _write_csvs(folder: Path, stem: str, results: _MethodResults, n_steps: int) -> None:

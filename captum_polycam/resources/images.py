@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "bundled_folder",
     "bundled_image",
     "bundled_images",
+    "check_channel_values",
     "image_list_digest",
     "load_image",
     "normalise",
@@ -86,6 +88,9 @@ def _read_bytes(path: str | Path | Traversable) -> bytes:
         return source.read_bytes()
     except OSError as error:
         reason = error.strerror or error
+        if isinstance(source, Path) and source.is_symlink() and not source.exists():
+            # "No such file" about a name that is listed in the folder would puzzle.
+            reason = f"a symbolic link to {os.readlink(source)!r}, which does not exist"
         raise EvaluationError(f"cannot read image {str(path)!r}: {reason}") from None
 
 
@@ -145,11 +150,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if len(self.size) != 2 or any(int(side) < 1 for side in self.size):
             raise EvaluationError(f"size must be (height, width), positive; got {self.size!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise EvaluationError(
-                f"mean and std need three values each, std positive; got {self.mean!r}, "
-                f"{self.std!r}"
-            )
+        check_channel_values("mean", self.mean)
+        check_channel_values("std", self.std, positive=True)
 
     def pixels(self, image: Tensor) -> Tensor:
         """``3 x H x W`` pixels in ``[0, 1]`` squashed to ``size``, still in ``[0, 1]``."""
@@ -166,6 +168,27 @@ class Preprocessing:
 
     def as_dict(self) -> dict[str, Any]:
         return {key: list(value) for key, value in asdict(self).items()}
+
+
+def check_channel_values(name: str, values: Sequence[float], *, positive: bool = False) -> None:
+    """Check a normalisation ``mean`` or ``std``: three finite numbers, one per channel, and
+    with ``positive``, each above 0.
+
+    A NaN or infinite statistic makes every input NaN, which the model and layer discovery
+    would then report as their own failure.
+
+    Raises:
+        EvaluationError: Naming ``name``, what is expected and the values given.
+    """
+    try:
+        valid = len(values) == 3 and all(
+            math.isfinite(value) and (value > 0 or not positive) for value in values
+        )
+    except TypeError:  # not a sequence, or not of numbers
+        valid = False
+    if not valid:
+        expected = "finite positive numbers" if positive else "finite numbers"
+        raise EvaluationError(f"{name} must be three {expected}, one per channel; got {values!r}")
 
 
 def read_image(path: str | Path | Traversable, size: tuple[int, int] | None = SIZE) -> Tensor:
@@ -215,15 +238,20 @@ class ImageFolder(Dataset[Sample]):
             are used, sorted by name, unless ``image_list`` names them.
         image_list: A text file with one file name (relative to ``root``) a line, as the
             paper's ``images.txt``, or a sequence of names. Blank lines and lines starting
-            with ``#`` are skipped.
+            with ``#`` are skipped. A name that leads outside ``root`` (``../x.png``, an
+            absolute path) is refused; symbolic links in ``root`` are followed.
         labels: A text file of ``file_name class_index [anything]`` lines, as the paper's
             ``imagenet_validation_imagename_labels.txt``, or a mapping of names to classes.
+            A name may repeat with the same class, not with another. Images it does not name
+            have no label (``unlabelled`` lists them).
         preprocessing: How a photo becomes a model input.
 
     An image that cannot be read or decoded (an image over Pillow's ``Image.MAX_IMAGE_PIXELS``
     limit included) yields a :class:`Sample` whose ``error`` says why, so that a run records
-    it and goes on. Each sample's ``digest`` is the SHA-256 of the bytes its file had when it
-    was read, as :meth:`digest` computes it without decoding.
+    it and goes on. Without ``image_list``, that includes every entry of ``root`` with an
+    image's name that is not a readable file (a link to nothing, a folder named ``x.png``).
+    Each sample's ``digest`` is the SHA-256 of the bytes its file had when it was read, as
+    :meth:`digest` computes it without decoding.
 
     Example:
         >>> folder = ImageFolder("val", image_list="images.txt")
@@ -243,34 +271,44 @@ class ImageFolder(Dataset[Sample]):
             raise EvaluationError(f"images: {str(root)!r} is not a folder")
         self.preprocessing = preprocessing or Preprocessing()
         if image_list is None:
+            # Whatever the entry is: one that cannot be read is the run's to record, not to
+            # leave out without a word.
             self.names = sorted(
                 entry.name
                 for entry in self.root.iterdir()
-                if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+                if entry.name.lower().endswith(IMAGE_SUFFIXES)
             )
-        elif isinstance(image_list, (str, os.PathLike)):
-            self.names = _read_lines(Path(image_list), "image_list")
         else:
-            self.names = [str(name) for name in image_list]
+            if isinstance(image_list, (str, os.PathLike)):
+                lines = _read_lines(Path(image_list), "image_list")
+                entries = [(f"line {n} of {str(image_list)!r}", name) for n, name in lines]
+            else:
+                entries = [(f"entry {n}", str(name)) for n, name in enumerate(image_list, 1)]
+            for where, name in entries:
+                if _outside(name):
+                    raise EvaluationError(
+                        f"image_list: {where}, {name!r}, leads outside the images folder "
+                        f"{str(root)!r}; list files inside it, by their paths relative to it"
+                    )
+            self.names = [name for _, name in entries]
         if not self.names:
             raise EvaluationError(f"images: no image files in {str(root)!r}")
         duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
         if duplicates:
             raise EvaluationError(f"image_list: names appear twice: {', '.join(duplicates[:5])}")
         self.labels = _read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels
-        if self.labels is not None:
-            missing = [name for name in self.names if name not in self.labels]
-            if missing:
-                raise EvaluationError(
-                    f"labels: no class for {len(missing)} image(s), such as {missing[0]!r}"
-                )
+        # Only a run that explains the labels needs every one (it refuses these).
+        self.unlabelled = [
+            name for name in self.names if self.labels is not None and name not in self.labels
+        ]
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> Sample:
         name = self.names[index]
-        label = None if self.labels is None else int(self.labels[name])
+        given = None if self.labels is None else self.labels.get(name)
+        label = None if given is None else int(given)
         digest = None
         try:
             # One read gives both the pixels and the digest that identifies them in a run.
@@ -294,7 +332,16 @@ class ImageFolder(Dataset[Sample]):
         return hasher.hexdigest()
 
 
-def _read_lines(path: Path, argument: str) -> list[str]:
+def _outside(name: str) -> bool:
+    """Whether the file ``name`` of a folder leads out of it by its spelling: an absolute path,
+    or more ``..`` than folders. A symbolic link inside the folder is followed, as a folder
+    without a list follows it: a subset of a dataset made of links is a common setup."""
+    return PurePath(name).is_absolute() or os.path.normpath(name).split(os.sep)[0] == ".."
+
+
+def _read_lines(path: Path, argument: str) -> list[tuple[int, str]]:
+    """The lines of ``path`` that hold something, stripped, with their numbers as an editor
+    shows them: blank lines and lines starting with ``#`` are skipped."""
     try:
         # utf-8-sig: Windows editors start the file with a byte order mark, which would
         # otherwise become part of the first name.
@@ -306,20 +353,27 @@ def _read_lines(path: Path, argument: str) -> list[str]:
             f"{argument}: {str(path)!r} is not UTF-8 text (byte {error.start} is "
             f"{error.object[error.start : error.start + 1]!r}); save it as UTF-8"
         ) from None
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    lines = ((number, line.strip()) for number, line in enumerate(text.splitlines(), start=1))
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
 def _read_labels(path: str | Path) -> dict[str, int]:
-    labels = {}
-    for number, line in enumerate(_read_lines(Path(path), "labels"), start=1):
+    """The classes of a labels file by name; a name given twice must have one class."""
+    labels: dict[str, tuple[int, int]] = {}  # name: (class, line)
+    for number, line in _read_lines(Path(path), "labels"):
         fields = line.split()
         if len(fields) < 2 or not fields[1].lstrip("-").isdigit():
             raise EvaluationError(
                 f"labels: line {number} of {str(path)!r} is not 'file_name class_index': {line!r}"
             )
-        labels[fields[0]] = int(fields[1])
-    return labels
+        name, label = fields[0], int(fields[1])
+        first, first_line = labels.setdefault(name, (label, number))
+        if first != label:
+            raise EvaluationError(
+                f"labels: {str(path)!r} gives {name!r} two classes, {first} on line "
+                f"{first_line} and {label} on line {number}; keep one"
+            )
+    return {name: label for name, (label, _) in labels.items()}
 
 
 def image_list_digest(names: Sequence[str], labels: Sequence[int | None]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import urllib.error
 
@@ -13,7 +14,7 @@ from torch import nn
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.names import file_stem, import_callable
 
-__all__ = ["DEFAULT_MODEL", "load_detector", "load_model", "model_file_stem"]
+__all__ = ["DEFAULT_MODEL", "load_detector", "load_model", "model_digest", "model_file_stem"]
 
 DEFAULT_MODEL = "efficientnet-lite0"
 _LIST_HINT = (
@@ -96,6 +97,25 @@ def load_detector(name: str, device: torch.device | str) -> tuple[nn.Module, lis
         ) from None
     categories = torchvision.models.get_model_weights(name).DEFAULT.meta["categories"]
     return model.eval().to(device), list(categories)
+
+
+def model_digest(model: nn.Module) -> str:
+    """The hex SHA-256 of a model's weights: each tensor of its ``state_dict`` (parameters
+    and persistent buffers), in the order of their names, by name, type, shape and bytes.
+
+    The bytes are read from contiguous CPU copies, so the device and the memory layout
+    (channels-last) do not count. It identifies the weights, not the code: two models whose
+    ``forward`` differs but whose tensors are the same share it.
+    """
+    hasher = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        if not isinstance(value, torch.Tensor):  # a module's extra state: not a weight
+            continue
+        tensor = value.detach().cpu().contiguous()
+        hasher.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        # As bytes: numpy has no bfloat16, and the bytes are what must not change.
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
 
 
 def model_file_stem(name: str) -> str:

@@ -202,6 +202,24 @@ def test_an_out_that_is_a_file_is_a_one_line_error(
     assert "cannot write in" in error_line(capsys)
 
 
+def test_an_out_that_is_an_input_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _images(tmp_path / "images")
+    before = sorted(path.name for path in images.iterdir())
+    assert main(_small(images, images / ".." / "images", "--methods", "random")) == 2
+    assert error_line(capsys) == (
+        f"captum-polycam: error: --out: '{images / '..' / 'images'}' is the --images folder "
+        f"'{images}'; the command never writes over its inputs: give another --out\n"
+    )
+    (tmp_path / "labels.txt").write_text("image0.png 1\n")
+    assert (
+        main(_small(images, tmp_path / "labels.txt", "--labels", str(tmp_path / "labels.txt"))) == 2
+    )
+    assert "is the --labels file" in error_line(capsys)
+    assert sorted(path.name for path in images.iterdir()) == before  # nothing written there
+
+
 def test_layers_are_separated_by_commas_or_spaces(tmp_path: Path) -> None:
     images, out = _images(tmp_path / "images"), tmp_path / "out"
     assert (
@@ -244,3 +262,100 @@ def test_reshape_reads_a_channels_last_model(tmp_path: Path) -> None:
     configuration = json.loads((out / "run.json").read_text())["configuration"]
     assert configuration["reshape"] == "nhwc"
     assert configuration["layers"] == ["stage1", "stage2", "stage3"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--mean",
+            "nan,0,0",
+            "argument --mean: mean must be three finite numbers, one per channel",
+        ),
+        ("--mean", "0,inf,0", "argument --mean: mean must be three finite numbers"),
+        ("--std", "0,1,1", "argument --std: std must be three finite positive numbers"),
+        ("--std", "1,1", "argument --std: std must be three finite positive numbers"),
+    ],
+)
+def test_mean_and_std_are_checked_where_they_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    images = _images(tmp_path / "images")
+    assert main([*_small(images, tmp_path / "out"), option, value]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_unreadable_images_shows_their_errors_and_writes_errors_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    (images / "image0.png").write_bytes(b"not a PNG")
+    (images / "image1.jpg").mkdir()
+    assert main(_small(images, out, "--methods", "random")) == 2
+    assert error_line(capsys).rstrip() == (
+        "captum-polycam: error: images: none of the 2 image(s) can be read: image0.png: "
+        f"cannot decode image '{images / 'image0.png'}': not a supported image file; image1.jpg: "
+        f"cannot read image '{images / 'image1.jpg'}': Is a directory (all of them in "
+        f"'{out / 'errors.csv'}')"
+    )
+    assert (out / "errors.csv").read_text().splitlines()[1:] == [
+        f"image0.png,cannot decode image '{images / 'image0.png'}': not a supported image file",
+        f"image1.jpg,cannot read image '{images / 'image1.jpg'}': Is a directory",
+    ]
+
+
+def test_conflicting_labels_and_list_entries_outside_the_folder_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    labels, image_list = tmp_path / "labels.txt", tmp_path / "images.txt"
+    labels.write_text("image0.png 1\nimage1.png 3\nimage0.png 2\n")
+    assert main(_small(images, out, "--labels", str(labels))) == 2
+    assert (
+        f"labels: '{labels}' gives 'image0.png' two classes, 1 on line 1 and 2 on line 3; keep one"
+    ) in error_line(capsys)
+    image_list.write_text("image0.png\n/etc/passwd\n")
+    assert main(_small(images, out, "--image-list", str(image_list))) == 2
+    assert (
+        f"image_list: line 2 of '{image_list}', '/etc/passwd', leads outside the images folder "
+        f"'{images}'"
+    ) in error_line(capsys)
+    assert not out.exists()
+
+
+def test_labels_that_leave_images_out_serve_top1_and_say_how_many(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = _images(tmp_path / "images"), tmp_path / "labels.txt"
+    labels.write_text("image0.png 1\n")
+    assert (
+        main(_small(images, tmp_path / "out", "--methods", "random", "--labels", str(labels))) == 0
+    )
+    assert (
+        "evaluate: labels: 2 of 3 image(s) have no class, such as 'image1.png'; target 'top1' "
+        "needs none"
+    ) in capsys.readouterr().err
+
+
+def test_a_factory_of_random_weights_is_seeded_so_the_same_command_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from captum_polycam.evaluation.folder import locked
+    from captum_polycam.resources.models import model_digest
+    from tests.evaluation.tiny_models import unseeded_classifier
+
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    command = _small(images, out, "--methods", "random", "--seed", "5", "--quiet")
+    command[command.index(TINY)] = "tests.evaluation.tiny_models:unseeded_classifier"
+    assert main(command) == 0
+    assert main(command) == 0  # the same weights again: resumed, not refused
+    torch.manual_seed(5)
+    expected = model_digest(unseeded_classifier())
+    assert json.loads((out / "run.json").read_text())["configuration"]["model_sha256"] == expected
+    with locked(out):  # a run going on in the folder
+        assert main(command) == 2
+    assert "is in use by another evaluation (process " in error_line(capsys)

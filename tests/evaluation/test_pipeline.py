@@ -8,6 +8,8 @@ import json
 import os
 import random
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -29,10 +31,15 @@ from captum_polycam.evaluation import (
     Report,
     evaluate,
 )
+from captum_polycam.evaluation.folder import locked
+from captum_polycam.evaluation.html import write_html_report
+from captum_polycam.resources.models import model_digest
+from tests.conftest import TinyCNN
 from tests.evaluation.tiny_models import (
     channels_last_classifier,
     fixed_size_classifier,
     tiny_classifier,
+    unseeded_classifier,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,6 +317,8 @@ def test_another_configuration_in_the_same_folder_is_refused(
 def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path) -> None:
     before = _stable_files(finished)
     shards = {p: p.stat().st_mtime_ns for p in (finished / "shards").rglob("*.npz")}
+    # Nothing computed, nothing rewritten: the record keeps its end time, the page its rows.
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in _record_and_page(finished)}
     model = tiny_classifier()
     batches = []
     model.register_forward_hook(lambda module, args, output: batches.append(len(args[0])))
@@ -317,6 +326,28 @@ def test_a_finished_run_reruns_without_recomputing(photos: Path, finished: Path)
     assert batches == [1, 1]  # checking the model and the layers on one image; no batch
     assert {p: p.stat().st_mtime_ns for p in shards} == shards
     assert _stable_files(finished) == before
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in _record_and_page(finished)} == kept
+
+
+def _record_and_page(out: Path) -> list[Path]:
+    return [out / "run.json", out / "report.html", *sorted((out / "overlays").rglob("*.png"))]
+
+
+def test_the_runs_page_shows_its_final_record_as_a_rebuild_does(
+    finished: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(finished, copy)
+    written = (copy / "report.html").read_text()
+    assert write_html_report(copy).read_text() == written  # rebuilt from run.json
+    record = json.loads((copy / "run.json").read_text())
+    for row, value in (
+        ("device", f"cpu {record['device_name']}"),
+        ("processes", "1"),
+        ("finished", record["finished"]),
+    ):
+        assert f'<tr><th scope="row">{row}</th><td>{value}</td></tr>' in written
+    assert f"torch {torch.__version__}" in written  # the versions row
 
 
 @pytest.mark.parametrize(
@@ -344,6 +375,26 @@ def test_invalid_configurations_name_the_argument(changes: dict, message: str) -
 def test_label_targets_need_labels(photos: Path, tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match="target 'label' needs labels"):
         _run(photos, tmp_path / "out", target="label")
+
+
+def test_labels_that_leave_images_out_serve_top1_and_say_how_many(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "labels.txt").write_text("photo1.jpg 3\nphoto4.png 0\n")
+    config = _config(methods=("random",))
+    labelled = {"model": tiny_classifier(), "labels": tmp_path / "labels.txt", "num_workers": 0}
+    report = evaluate(photos, tmp_path / "out", config, **labelled)  # type: ignore[arg-type]
+    assert report.statistics["random"]["insertion"].count == 7  # every image, labelled or not
+    assert (
+        "evaluate: labels: 5 of 7 image(s) have no class, such as 'photo0.png'; target 'top1' "
+        "needs none"
+    ) in capsys.readouterr().err
+    # Explaining the labels needs every one: refused before the folder is claimed.
+    with pytest.raises(
+        EvaluationError, match=re.escape("labels: no class for 5 image(s), such as 'photo0.png'")
+    ):
+        evaluate(photos, tmp_path / "label", _config(target="label"), **labelled)  # type: ignore[arg-type]
+    assert not (tmp_path / "label").exists()
 
 
 # --- whole runs in other processes: SIGKILL and torchrun -----------------------------------
@@ -528,6 +579,127 @@ def test_other_pixels_under_the_same_names_are_refused_with_their_names(
     _run(_Pairs(photos, labelled=False), dataset_out, methods=("random",))
     with pytest.raises(EvaluationError, match=r"differ .*: photo5\.png"):
         _run(_Pairs(images, labelled=False), dataset_out, methods=("random",))
+
+
+def test_a_resume_with_other_weights_is_refused_naming_the_model_and_both_digests(
+    photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _run(photos, out, methods=("random",))
+    before = model_digest(tiny_classifier())
+    assert json.loads((out / "run.json").read_text())["configuration"]["model_sha256"] == before
+    torch.manual_seed(1)
+    other = TinyCNN().eval()  # the same code, other weights: as an unseeded factory's rerun
+    message = (
+        f"differs in model_sha256; model 'tiny' has other weights: SHA-256 "
+        f"{model_digest(other)[:12]} now, {before[:12]} in the run); use a new folder"
+    )
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        evaluate(photos, out, _config(methods=("random",)), model=other, num_workers=0)
+
+
+def test_a_run_of_an_earlier_version_without_the_weights_digest_is_refused(
+    photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _run(photos, out, methods=("random",))
+    record = json.loads((out / "run.json").read_text())
+    del record["configuration"]["model_sha256"]
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(
+        EvaluationError, match=r"earlier version, .* \(model_sha256\) .* new folder"
+    ):
+        _run(photos, out, methods=("random",))
+
+
+def test_a_factory_is_built_under_the_seed_so_its_random_weights_resume(
+    photos: Path, tmp_path: Path
+) -> None:
+    factory = "tests.evaluation.tiny_models:unseeded_classifier"
+
+    def weights(out: Path, seed: int) -> str:
+        config = _config(model=factory, methods=("random",), seed=seed)
+        evaluate(photos, out, config, num_workers=0)
+        return json.loads((out / "run.json").read_text())["configuration"]["model_sha256"]
+
+    torch.manual_seed(3)
+    expected = model_digest(unseeded_classifier())
+    torch.manual_seed(1234)  # whatever the caller's generator: the seed decides
+    assert weights(tmp_path / "a", seed=3) == expected
+    assert weights(tmp_path / "a", seed=3) == expected  # the same command resumes
+    assert weights(tmp_path / "b", seed=3) == expected
+    assert weights(tmp_path / "c", seed=4) != expected
+
+
+def test_a_run_in_a_folder_in_use_is_refused_naming_the_process_holding_it(
+    photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    refused = re.escape(
+        f"out: '{out}' is in use by another evaluation (process {os.getpid()} on "
+        f"{socket.gethostname()}, since "
+    )
+    # The lock held here, as by a run going on in another process.
+    with locked(out), pytest.raises(EvaluationError, match=refused + r".*\); wait for it to end"):
+        _run(photos, out, methods=("random",))
+    assert not (out / "run.json").exists()
+    # A holder killed with SIGKILL leaves its file, and the system releases its lock.
+    holder = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from captum_polycam.evaluation.folder import locked\n"
+        "with locked(Path(sys.argv[1])):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", holder, str(out)], env=_environment())
+    assert killed.returncode == -9 and "process" in (out / "run.lock").read_text()
+    _run(photos, out, methods=("random",))
+    assert json.loads((out / "run.json").read_text())["finished"]
+
+
+def test_a_folder_of_only_unreadable_images_lists_them_in_errors_csv_and_the_message(
+    photos: Path, tmp_path: Path
+) -> None:
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    for name in ("a.jpg", "b.png", "c.png", "d.png"):
+        (images / name).write_bytes(b"not an image")
+    message = (
+        f"images: none of the 4 image(s) can be read: a.jpg: cannot decode image "
+        f"'{images / 'a.jpg'}': not a supported image file; b.png: cannot decode image "
+        f"'{images / 'b.png'}': not a supported image file; c.png: cannot decode image "
+        f"'{images / 'c.png'}': not a supported image file; and 1 more (all of them in "
+        f"'{out / 'errors.csv'}')"
+    )
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        _run(images, out, methods=("random",))
+    assert [row["image"] for row in _read_csv(out / "errors.csv")] == [
+        "a.jpg",
+        "b.png",
+        "c.png",
+        "d.png",
+    ]
+    assert not (out / "run.json").exists()
+    # The folder stays free for the corrected command, whose errors.csv is its own.
+    shutil.rmtree(images)
+    _copy(photos, images)
+    _run(images, out, methods=("random",))
+    assert _read_csv(out / "errors.csv") == []
+
+
+def test_entries_with_an_image_name_that_cannot_be_read_go_to_errors_csv(
+    photos: Path, tmp_path: Path
+) -> None:
+    images = _copy(photos, tmp_path / "images")
+    (images / "gone.png").symlink_to("nowhere.png")
+    (images / "folder.jpg").mkdir()
+    _run(images, tmp_path / "out", methods=("random",))
+    errors = {row["image"]: row["error"] for row in _read_csv(tmp_path / "out" / "errors.csv")}
+    assert errors == {
+        "folder.jpg": f"cannot read image '{images / 'folder.jpg'}': Is a directory",
+        "gone.png": f"cannot read image '{images / 'gone.png'}': a symbolic link to "
+        "'nowhere.png', which does not exist",
+    }
 
 
 def test_a_run_with_a_custom_method_resumes(photos: Path, tmp_path: Path) -> None:

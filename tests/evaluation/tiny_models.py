@@ -16,6 +16,12 @@ def tiny_classifier() -> nn.Module:
     return TinyCNN().eval()
 
 
+def unseeded_classifier() -> nn.Module:
+    """:class:`TinyCNN` with whatever weights torch's generator gives, as a factory of random
+    weights (``torchvision.models:resnet18``) builds them."""
+    return TinyCNN().eval()
+
+
 def channels_last_classifier() -> nn.Module:
     """:func:`tiny_classifier` with its stages channels-last, as Swin's are: the same weights
     and logits, so ``reshape="nhwc"`` must give its maps."""

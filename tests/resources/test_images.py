@@ -50,8 +50,7 @@ def test_list_and_label_files_in_the_papers_format(tmp_path: Path) -> None:
     ("files", "message"),
     [
         ({"images.txt": "a.PNG\na.PNG\n"}, "names appear twice: a.PNG"),
-        ({"labels.txt": "a.PNG seven\n"}, "line 1 of .* is not 'file_name class_index'"),
-        ({"labels.txt": "a.PNG 1\n"}, "no class for 1 image"),
+        ({"labels.txt": "# classes\n\na.PNG seven\n"}, "line 3 of .* is not 'file_name class_"),
     ],
 )
 def test_bad_list_and_label_files_name_the_problem(
@@ -84,8 +83,86 @@ def test_a_listed_file_that_is_missing_becomes_an_error_sample(tmp_path: Path) -
 def test_preprocessing_is_checked() -> None:
     with pytest.raises(EvaluationError, match="size must be"):
         Preprocessing(size=(0, 3))
-    with pytest.raises(EvaluationError, match="std positive"):
-        Preprocessing(std=(1.0, 0.0, 1.0))
+    for std in ((1.0, 0.0, 1.0), (1.0, float("inf"), 1.0), (1.0, 1.0)):
+        with pytest.raises(
+            EvaluationError,
+            match=re.escape(
+                f"std must be three finite positive numbers, one per channel; got {std}"
+            ),
+        ):
+            Preprocessing(std=std)
+    # A NaN statistic makes every input NaN: refused here, not reported as a model's failure.
+    with pytest.raises(
+        EvaluationError,
+        match=re.escape("mean must be three finite numbers, one per channel; got (nan, 0.0, 0.0)"),
+    ):
+        Preprocessing(mean=(float("nan"), 0.0, 0.0))
+    assert Preprocessing(mean=(-1.0, 0.0, 2.0)).mean == (-1.0, 0.0, 2.0)  # any finite mean
+
+
+def test_a_name_given_two_classes_is_refused_naming_the_file_and_both_lines(
+    tmp_path: Path,
+) -> None:
+    _folder(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("# name class\nb.jpg 1\na.PNG 2\n\nb.jpg 2 n01\n")
+    message = f"labels: '{labels}' gives 'b.jpg' two classes, 1 on line 2 and 2 on line 5; keep one"
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        ImageFolder(tmp_path, labels=labels)
+    labels.write_text("b.jpg 1\na.PNG 2\nb.jpg 1 n01\n")  # the same class again: no conflict
+    assert ImageFolder(tmp_path, labels=labels).labels == {"b.jpg": 1, "a.PNG": 2}
+
+
+def test_labels_may_leave_images_out_which_are_then_unlabelled(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    (tmp_path / "labels.txt").write_text("b.jpg 4\n")
+    folder = ImageFolder(tmp_path, labels=tmp_path / "labels.txt")
+    assert folder.unlabelled == ["a.PNG"]
+    assert [(sample.name, sample.label) for sample in folder] == [("a.PNG", None), ("b.jpg", 4)]
+    assert ImageFolder(tmp_path).unlabelled == []  # no labels at all: nothing is missing
+
+
+@pytest.mark.parametrize("entry", ["../other/c.png", "{other}/c.png", "sub/../../other/c.png"])
+def test_list_entries_that_lead_outside_the_folder_are_refused_with_their_line(
+    tmp_path: Path, entry: str
+) -> None:
+    (tmp_path / "images").mkdir()
+    root, other = _folder(tmp_path / "images"), tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (4, 4)).save(other / "c.png")
+    (root / "link.png").symlink_to(other / "c.png")  # a link to a file elsewhere
+    (root / "up").symlink_to(other)  # a link to a folder elsewhere
+    entry = entry.format(other=other)
+    (tmp_path / "images.txt").write_text(f"b.jpg\n{entry}\n")
+    message = (
+        f"image_list: line 2 of '{tmp_path / 'images.txt'}', '{entry}', leads outside the "
+        f"images folder '{root}'; list files inside it, by their paths relative to it"
+    )
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        ImageFolder(root, tmp_path / "images.txt")
+    with pytest.raises(EvaluationError, match=re.escape(f"image_list: entry 2, '{entry}', leads")):
+        ImageFolder(root, ["b.jpg", entry])
+    (root / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "sub" / "d.png")
+    # Paths that stay inside, and links in the folder, followed as a folder without a list is.
+    inside = ImageFolder(root, ["sub/d.png", "sub/../b.jpg", "link.png", "up/c.png"])
+    assert [sample.error for sample in inside] == [None, None, None, None]
+
+
+def test_entries_with_an_image_name_that_cannot_be_read_are_error_samples(tmp_path: Path) -> None:
+    root = _folder(tmp_path)
+    (root / "gone.png").symlink_to("nowhere.png")  # a link to nothing
+    (root / "folder.jpg").mkdir()
+    (root / "notes.txt.d").mkdir()  # not an image's name: not listed
+    folder = ImageFolder(root)
+    assert folder.names == ["a.PNG", "b.jpg", "folder.jpg", "gone.png"]
+    errors = {sample.name: sample.error for sample in folder}
+    assert errors["folder.jpg"] == f"cannot read image '{root / 'folder.jpg'}': Is a directory"
+    assert errors["gone.png"] == (
+        f"cannot read image '{root / 'gone.png'}': a symbolic link to 'nowhere.png', which "
+        "does not exist"
+    )
+    assert folder.digest(2) is None and folder.digest(3) is None
 
 
 def test_the_bundled_photos_read_and_the_digest_follows_names_and_labels() -> None:
