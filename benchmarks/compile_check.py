@@ -17,7 +17,7 @@ import time
 import torch
 
 from captum_polycam import PolyCam, tune_cpu_allocator
-from captum_polycam.evaluation import ImageFolder, load_model
+from captum_polycam.resources import ImageFolder, load_model
 from captum_polycam.resources.images import bundled_folder
 
 

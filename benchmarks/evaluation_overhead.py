@@ -23,7 +23,8 @@ import torch
 from _common import load_lite0
 
 from captum_polycam import ConfidenceChange, InsertionDeletion, describe_layers
-from captum_polycam.evaluation import EvaluationConfig, ImageFolder, build_methods, evaluate
+from captum_polycam.evaluation import EvaluationConfig, build_methods, evaluate
+from captum_polycam.resources import ImageFolder
 from captum_polycam.resources.images import bundled_folder
 
 
@@ -32,16 +33,16 @@ def by_hand(model: torch.nn.Module, folder: ImageFolder, config: EvaluationConfi
     inputs = torch.stack([sample.inputs for sample in folder])
     start = time.perf_counter()
     layers = [layer.name for layer in describe_layers(model, inputs[:1])]
-    methods = build_methods(config.methods, model, layers)
+    runs = build_methods(config.methods, model, layers)
     insertion_deletion = InsertionDeletion(model, config.n_steps)
     confidence = ConfidenceChange(model)
     for batch in inputs.split(config.batch_size):
         with torch.no_grad():
             targets = model(batch).argmax(dim=1)
-        for method in methods:
-            maps = method.explain(batch, targets)
-            insertion_deletion(batch, maps, targets)
-            confidence(batch, maps, targets)
+        for run in runs:
+            for maps in run.explain(batch, targets).values():
+                insertion_deletion(batch, maps, targets)
+                confidence(batch, maps, targets)
     return time.perf_counter() - start
 
 

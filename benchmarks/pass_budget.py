@@ -26,7 +26,7 @@ import torch
 from scipy.stats import spearmanr
 
 from captum_polycam import InsertionDeletion, PolyCam, tune_cpu_allocator
-from captum_polycam.evaluation import ImageFolder, load_model
+from captum_polycam.resources import ImageFolder, load_model
 from captum_polycam.resources.images import bundled_folder
 
 _NAMES = {"plus": "PCAM+", "minus": "PCAM-", "plusminus": "PCAM+-"}

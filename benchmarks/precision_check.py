@@ -25,9 +25,9 @@ import torch
 from scipy.stats import spearmanr
 
 from captum_polycam import InsertionDeletion, PolyCam, tune_cpu_allocator
-from captum_polycam.evaluation import ImageFolder, load_model
 from captum_polycam.perturbation.scoring import _AUTOCAST_DTYPES
 from captum_polycam.perturbation.tuning import candidate_sizes
+from captum_polycam.resources import ImageFolder, load_model
 from captum_polycam.resources.images import bundled_folder
 
 

@@ -1,29 +1,52 @@
-"""Map normalisers, one per meaning, shared by the method, the metrics and the evaluation.
+"""Map normalisers, one per meaning, shared by the method, the metrics and the evaluation,
+with the resizing that brings a map to its inputs' resolution.
 
 - :func:`robust_normalise`: Poly-CAM's percentile normalisation of each layer map and of the
   final map (robust to a few outlying positions).
 - :func:`min_max`: each map from its minimum to its maximum, what the metrics' masks use.
 - :func:`scale_to_unit`: each non-negative map divided by its maximum, what the gradient
   baselines of the evaluation use.
+- :func:`min_max_mask`: any attribution as a mask in ``[0, 1]`` at the inputs' resolution
+  (:func:`pixel_saliency`, then :func:`min_max`), what the confidence metrics multiply the
+  inputs by.
+- :func:`upsample`: the one bilinear resize of maps, which Poly-CAM, the metrics and the
+  overlays use.
 
-All take ``(N, ...)`` maps and normalise each example (or each 2-D map) on its own.
+The normalisers take ``(N, ...)`` maps and normalise each example (or each 2-D map) on its own.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "ChannelReduction",
     "min_max",
+    "min_max_mask",
     "normalise_within",
     "percentile",
+    "pixel_saliency",
     "robust_bounds",
     "robust_normalise",
     "scale_to_unit",
+    "upsample",
 ]
 
+ChannelReduction = Literal["sum", "abs_sum"]
+
 _EPS = 1e-12
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of ``(N, C, h, w)`` maps (``align_corners=False``, no antialias)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 def percentile(values: Tensor, q: float) -> Tensor:
@@ -85,3 +108,67 @@ def scale_to_unit(maps: Tensor) -> Tensor:
     (Signed maps go from their minimum to their maximum with :func:`min_max`.)"""
     peak = maps.flatten(1).amax(dim=1).view(-1, *[1] * (maps.dim() - 1))
     return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
+
+
+def pixel_saliency(
+    inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
+) -> Tensor:
+    """An ``N x H x W`` saliency map at the inputs' resolution.
+
+    - ``N x 1 x h x w`` (a CAM at layer resolution, like Poly-CAM's stages or Grad-CAM) and
+      ``N x h x w``: upsampled bilinearly (``align_corners=False``) when ``h x w`` is not the
+      input size; the aspect ratio must match the input's.
+    - ``N x C x H x W`` with the inputs' ``C``: pixel-wise attributions (Integrated
+      Gradients, Occlusion, ...), reduced over channels by ``channel_reduction``: ``"sum"``
+      (signed, the default) or ``"abs_sum"`` (the sum of absolute values).
+
+    Raises:
+        ValueError: The attributions cannot match the inputs, or contain NaN.
+    """
+    if not isinstance(attributions, Tensor):
+        raise TypeError(f"attributions must be a tensor; got {type(attributions).__name__}")
+    if channel_reduction not in ("sum", "abs_sum"):
+        raise ValueError(f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}")
+    count, channels, height, width = inputs.shape
+    if attributions.dim() == 3:
+        attributions = attributions[:, None]
+    if attributions.dim() != 4 or len(attributions) != count:
+        raise ValueError(
+            f"attributions must be N x 1 x h x w, N x h x w or N x C x H x W with N = {count}; "
+            f"got shape {tuple(attributions.shape)} for inputs {tuple(inputs.shape)}"
+        )
+    if bool(torch.isnan(attributions).any()):
+        raise ValueError("attributions contain NaN values")
+    attributions = attributions.to(device=inputs.device, dtype=inputs.dtype)
+    map_channels, map_height, map_width = attributions.shape[1:]
+    if map_channels == 1:
+        if abs(math.log((map_height / map_width) / (height / width))) > 0.1:
+            raise ValueError(
+                f"attributions of size {map_height} x {map_width} cannot be resized to the "
+                f"inputs' {height} x {width}: the aspect ratios differ"
+            )
+        return upsample(attributions, (height, width))[:, 0]
+    if map_channels != channels or (map_height, map_width) != (height, width):
+        raise ValueError(
+            f"attributions with {map_channels} channels must have the inputs' shape "
+            f"{tuple(inputs.shape[1:])}; got {tuple(attributions.shape[1:])}"
+        )
+    return (attributions.abs() if channel_reduction == "abs_sum" else attributions).sum(dim=1)
+
+
+def min_max_mask(
+    inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
+) -> Tensor:
+    """The saliency map as an ``N x H x W`` mask in ``[0, 1]``, min-max normalised per example.
+
+    With ``m`` the map brought to the inputs' resolution by :func:`pixel_saliency`,
+    ``M = (m - min(m)) / (max(m) - min(m))``, the minimum and maximum taken over the example's
+    pixels. A constant map (``max(m) = min(m)``) gives ``M = 0``: it singles out no region.
+
+    Raises:
+        ValueError: The attributions cannot match the inputs, or are not finite.
+    """
+    saliency = pixel_saliency(inputs, attributions, channel_reduction)
+    if not bool(torch.isfinite(saliency).all()):
+        raise ValueError("attributions contain Inf values")
+    return min_max(saliency)

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from captum_polycam._tensors import upsample
+from captum_polycam.normalisation import upsample
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import SIZE, Preprocessing, normalise, pil_pixels, read_image
 

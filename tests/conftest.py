@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from captum_polycam import tune_cpu_allocator
@@ -95,6 +99,40 @@ class BatchSizes:
     def __call__(self, x: Tensor, *args: Any) -> Any:
         self.sizes.append(len(x))
         return self.forward(x, *args)
+
+
+class SumModel(nn.Module):
+    """logits = [scale * sum(x), 0]: with score_fn="logit" and target 0 the score is the pixel
+    sum (times ``scale``, 1 by default); the softmax of class 0 is sigmoid(scale * sum(x))."""
+
+    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        total = x.sum(dim=(1, 2, 3)) * (1 if scale is None else scale)
+        return torch.stack([total, torch.zeros_like(total)], dim=1)
+
+
+def random_photos(
+    folder: Path,
+    names: Sequence[str],
+    *,
+    width: int,
+    first_height: int,
+    growth: int,
+    modes: Sequence[str] = ("RGB",),
+) -> Path:
+    """Seeded photos of random pixels, written to ``folder`` under ``names``: photo ``i`` is
+    ``first_height + growth * i`` by ``width`` pixels, in ``modes[i % len(modes)]``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(names):
+        pixels = rng.integers(0, 256, (first_height + growth * index, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(modes[index % len(modes)]).save(folder / name)
+    return folder
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV artefact, by column name."""
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from captum_polycam.attr import maps
-from captum_polycam.metrics import min_max_mask
-from captum_polycam.normalisation import min_max, robust_normalise, scale_to_unit
+from captum_polycam.normalisation import min_max, min_max_mask, robust_normalise, scale_to_unit
 
 
 def test_min_max_by_hand_and_a_constant_map_is_zero() -> None:

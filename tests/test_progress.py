@@ -13,7 +13,8 @@ from torch import nn
 
 from captum_polycam import PolyCam
 from captum_polycam._progress import Progress, current_progress, progress_mode
-from captum_polycam.evaluation import EvaluationConfig, Preprocessing, evaluate
+from captum_polycam.evaluation import EvaluationConfig, evaluate
+from captum_polycam.resources import Preprocessing
 
 
 class Clock:

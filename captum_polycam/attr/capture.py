@@ -30,6 +30,9 @@ __all__ = [
     "Reshape",
     "capture_activations",
     "check_shallow_to_deep",
+    "first_example",
+    "hooks",
+    "layer_info",
     "reshape_function",
     "resolve_layers",
 ]
@@ -188,7 +191,8 @@ def _reference_call(layer: Any) -> int:
 
 
 @contextmanager
-def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+def hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    """Keep the hooks of ``handles`` for the ``with`` block, and remove them however it ends."""
     try:
         yield
     finally:
@@ -227,7 +231,7 @@ def capture_activations(
 
     unique = {id(layer.module): layer.module for layer in layers}
     handles = [module.register_forward_hook(hook) for module in unique.values()]
-    with _hooks(handles):
+    with hooks(handles):
         output = forward()
 
     activations = []
@@ -292,7 +296,8 @@ class LayerInfo:
         return f"{self.name} ({self.channels}@{self.height}x{self.width})"
 
 
-def _layer_info(name: str, output: Tensor) -> LayerInfo:
+def layer_info(name: str, output: Tensor) -> LayerInfo:
+    """The :class:`LayerInfo` of the layer ``name`` from its ``N x C x h x w`` ``output``."""
     channels, height, width = output.shape[1:]
     return LayerInfo(name, channels, height, width)
 
@@ -312,7 +317,7 @@ def check_shallow_to_deep(layers: Sequence[LayerInfo]) -> None:
             )
 
 
-def _first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor, tuple[Any, ...]]:
+def first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor, tuple[Any, ...]]:
     """The first example of ``inputs`` and the forward arguments that go with it.
 
     Tensor arguments with one row per example are sliced like ``inputs``; the others are passed

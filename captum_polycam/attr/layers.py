@@ -23,10 +23,10 @@ from captum_polycam.attr.capture import (
     LayerInfo,
     LayerLike,
     Reshape,
-    _first_example,
-    _hooks,
-    _layer_info,
     capture_activations,
+    first_example,
+    hooks,
+    layer_info,
     reshape_function,
     resolve_layers,
 )
@@ -180,7 +180,7 @@ def _record_calls(
         handles.append(module.register_forward_hook(post_hook))
     # A failure on inputs the model cannot take is said as the clean pass says it.
     explained = input_errors_explained(model, inputs)
-    with _hooks(handles), evaluation_mode(model), torch.no_grad(), explained:
+    with hooks(handles), evaluation_mode(model), torch.no_grad(), explained:
         model(inputs, *args)
     return records, counts
 
@@ -310,13 +310,13 @@ def _discover(
     transform = reshape_function(reshape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    first, args = _first_example(inputs, additional_forward_args)
+    first, args = first_example(inputs, additional_forward_args)
     records, counts = _record_calls(model, first, args, transform)
     layers = []
     for call in _choose(records, first, reshaped=transform is not None):
         last = counts[id(call.module)] - 1
         name = call.name if call.index == last else f"{call.name}:{call.index}"
-        layers.append(_layer_info(name, call.output))
+        layers.append(layer_info(name, call.output))
 
     if len(layers) == 1 and transform is not None:
         raise ValueError(
@@ -473,7 +473,7 @@ def describe_layers(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     calls = resolve_layers(model, layers)
-    first, args = _first_example(inputs, additional_forward_args)
+    first, args = first_example(inputs, additional_forward_args)
     with evaluation_mode(model), torch.no_grad(), input_errors_explained(model, first):
         _, outputs = capture_activations(lambda: model(first, *args), calls, reshape)
-    return [_layer_info(str(call), output) for call, output in zip(calls, outputs, strict=True)]
+    return [layer_info(str(call), output) for call, output in zip(calls, outputs, strict=True)]

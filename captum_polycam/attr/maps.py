@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_polycam._tensors import upsample
 from captum_polycam.normalisation import (
     normalise_within,
     percentile,
     robust_bounds,
     robust_normalise,
+    upsample,
 )
 
 __all__ = [

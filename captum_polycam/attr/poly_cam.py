@@ -15,7 +15,6 @@ from torch import Tensor
 from captum_polycam._compat import TargetType
 from captum_polycam._conventions import buffers_kept, check_inputs, module_of, unpack_single
 from captum_polycam._repr import settings_repr
-from captum_polycam._tensors import upsample
 from captum_polycam.attr.budget import (
     FEATURE_CELLS,
     check_pass_budget,
@@ -25,9 +24,9 @@ from captum_polycam.attr.budget import (
 from captum_polycam.attr.capture import (
     LayerLike,
     Reshape,
-    _layer_info,
     capture_activations,
     check_shallow_to_deep,
+    layer_info,
     reshape_function,
     resolve_layers,
 )
@@ -38,6 +37,7 @@ from captum_polycam.attr.maps import (
     robust_bounds,
     robust_normalise,
 )
+from captum_polycam.normalisation import upsample
 from captum_polycam.perturbation.batch import PreparedBatch, check_perturbations_per_eval
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
@@ -117,12 +117,24 @@ class _LayerMasks(NamedTuple):
 
 
 class _MaskRun(NamedTuple):
-    """A run of masked inputs: some masks of one layer (or the black images), unveiled or
-    hidden."""
+    """A run of masked inputs: some masks of one layer, unveiled or hidden."""
 
     masks: _LayerMasks
     indices: Tensor  # rows of ``masks.activations`` to score, example-major
     hide: bool  # score X * (1 - H) rather than X * H
+
+    @property
+    def examples(self) -> Tensor:
+        """The example each masked input is made from."""
+        return self.indices // self.masks.live.shape[1]
+
+
+class _MaskScores(NamedTuple):
+    """The target's scores on one call's masked inputs, every layer's channels side by side."""
+
+    unveiled: Tensor | None  # (N, K): p(X * H_k), when the variant unveils
+    hidden: Tensor | None  # (N, K): p(X * (1 - H_k)), when the variant hides
+    black: Tensor | None  # (N,): p(X * 0), what every dead channel unveils; None for PCAM-
 
 
 class PolyCam(LayerAttribution, PerturbationAttribution):
@@ -166,10 +178,10 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         *,
         score_fn: ScoreFn = "softmax",
         local_normalisation: bool = True,
-        precision: Precision | None = None,
-        compile: bool | None = None,
+        perturbations_per_eval: int | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
         pass_budget: float | None = None,
-        options: ScoringOptions | None = None,
         reshape: Reshape | None = None,
     ) -> None:
         r"""
@@ -192,6 +204,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 detection or segmentation output) or for regression scores.
             local_normalisation: ``False`` skips ``LNorm`` in the recursion, multiplying each
                 layer's raw map ``S_l`` by the upsampled composite: the paper's ablation.
+            perturbations_per_eval: The default of :meth:`attribute`'s: masked inputs **per
+                example** in one forward pass, ``None`` (the default) measured.
             precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the
                 masked inputs under ``torch.autocast``. The clean pass, the activations, the
                 masks and all the map arithmetic stay float32. A CPU without native bf16
@@ -199,10 +213,6 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 says so, from one input timed in each precision (see the performance page).
             compile: Run the masked passes through ``torch.compile``: a warm-up of seconds to
                 minutes on the first call, worth it over many maps (see the performance page).
-            options: How the masked passes run, as one
-                :class:`~captum_polycam.perturbation.ScoringOptions`: ``precision`` and
-                ``compile`` above override it, and its ``perturbations_per_eval`` is the
-                default of :meth:`attribute`'s.
             pass_budget: ``None`` (the default) for the exact method. A number in ``(0, 1]``
                 spends at most that fraction of the exact masked passes of each example
                 (``floor(pass_budget * live channels)`` channels are scored, by decreasing
@@ -224,10 +234,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {variant!r}")
         check_pass_budget(pass_budget)
         reshape_function(reshape)  # a clear error now rather than on the first batch
-        # The scorer checks forward_func, score_fn and the options.
-        scorer = PerturbationScorer(
-            forward_func, score_fn, precision=precision, compile=compile, options=options
-        )
+        # The options check their three keywords, the scorer forward_func and score_fn.
+        options = ScoringOptions(perturbations_per_eval, precision, compile)
+        scorer = PerturbationScorer(forward_func, score_fn, options)
         self.model = module_of(forward_func)
         if layers is None and self.model is None:
             raise TypeError(
@@ -248,7 +257,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 
     @property
     def options(self) -> ScoringOptions:
-        """How the masked passes run (:class:`~captum_polycam.perturbation.ScoringOptions`)."""
+        """How the masked passes run: the constructor's ``perturbations_per_eval``,
+        ``precision`` and ``compile`` as one :class:`~captum_polycam.ScoringOptions`."""
         return self._scorer.options
 
     def __repr__(self) -> str:
@@ -328,9 +338,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             perturbations_per_eval: Masked inputs **per example** in one forward pass, as in
                 Captum's ``FeatureAblation``: a pass holds at most
                 ``perturbations_per_eval * N`` masked inputs, possibly of several examples.
-                ``None`` takes the constructor's ``options``, whose default is measured unless
-                fixed (:class:`~captum_polycam.perturbation.ScoringOptions`). The maps do not
-                depend on it (beyond float rounding).
+                ``None`` takes the constructor's, whose default is measured unless fixed
+                (:class:`~captum_polycam.ScoringOptions`). The maps do not depend on it
+                (beyond float rounding).
             return_stages: Also return the intermediate composites.
             show_progress: Report the masked forward passes done, their rate and the time
                 left: a bar on a terminal, otherwise a status line every 30 s and a final one.
@@ -436,7 +446,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 self.reshape,
             )
             check_shallow_to_deep(
-                [_layer_info(str(layer), a) for layer, a in zip(layers, activations, strict=True)]
+                [layer_info(str(layer), a) for layer, a in zip(layers, activations, strict=True)]
             )
             result, weights = self._maps(batch, activations, perturbations_per_eval, show_progress)
         blank = _blank_maps(result, weights, [str(layer) for layer in layers])
@@ -468,18 +478,16 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         layers = [_LayerMasks.of(activation) for activation in activations]
         live = torch.cat([layer.live for layer in layers], dim=1)
 
-        black: list[Tensor] = []  # the black images' scores, once per call
+        # The black images' scores: scored with the first channels, then reused.
+        black: Tensor | None = None
 
         def weights_of(scored: Tensor) -> Tensor:
-            unveiled, hidden, black[:] = self._score_masks(
-                batch,
-                layers,
-                scored,
-                black[0] if black else None,
-                perturbations_per_eval,
-                show_progress,
+            nonlocal black
+            scores = self._score_masks(
+                batch, layers, scored, black, perturbations_per_eval, show_progress
             )
-            return self._channel_weights(batch.target_scores, unveiled, hidden)
+            black = scores.black
+            return self._channel_weights(batch.target_scores, scores.unveiled, scores.hidden)
 
         if self.pass_budget is None:
             scored, weights = live, weights_of(live)
@@ -524,38 +532,41 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         batch: PreparedBatch,
         layers: list[_LayerMasks],
         scored: Tensor,
-        black_scores: Tensor | None,
+        black: Tensor | None,
         perturbations_per_eval: int | None,
         show_progress: bool,
-    ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
+    ) -> _MaskScores:
         """Scores of ``X * H_k`` (unveiled) and ``X * (1 - H_k)`` (hidden) of the ``scored``
-        channels, ``(N, K)`` with every layer's channels side by side, and ``[black_scores]``
-        when the variant unveils (the black images are scored unless ``black_scores`` are
-        given), else ``[]``.
+        channels, and of the black image ``X * 0`` of each example when the variant unveils.
 
         An all-zero mask (a channel dead on this input, common after a ReLU) needs no forward
-        pass of its own: unveiling it gives the black image, scored once per example, and
-        hiding it gives the clean input, whose score the clean pass gave. A channel that is
-        not scored gets those scores too.
+        pass of its own: unveiling it gives the black image, and hiding it gives the clean
+        input, whose score the clean pass gave. A channel that is not scored gets those scores
+        too. The black images are scored in the same passes as the first masked inputs,
+        unless ``black`` holds their scores already (from an earlier call on this batch).
         """
         inputs, count = batch.inputs, len(batch)
         modes = _HIDE_MODES[self.variant]
         unveils = False in modes
+        # Items 0 .. blacks - 1 are the black images, one per example; the runs follow.
+        blacks = count if unveils and black is None else 0
         runs: list[_MaskRun] = []
-        if unveils and black_scores is None:  # the black image of each example
-            black, one = inputs.new_zeros(count, 1, 1, 1), inputs.new_ones(count, 1, 1, 1)
-            blacks = _LayerMasks(black, black, one, one.view(count, 1).bool())
-            runs.append(_MaskRun(blacks, torch.arange(count, device=inputs.device), hide=False))
         widths = [layer.live.shape[1] for layer in layers]
         for layer, chosen in zip(layers, scored.split(widths, dim=1), strict=True):
             indices = chosen.flatten().nonzero().squeeze(1)
             runs.extend(_MaskRun(layer, indices, hide) for hide in modes)
         run_sizes = [len(run.indices) for run in runs]
-        run_starts = list(accumulate(run_sizes, initial=0))
-        example_of = torch.cat([run.indices // run.masks.live.shape[1] for run in runs])
+        run_starts = list(accumulate(run_sizes, initial=blacks))
+        example_of = torch.cat(
+            [torch.arange(blacks, device=inputs.device), *(run.examples for run in runs)]
+        )
         size = tuple(inputs.shape[-2:])
 
         def fill(start: int, stop: int, out: Tensor) -> None:
+            if start < blacks:
+                rows = out[: min(stop, blacks) - start]
+                torch.index_select(inputs, 0, example_of[start : min(stop, blacks)], out=rows)
+                rows.mul_(0.0)  # X * 0, as a mask of zeros multiplies it
             for run_start, run in zip(run_starts, runs, strict=False):
                 lo, hi = max(start, run_start), min(stop, run_start + len(run.indices))
                 if lo >= hi:
@@ -570,14 +581,13 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             batch, plan, perturbations_per_eval=perturbations_per_eval, show_progress=show_progress
         )
 
-        scored_runs = list(zip(runs, scores.split(run_sizes), strict=True))
-        if unveils and black_scores is None:
-            black_scores = scored_runs.pop(0)[1]
+        if blacks:
+            black = scores[:blacks]
         by_mode: dict[bool, list[Tensor]] = {hide: [] for hide in modes}
-        for run, run_scores in scored_runs:
+        for run, run_scores in zip(runs, scores[blacks:].split(run_sizes), strict=True):
             channels = run.masks.live.shape[1]
             # Dead channels score as the black image (unveiled) or the clean input (hidden).
-            dead = batch.target_scores if run.hide else black_scores
+            dead = batch.target_scores if run.hide else black
             assert dead is not None
             full = dead.repeat_interleave(channels)
             full[run.indices] = run_scores
@@ -585,7 +595,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         unveiled, hidden = (
             torch.cat(by_mode[h], dim=1) if h in by_mode else None for h in (False, True)
         )
-        return unveiled, hidden, [] if black_scores is None else [black_scores]
+        return _MaskScores(unveiled, hidden, black)
 
 
 def _stages(

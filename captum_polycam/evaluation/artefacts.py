@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "TEMPORARY_SUFFIX",
     "atomic_file",
+    "npz_writer",
     "read_npz",
     "remove_temporary_files",
     "write_bytes",
@@ -88,16 +89,28 @@ def _sync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
-def write_npz(path: Path, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
-    """Save ``(key, array)`` pairs, in order, as a compressed ``.npz`` that
-    ``numpy.load(path, allow_pickle=False)`` reads. The pairs may come from a generator:
-    one array is in memory at a time."""
+@contextlib.contextmanager
+def npz_writer(path: Path) -> Iterator[Callable[[str, np.ndarray], None]]:
+    """A compressed ``.npz`` at ``path`` that ``numpy.load(path, allow_pickle=False)`` reads,
+    written atomically (see :func:`atomic_file`) one array at a time by the function the block
+    gets: ``add(key, array)``, in the order of the archive."""
     with atomic_file(path) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
-        for key, array in arrays:
+
+        def add(key: str, array: np.ndarray) -> None:
             member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
             member.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(member, "w", force_zip64=True) as entry:
                 np.lib.format.write_array(entry, np.asarray(array), allow_pickle=False)
+
+        yield add
+
+
+def write_npz(path: Path, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Save ``(key, array)`` pairs, in order, as a compressed ``.npz`` (see
+    :func:`npz_writer`)."""
+    with npz_writer(path) as add:
+        for key, array in arrays:
+            add(key, array)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

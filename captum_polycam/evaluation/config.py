@@ -126,8 +126,6 @@ class EvaluationConfig:
         settings["methods"] = list(self.methods)
         settings["layers"] = None if self.layers is None else list(self.layers)
         settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
-        if self.reshape is None:  # absent, so that runs from before the option resume
-            del settings["reshape"]
         return settings
 
 

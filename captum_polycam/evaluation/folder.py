@@ -2,10 +2,11 @@
 used by one run at a time.
 
 A rerun with the same configuration resumes in the folder; another is refused, naming what
-differs, and a folder holding anything but a run is never written into. While a run goes on,
-it holds a lock on ``run.lock``: a second run in the same folder is refused, naming the
-first. The system releases the lock when the process ends, however it ends, so the file a
-killed run leaves never blocks the run that resumes it.
+differs, and so is a run recorded in another format (:data:`FORMAT_VERSION`). A folder
+holding anything but a run is never written into. While a run goes on, it holds a lock on
+``run.lock``: a second run in the same folder is refused, naming the first. The system
+releases the lock when the process ends, however it ends, so the file a killed run leaves
+never blocks the run that resumes it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,19 @@ try:
 except ImportError:  # Windows: runs in one folder are not kept apart
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILE", "MODEL_DIGEST", "RUN_FILE", "OutputFolder", "locked", "now"]
+__all__ = [
+    "FORMAT_VERSION",
+    "LOCK_FILE",
+    "MODEL_DIGEST",
+    "RUN_FILE",
+    "OutputFolder",
+    "locked",
+    "now",
+]
 
+# The format of run.json and of the shards: a run resumes only in a folder of its own format.
+# Raise it whenever what they record, or how, changes.
+FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 MODEL_DIGEST = "model_sha256"
@@ -136,7 +148,13 @@ class OutputFolder:
                     # A refused attempt's list of unreadable images is not this run's.
                     (self.out / ERRORS_FILE).unlink(missing_ok=True)
                     self._writing(
-                        write_json, record, {"configuration": configuration, "started": now()}
+                        write_json,
+                        record,
+                        {
+                            "format_version": FORMAT_VERSION,
+                            "configuration": configuration,
+                            "started": now(),
+                        },
                     )
             self.ranks.barrier()
             if not self.ranks.is_main:
@@ -159,13 +177,17 @@ class OutputFolder:
 
     def _check_same(self, configuration: dict[str, Any], record: Path) -> None:
         try:
-            previous = json.loads(record.read_text())["configuration"]
-        except (OSError, ValueError, KeyError) as error:
+            recorded = json.loads(record.read_text())
+            version = recorded.get("format_version")
+            previous = recorded["configuration"]
+        except (OSError, ValueError, KeyError, AttributeError) as error:
             raise EvaluationError(f"out: cannot read {str(record)!r} ({error})") from None
-        if MODEL_DIGEST not in previous:
+        if version != FORMAT_VERSION:
+            found = "no format_version" if version is None else f"format_version {version!r}"
             raise EvaluationError(
-                f"out: {str(self.out)!r} holds a run of an earlier version, which did not record "
-                "the model's weights (model_sha256) and cannot be resumed safely; use a new folder"
+                f"out: {str(self.out)!r} holds a run of {found}, and this version of "
+                f"captum-polycam resumes only runs of format_version {FORMAT_VERSION}; use a "
+                "new folder"
             )
         changed = sorted(
             key

@@ -6,6 +6,11 @@ insertion and deletion areas; the per-image table sorts by any of these columns.
 network: the styles and the sorting script are inline, and the images are files of ``OUT``
 referenced by relative paths, so the folder can be copied or archived as a whole.
 
+The page's skeleton, styles and script are files of this package, ``page/report.html``,
+``page/report.css`` and ``page/report.js``; this module fills the skeleton's ``${...}``
+placeholders (:class:`string.Template`) with the run's tables, already escaped, and with the
+styles and the script as they are.
+
 .. code-block:: text
 
    OUT/
@@ -17,14 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
+import functools
 import html
 import io
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import quote
 
@@ -40,16 +46,11 @@ from captum_polycam.metrics.keys import DELETION, INSERTION, SCORE_DIRECTIONS, S
 from captum_polycam.metrics.summary import Statistic
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import model_file_stem
-from captum_polycam.resources.names import file_stem
+from captum_polycam.resources.names import unique_file_stems
 from captum_polycam.visualization import overlay
 
 __all__ = ["write_html_report"]
 
-# Stems longer than this are cut (and made unique by a hash): a file name holds 255 bytes on
-# most file systems, and the folders above it count towards Windows' path limit.
-_MAX_STEM = 100
-# Names Windows reserves whatever the extension: ``con.png`` cannot be created there.
-_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _ARROWS = {ScoreDirection.HIGHER: "↑", ScoreDirection.LOWER: "↓"}
 # The per-image columns, from the scores CSVs, sortable in the images' table.
 _COLUMNS = ((INSERTION, "insertion"), (DELETION, "deletion"))
@@ -115,43 +116,12 @@ def write_html_report(
     summary = Report.read(out)
     scores = {method: _read_scores(out, model_stem, method) for method in methods}
     names = _image_names(scores.values())
-    stems = _image_file_stems(names)
+    stems = unique_file_stems(names)
     overlays = _write_overlays(out, model_stem, methods, names, stems, photo)
     page = _page(out, record, summary, scores, names, overlays)
     path = out / "report.html"
     write_bytes(path, page.encode())
     return path
-
-
-def _image_file_stems(names: Iterable[str]) -> dict[str, str]:
-    """A file stem per image name, safe on every file system and unique among the names.
-
-    ``file_stem`` keeps letters, digits and ``+.=-``; a stem that another name shares (letter
-    case aside, for case-insensitive file systems), that is too long or that Windows reserves
-    gets ``-`` and the first 8 hex digits of the name's SHA-256.
-    """
-    names = list(dict.fromkeys(names))
-    plain = {name: file_stem(name) for name in names}
-    shared: dict[str, int] = {}
-    for stem in plain.values():
-        shared[stem.lower()] = shared.get(stem.lower(), 0) + 1
-    stems = {}
-    for name, stem in plain.items():
-        if shared[stem.lower()] > 1 or len(stem) > _MAX_STEM or _RESERVED.match(stem):
-            stem = f"{stem[:_MAX_STEM]}-{_digest(name)[:8]}"
-        stems[name] = stem
-    # A hashed stem could, in theory, equal another name's plain one: the whole digest then.
-    taken: dict[str, int] = {}
-    for stem in stems.values():
-        taken[stem.lower()] = taken.get(stem.lower(), 0) + 1
-    for name, stem in stems.items():
-        if taken[stem.lower()] > 1:
-            stems[name] = f"{plain[name][:_MAX_STEM]}-{_digest(name)}"
-    return stems
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _read_scores(out: Path, model_stem: str, method: str) -> dict[str, dict[str, str]]:
@@ -403,61 +373,19 @@ def _errors(out: Path) -> str:
     return f"<h2>Images that could not be read ({len(rows)})</h2>\n<ul>{items}</ul>"
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }
-thead th { background: #f3f3f3; position: sticky; top: 0; }
-table.configuration th { background: #f8f8f8; font-weight: normal; color: #555; }
-.summary td { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.interval { color: #666; font-size: 0.9em; }
-.images td { font-variant-numeric: tabular-nums; }
-.images img { display: block; width: 160px; height: auto; margin-bottom: 0.2em; }
-.area { display: block; font-size: 0.9em; }
-button { font: inherit; cursor: pointer; border: 1px solid #bbb; background: #fff;
-  border-radius: 3px; padding: 0.1em 0.4em; margin: 0.1em 0; }
-button[data-order="ascending"]::after { content: " \\25B2"; }
-button[data-order="descending"]::after { content: " \\25BC"; }
-.note { color: #555; font-size: 0.9em; max-width: 60em; }
-"""
-
-# Sorts the rows of a table by the data-value of the elements whose data-key is the clicked
-# button's; a second click reverses. Missing numbers go last either way. No comment uses a
-# double slash, so the page holds no "//" a check for network references would flag.
-_SCRIPT = """
-(function () {
-  function value(row, key, numeric) {
-    var cell = row.querySelector('[data-key="' + key + '"]');
-    var text = cell ? cell.getAttribute("data-value") : "";
-    if (!numeric) { return text; }
-    return text === "" ? NaN : Number(text);
-  }
-  document.querySelectorAll("table.sortable").forEach(function (table) {
-    var body = table.tBodies[0];
-    var buttons = table.querySelectorAll("thead button[data-key]");
-    buttons.forEach(function (button) {
-      button.addEventListener("click", function () {
-        var key = button.getAttribute("data-key");
-        var numeric = button.getAttribute("data-type") === "number";
-        var ascending = button.getAttribute("data-order") !== "ascending";
-        buttons.forEach(function (other) { other.removeAttribute("data-order"); });
-        button.setAttribute("data-order", ascending ? "ascending" : "descending");
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.sort(function (a, b) {
-          var x = value(a, key, numeric), y = value(b, key, numeric);
-          if (numeric) {
-            if (isNaN(x) || isNaN(y)) { return isNaN(x) - isNaN(y); }
-            return ascending ? x - y : y - x;
-          }
-          return ascending ? x.localeCompare(y) : y.localeCompare(x);
-        });
-        rows.forEach(function (row) { body.appendChild(row); });
-      });
-    });
-  });
-})();
-"""
+# page/report.js sorts the rows of a table by the data-value of the elements whose data-key is
+# the clicked button's; a second click reverses. Missing numbers go last either way. It holds no
+# comment, so the page holds no "//" that a check for network references would flag.
+@functools.cache
+def _page_files() -> tuple[Template, str, str]:
+    """The page's skeleton, styles and script, read once from the package."""
+    folder = files("captum_polycam.evaluation") / "page"
+    skeleton, style, script = (
+        (folder / name).read_text(encoding="utf-8")
+        for name in ("report.html", "report.css", "report.js")
+    )
+    # The styles and script go in as they are, between lines of their own.
+    return Template(skeleton), style.strip("\n"), script.strip("\n")
 
 
 def _page(
@@ -479,33 +407,14 @@ def _page(
         if (out / "curves.png").is_file()
         else ""
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Evaluation of {_e(model)}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<h1>Evaluation of {_e(model)}</h1>
-<h2>Configuration</h2>
-<table class="configuration">
-{configuration}
-</table>
-<h2>Summary</h2>
-{_summary_table(report.statistics)}
-<p class="note">Mean and 95% confidence interval of the mean (normal approximation) over the
-images; n/a where it is undefined (fewer than two images). ↑ higher is better, ↓ lower is
-better.</p>
-{curves}
-<h2>Images</h2>
-<p class="note">Each method's map over the image, with its insertion and deletion areas.
-Click a column's button to sort the rows by it; click again to reverse. Click a map to see it
-at full size.</p>
-{_images_table(methods, scores, names, overlays)}
-{_errors(out)}
-<script>{_SCRIPT}</script>
-</body>
-</html>
-"""
+    skeleton, style, script = _page_files()
+    return skeleton.substitute(
+        model=_e(model),
+        style=style,
+        configuration=configuration,
+        summary=_summary_table(report.statistics),
+        curves=curves,
+        images=_images_table(methods, scores, names, overlays),
+        errors=_errors(out),
+        script=script,
+    )

@@ -1,14 +1,17 @@
 """Saliency methods by name: Poly-CAM, its ablations, Captum's baselines and a random floor.
 
 Every method maps a batch and its targets to ``N x 1 x H x W`` maps in ``[0, 1]`` at the
-input's resolution, and records every parameter its maps depend on. Names:
+input's resolution, and records every parameter its maps depend on (a :class:`Method`). A
+:class:`Run` computes them: one Poly-CAM run gives every method asked of its configuration,
+and every other method is a run of its own. Names:
 
 - ``pcam+``, ``pcam-``, ``pcam+-``: Poly-CAM's three variants, on the run's layers;
   options follow colons: ``:no-lnorm`` (no local normalisation), ``:budgetF`` (at most the
   fraction ``F`` of the masked passes, ``PolyCam(pass_budget=F)``), ``:stageK`` (the
   composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
   from 1, alone, without the recursion). Methods that differ only by ``:no-lnorm``,
-  ``:stageK`` or ``:layerK`` share one Poly-CAM run: none of them changes a channel weight.
+  ``:stageK`` or ``:layerK`` are outputs of one Poly-CAM run (the same variant and budget):
+  none of them changes a channel weight.
 - ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly; with a
   ``reshape``, Grad-CAM's formula on Captum's ``LayerActivation`` and layer gradients, both
   reshaped to ``N x C x h x w`` (``LayerGradCam`` reads dimension 1 as the channels).
@@ -22,9 +25,11 @@ input's resolution, and records every parameter its maps depend on. Names:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,17 +49,16 @@ from torch import Tensor, nn
 
 from captum_polycam.attr import VARIANTS, PolyCam, PolyCamMaps
 from captum_polycam.attr.capture import Reshape, reshape_function, resolve_layers
-from captum_polycam.metrics.confidence import min_max_mask
-from captum_polycam.normalisation import scale_to_unit
-from captum_polycam.perturbation.options import Precision, ScoringOptions
+from captum_polycam.normalisation import min_max_mask, scale_to_unit
+from captum_polycam.perturbation.options import ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.names import file_stem, import_callable
 
 __all__ = [
     "BASELINES",
     "Method",
+    "Run",
     "build_methods",
-    "masked_passes_per_image",
     "method_file_stem",
     "scale_to_unit",
 ]
@@ -70,112 +74,106 @@ def method_file_stem(name: str) -> str:
     return file_stem(name)
 
 
+@dataclass(frozen=True)
 class Method:
-    """A named saliency method bound to a model: ``explain(inputs, targets)`` gives maps.
+    """A named saliency method, as a run records it: one output of a :class:`Run`.
 
     Attributes:
         name: The name it was asked for, such as ``"pcam+-:no-lnorm"``.
         parameters: Everything its maps depend on, JSON-serialisable (recorded in run.json).
     """
 
+    name: str
+    parameters: dict[str, Any]
+
+
+class Run:
+    """One computation bound to a model that gives the maps of one or more methods.
+
+    A Poly-CAM run (a variant, a pass budget, the layers) gives every method asked of it (the
+    map, ``:stageK``, ``:layerK``, ``:no-lnorm``) from one decomposition; every other method
+    is a run with one output. Each call of :meth:`explain` computes anew: a run keeps nothing
+    from one call to the next.
+
+    Attributes:
+        methods: Its outputs, in the order their names were given to :func:`build_methods`.
+    """
+
     def __init__(
-        self, name: str, parameters: dict[str, Any], explain: Callable[[Tensor, Tensor], Tensor]
+        self,
+        methods: Sequence[Method],
+        explain: Callable[[Tensor, Tensor], dict[str, Tensor]],
+        masked_passes: Callable[[int], int] = lambda channels: 0,
     ) -> None:
-        self.name = name
-        self.parameters = parameters
+        """
+        Args:
+            methods: Its outputs.
+            explain: ``explain(inputs, targets)`` gives each output's maps by name, for
+                ``(N,)`` targets.
+            masked_passes: The masked passes on one image, given the layers' channels (see
+                :meth:`masked_passes_per_image`); none by default.
+        """
+        self.methods = tuple(methods)
         self._explain = explain
+        self._masked_passes = masked_passes
 
     def __repr__(self) -> str:
-        return f"Method({self.name!r})"
+        return f"Run({[method.name for method in self.methods]!r})"
 
-    def explain(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """``N x 1 x H x W`` maps in ``[0, 1]`` of ``inputs`` (``N x C x H x W``) for the
-        class indices ``targets`` (``(N,)``, or one for all, as Captum broadcasts a single
-        target), on the inputs' device, in float32."""
+    def explain(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Each output's ``N x 1 x H x W`` maps in ``[0, 1]`` of ``inputs`` (``N x C x H x W``)
+        for the class indices ``targets`` (``(N,)``, or one for all, as Captum broadcasts a
+        single target), by method name in the order of :attr:`methods`, on the inputs'
+        device, in float32."""
         if targets.numel() == 1:
             targets = targets.reshape(1).expand(len(inputs))
         maps = self._explain(inputs, targets)
-        return maps.detach().float()
+        return {method.name: maps[method.name].detach().float() for method in self.methods}
 
-
-class _SharedPolyCam:
-    """One Poly-CAM configuration serving several outputs of a batch (the map, stages, single
-    layers, the map without LNorm): each output after the first costs nothing.
-
-    A run serves each output once. An output asked for again is a new batch, or the same
-    images under a changed model (the sanity check's), so Poly-CAM runs again; so it does for
-    other images or targets.
-    """
-
-    def __init__(self, polycam: PolyCam) -> None:
-        self.polycam = polycam
-        self._last: tuple[Tensor, Tensor, PolyCamMaps] | None = None
-        self._served: set[str] = set()
-
-    def __call__(self, inputs: Tensor, targets: Tensor, output: str) -> PolyCamMaps:
-        if output in self._served or not self._same_batch(inputs, targets):
-            self._last = (inputs.clone(), targets.clone(), self.polycam.decompose(inputs, targets))
-            self._served = set()
-        self._served.add(output)
-        assert self._last is not None
-        return self._last[2]
-
-    def _same_batch(self, inputs: Tensor, targets: Tensor) -> bool:
-        if self._last is None:
-            return False
-        last_inputs, last_targets, _ = self._last
-        return (
-            last_inputs.shape == inputs.shape
-            and last_targets.shape == targets.shape
-            and torch.equal(last_inputs, inputs)
-            and torch.equal(last_targets, targets)
-        )
+    def masked_passes_per_image(self, channels: int) -> int:
+        """At most how many masked forward passes one call makes per image, with ``channels``
+        channels in Poly-CAM's layers: none for a method that masks no channel; for Poly-CAM,
+        every channel once (twice for PCAM+-, the budget's fraction with a pass budget; dead
+        channels are skipped, so this is an upper bound), and one more for the black image of
+        the variants that unveil."""
+        return self._masked_passes(channels)
 
 
 def build_methods(
     names: Sequence[str],
     model: nn.Module,
     layers: Sequence[str],
-    perturbations_per_eval: int | None = None,
-    precision: Precision | None = None,
-    compile: bool | None = None,
     *,
     options: ScoringOptions | None = None,
     reshape: Reshape | None = None,
-) -> list[Method]:
-    """Bind each named method to ``model``.
+) -> list[Run]:
+    """Bind the named methods to ``model``, as the runs that compute them.
 
     Args:
         names: Method names (see the module's documentation).
         model: The classifier, in eval mode.
         layers: Poly-CAM's layers, shallow to deep; Grad-CAM uses the deepest.
-        perturbations_per_eval: Masked inputs per example and forward pass for Poly-CAM and
-            occlusion; ``None`` for Poly-CAM's default.
-        precision: The type of Poly-CAM's masked passes (``PolyCam(precision=...)``); the
-            gradient baselines run as the model is.
-        compile: Compile Poly-CAM's masked passes (``PolyCam(compile=True)``).
-        options: The three above as one
-            :class:`~captum_polycam.perturbation.ScoringOptions`; the keyword arguments that
-            are not ``None`` override it.
+        options: How Poly-CAM's masked passes run (``PolyCam(perturbations_per_eval=...,
+            precision=..., compile=...)``); occlusion takes its ``perturbations_per_eval``,
+            and the gradient baselines run as the model is. ``None`` for the defaults.
         reshape: How the layers' outputs become ``N x C x h x w``, for Poly-CAM and Grad-CAM
-            (``PolyCam(reshape=...)``); recorded in the methods' parameters when given.
+            (``PolyCam(reshape=...)``); recorded in their parameters (``None`` without one).
+
+    Returns:
+        One run per Poly-CAM configuration asked for (variant and pass budget), whose
+        outputs are its methods, and one run per other method; in the order of the names,
+        a Poly-CAM run at the place of its first.
 
     Raises:
         EvaluationError: A name is unknown or malformed, appears twice, shares its file stem
             with another, a custom method's factory fails, or ``reshape`` is not one.
     """
+    options = options or ScoringOptions()
     try:
-        options = ScoringOptions.of(
-            options,
-            perturbations_per_eval=perturbations_per_eval,
-            precision=precision,
-            compile=compile,
-        )
         transform = reshape_function(reshape)
     except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from None
-    # Absent without a reshape, so that runs from before it resume.
-    layout = {} if reshape is None else {"reshape": _reshape_name(reshape)}
+    layout = {"reshape": None if reshape is None else _reshape_name(reshape)}
     if not names:
         raise EvaluationError("methods: give at least one method")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
@@ -190,57 +188,92 @@ def build_methods(
             f"methods: {' and '.join(clashes[0])} would share the artefact files "
             f"*_{method_file_stem(clashes[0][0])}.*; rename one of them"
         )
-    shared: dict[tuple[str, float | None], _SharedPolyCam] = {}
-    methods = []
+    parsed: list[Run | _PolyCamOutput] = []
     for name in names:
         if name.split(":")[0] in _VARIANTS:
-            methods.append(_poly_cam(name, model, list(layers), options, shared, transform, layout))
+            parsed.append(_poly_cam_output(name, list(layers), options, layout))
         elif name == "gradcam":
-            methods.append(_grad_cam(model, layers[-1], transform, layout))
+            parsed.append(_grad_cam(model, layers[-1], transform, layout))
         elif name in BASELINES:
-            methods.append(_baseline(name, model, options.perturbations_per_eval))
+            parsed.append(_baseline(name, model, options.perturbations_per_eval))
         elif ":" in name:
-            methods.append(_custom(name, model))
+            parsed.append(_custom(name, model))
         else:
             raise EvaluationError(
                 f"methods: unknown method {name!r}; use pcam+, pcam-, pcam+- (with :no-lnorm, "
                 f":budgetF, :stageK or :layerK), {', '.join(BASELINES)} or "
                 "package.module:callable"
             )
-    return methods
+    configurations: dict[tuple[str, float | None], list[_PolyCamOutput]] = {}
+    for entry in parsed:
+        if isinstance(entry, _PolyCamOutput):
+            configurations.setdefault(entry.configuration, []).append(entry)
+    runs: list[Run] = []
+    for entry in parsed:
+        if isinstance(entry, Run):
+            runs.append(entry)
+        elif entry.configuration in configurations:
+            outputs = configurations.pop(entry.configuration)
+            runs.append(_poly_cam_run(model, list(layers), outputs, options, transform))
+    return runs
 
 
-def polycam_runs(methods: Sequence[Method]) -> set[tuple[str, float | None]]:
-    """The ``(variant, pass_budget)`` of each Poly-CAM run that ``methods`` share: the map,
-    its stages, single layers and ``:no-lnorm`` of one configuration are one run."""
-    return {
-        (method.parameters["variant"], method.parameters.get("pass_budget"))
-        for method in methods
-        if method.parameters.get("method") == "PolyCam"
-    }
+@dataclass(frozen=True)
+class _PolyCamOutput:
+    """A Poly-CAM method by name: the run it needs (its configuration) and what it takes
+    from the run's decomposition."""
+
+    method: Method
+    configuration: tuple[str, float | None]  # variant, pass budget
+    local_normalisation: bool
+    output: tuple[str, int] | None  # ("stage" | "layer", K); None for the map
+
+    def of(self, decomposed: PolyCamMaps) -> Tensor:
+        """Its maps in ``decomposed``, the decomposition without LNorm for ``:no-lnorm``."""
+        if self.output is None:
+            return decomposed.maps
+        kind, k = self.output
+        return (decomposed.stages if kind == "stage" else decomposed.layer_maps)[k - 1]
 
 
-def masked_passes_per_image(methods: Sequence[Method], channels: int) -> int:
-    """At most how many masked passes the Poly-CAM ``methods`` make on one image, with
-    ``channels`` in their layers: each run masks every channel once (twice for PCAM+-, a
-    fraction with a pass budget; dead channels are skipped, so this is an upper bound) and
-    scores the black image when it unveils, and outputs that share a run count once."""
-    return sum(
-        math.ceil(channels * (2 if variant == "plusminus" else 1) * (budget or 1))
-        + (variant != "minus")
-        for variant, budget in polycam_runs(methods)
-    )
-
-
-def _poly_cam(
-    name: str,
+def _poly_cam_run(
     model: nn.Module,
     layers: list[str],
+    outputs: list[_PolyCamOutput],
     options: ScoringOptions,
-    shared: dict[tuple[str, float | None], _SharedPolyCam],
     transform: Callable[[Tensor], Tensor] | None,
-    layout: dict[str, str],
-) -> Method:
+) -> Run:
+    """The run of one Poly-CAM configuration: one decomposition per call gives ``outputs``."""
+    variant, pass_budget = outputs[0].configuration
+    polycam = PolyCam(
+        model,
+        layers,
+        variant,
+        pass_budget=pass_budget,
+        reshape=transform,
+        **dataclasses.asdict(options),
+    )
+    ablated = any(not output.local_normalisation for output in outputs)
+
+    def explain(inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        decomposed = polycam.decompose(inputs, targets)
+        # The ablation recombines the same layer maps: LNorm changes no channel weight.
+        plain = decomposed.recomposed(local_normalisation=False) if ablated else decomposed
+        return {
+            output.method.name: output.of(decomposed if output.local_normalisation else plain)
+            for output in outputs
+        }
+
+    def masked_passes(channels: int) -> int:
+        masked = channels * (2 if variant == "plusminus" else 1) * (pass_budget or 1)
+        return math.ceil(masked) + (variant != "minus")
+
+    return Run([output.method for output in outputs], explain, masked_passes)
+
+
+def _poly_cam_output(
+    name: str, layers: list[str], options: ScoringOptions, layout: dict[str, str | None]
+) -> _PolyCamOutput:
     head, *suffixes = name.split(":")
     variant = _VARIANTS[head]
     local_normalisation = True
@@ -269,24 +302,6 @@ def _poly_cam(
                 f"methods: {name!r}: options after {head} are :no-lnorm, :budgetF and one of "
                 f":stageK or :layerK, each at most once; got {option!r}"
             )
-    key = (variant, pass_budget)
-    if key not in shared:
-        polycam = PolyCam(
-            model,
-            layers,
-            variant,
-            pass_budget=pass_budget,
-            options=options,
-            reshape=transform,
-        )
-        shared[key] = _SharedPolyCam(polycam)
-    shared_run = shared[key]
-
-    def run(inputs: Tensor, targets: Tensor) -> PolyCamMaps:
-        result = shared_run(inputs, targets, name)
-        # The ablation recombines the same layer maps: LNorm changes no channel weight.
-        return result if local_normalisation else result.recomposed(local_normalisation=False)
-
     parameters: dict[str, Any] = {
         "method": "PolyCam",
         "variant": variant,
@@ -296,18 +311,18 @@ def _poly_cam(
         "local_normalisation": local_normalisation,
         "precision": options.precision,
         "compile": options.compile,
+        "pass_budget": pass_budget,
     }
-    if pass_budget is not None:  # absent for the exact method, so that older runs resume
-        parameters["pass_budget"] = pass_budget
     if output is None:
         parameters["output"] = "maps"
-        return Method(name, parameters, lambda x, t: run(x, t).maps)
-    kind, k = output
-    if kind == "stage":
+    elif output[0] == "stage":
+        k = output[1]
         parameters["output"] = f"stage {k}: the deepest {k} layer(s), {', '.join(layers[-k:])}"
-        return Method(name, parameters, lambda x, t: run(x, t).stages[k - 1])
-    parameters["output"] = f"layer {k} alone, without the recursion: {layers[k - 1]}"
-    return Method(name, parameters, lambda x, t: run(x, t).layer_maps[k - 1])
+    else:
+        k = output[1]
+        parameters["output"] = f"layer {k} alone, without the recursion: {layers[k - 1]}"
+    method = Method(name, parameters)
+    return _PolyCamOutput(method, (variant, pass_budget), local_normalisation, output)
 
 
 def _requiring_gradients(inputs: Tensor) -> Tensor:
@@ -326,12 +341,19 @@ def _reshape_name(reshape: Reshape) -> str:
     return f"{getattr(reshape, '__module__', '?')}:{getattr(reshape, '__qualname__', reshape)}"
 
 
+def _single(
+    name: str, parameters: dict[str, Any], explain: Callable[[Tensor, Tensor], Tensor]
+) -> Run:
+    """The run of a method that is its only output."""
+    return Run([Method(name, parameters)], lambda inputs, targets: {name: explain(inputs, targets)})
+
+
 def _grad_cam(
     model: nn.Module,
     deepest: str,
     transform: Callable[[Tensor], Tensor] | None,
-    layout: dict[str, str],
-) -> Method:
+    layout: dict[str, str | None],
+) -> Run:
     layer = resolve_layers(model, [deepest])[0].module
     parameters = {
         "method": "LayerGradCam",
@@ -361,10 +383,10 @@ def _grad_cam(
     def explain(inputs: Tensor, targets: Tensor) -> Tensor:
         return scale_to_unit(_upsampled(maps(inputs, targets), inputs))
 
-    return Method("gradcam", parameters, explain)
+    return _single("gradcam", parameters, explain)
 
 
-def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -> Method:
+def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -> Run:
     parameters: dict[str, Any]
     explain: Callable[[Tensor, Tensor], Tensor]
     if name == "ig":
@@ -438,7 +460,7 @@ def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -
             maps = torch.rand(len(inputs), 1, *inputs.shape[-2:])  # CPU: the same on any device
             return maps.to(inputs.device)
 
-    return Method(name, parameters, explain)
+    return _single(name, parameters, explain)
 
 
 def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], dict[str, Any]]:
@@ -475,7 +497,7 @@ def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], d
     return explain, parameters
 
 
-def _custom(name: str, model: nn.Module) -> Method:
+def _custom(name: str, model: nn.Module) -> Run:
     try:
         factory = import_callable(name)
     except ValueError as error:
@@ -509,7 +531,7 @@ def _custom(name: str, model: nn.Module) -> Method:
             maps = maps.abs().sum(dim=1, keepdim=True)
         return min_max_mask(inputs, maps)[:, None]  # upsampled bilinearly, then min-max
 
-    return Method(name, parameters, explain)
+    return _single(name, parameters, explain)
 
 
 def _identity(attribution: object) -> str:

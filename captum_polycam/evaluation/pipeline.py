@@ -12,14 +12,15 @@ when, so every way of running ends with the same bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import platform
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import captum
 import numpy as np
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 import captum_polycam
 from captum_polycam._conventions import evaluation_mode, seeded
 from captum_polycam._progress import Progress, progress_mode
+from captum_polycam.attr import LayerInfo
 from captum_polycam.evaluation import _distributed
 from captum_polycam.evaluation.artefacts import (
     read_npz,
@@ -39,13 +41,7 @@ from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, 
 from captum_polycam.evaluation.datasets import NoReadableImage, as_samples, first_input
 from captum_polycam.evaluation.folder import MODEL_DIGEST, OutputFolder, now
 from captum_polycam.evaluation.html import write_html_report
-from captum_polycam.evaluation.methods import (
-    Method,
-    build_methods,
-    masked_passes_per_image,
-    method_file_stem,
-    polycam_runs,
-)
+from captum_polycam.evaluation.methods import Method, Run, build_methods, method_file_stem
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
 from captum_polycam.metrics.keys import (
@@ -69,6 +65,8 @@ from captum_polycam.resources.images import (
 from captum_polycam.resources.models import load_model, model_digest, model_file_stem
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
+
+_T = TypeVar("_T")
 
 
 class _Batch:
@@ -137,7 +135,7 @@ def evaluate(
     batches are shared among the processes and the artefacts are the same.
 
     Args:
-        images: A folder of photos (see :class:`~captum_polycam.evaluation.ImageFolder`), or
+        images: A folder of photos (see :class:`~captum_polycam.resources.ImageFolder`), or
             a dataset whose items are ``(image, name)`` or ``(image, label, name)``, an image
             being a PIL image or a ``3 x H x W`` tensor in ``[0, 1]``, preprocessed by
             ``config.preprocessing`` (or, when that is ``None``, a model input as it is).
@@ -178,7 +176,8 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     try:
-        scoring = config.scoring.replace(perturbations_per_eval=perturbations_per_eval)
+        # The one value of the scoring options, from the configuration and the pass size.
+        scoring = dataclasses.replace(config.scoring, perturbations_per_eval=perturbations_per_eval)
     except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from None
     out = Path(out)
@@ -221,15 +220,17 @@ def evaluate(
             # Every usage error is found here, on one image, before run.json claims the
             # folder: a corrected command can then use the same folder.
             described = check_on_first_input(model, first.to(device), dataset, config)
-            layers = [layer.name for layer in described]
             # A fixed pass size, rather than one measured on the first call, so that a batch
             # gives the same bits whenever and wherever it is computed.
             options = scoring.fixed(device, config.batch_size)
-            methods = build_methods(
-                config.methods, model, layers, options=options, reshape=config.reshape
+            runs = build_methods(
+                config.methods,
+                model,
+                [layer.name for layer in described],
+                options=options,
+                reshape=config.reshape,
             )
-            run = _Run(out, config, dataset, model, methods, layers, device, ranks)
-            run.channels = sum(layer.channels for layer in described)
+            run = _Run(out, config, dataset, model, runs, described, device, ranks)
             with run.folder.claim(run.configuration()):
                 run.check_finished_images()
                 merged = run.merged()
@@ -253,7 +254,12 @@ def _seed(seed: int, method: str, batch: int) -> int:
 
 
 class _Run:
-    """One evaluation in one output folder: its shards, the share of this process, the merge."""
+    """One evaluation in one output folder: its shards, the share of this process, the merge.
+
+    Args:
+        runs: The methods' runs (:func:`build_methods` of ``config.methods``).
+        layers: Poly-CAM's layers, described.
+    """
 
     def __init__(
         self,
@@ -261,8 +267,8 @@ class _Run:
         config: EvaluationConfig,
         dataset: Dataset[Sample],
         model: nn.Module,
-        methods: list[Method],
-        layers: list[str],
+        runs: list[Run],
+        layers: list[LayerInfo],
         device: torch.device,
         ranks: _distributed.Ranks,
     ) -> None:
@@ -270,15 +276,18 @@ class _Run:
         self.config = config
         self.dataset = dataset
         self.model = model
-        self.methods = methods
-        self.layers = layers
+        self.runs = runs
+        # The methods in the configuration's order, the order of the artefacts.
+        by_name = {method.name: method for run in runs for method in run.methods}
+        self.methods = [by_name[name] for name in config.methods]
+        self.layers = [layer.name for layer in layers]
+        self.channels = sum(layer.channels for layer in layers)
         self.device = device
         self.ranks = ranks
         self.count = len(dataset)  # type: ignore[arg-type]
         self.batches = range((self.count + config.batch_size - 1) // config.batch_size)
         self.model_stem = model_file_stem(config.model)
         self.model_digest = model_digest(model)
-        self.channels = 0  # of Poly-CAM's layers, set once they are described
         self.folder = OutputFolder(out, ranks)
 
     def shard(self, method: Method, batch: int) -> Path:
@@ -321,8 +330,6 @@ class _Run:
             if not done:
                 continue
             recorded = read_npz(done[0])
-            if "image_digests" not in recorded:  # a shard of an earlier version
-                continue
             for index, name, before in zip(
                 self.images_of(batch),
                 recorded["image_names"],
@@ -362,10 +369,11 @@ class _Run:
         loader = DataLoader(
             self.dataset, batch_sampler=indices, num_workers=num_workers, collate_fn=_as_list
         )
+        keywords = dataclasses.asdict(options)
         insertion_deletion = InsertionDeletion(
-            self.model, self.config.n_steps, self.config.baseline, options=options
+            self.model, self.config.n_steps, self.config.baseline, **keywords
         )
-        confidence = ConfidenceChange(self.model, options=options)
+        confidence = ConfidenceChange(self.model, **keywords)
         # Every forward pass of the job is counted, Poly-CAM's and the metrics', so that the
         # progress moves inside a batch; the time left follows from the passes expected.
         name = f"evaluate (rank {self.ranks.rank})" if self.ranks.world > 1 else "evaluate"
@@ -386,15 +394,14 @@ class _Run:
                 job.expect(job.done - before - guess)
 
     def expected_passes(self, images: Sequence[int]) -> int:
-        """At most how many forward passes the methods and metrics make on ``images``: the
-        Poly-CAM runs' masked passes, each map's insertion and deletion steps and masked
-        input, and for max-sensitivity 10 noisy maps of each Poly-CAM output."""
-        masked = masked_passes_per_image(self.methods, self.channels)
-        outputs = sum(m.parameters.get("method") == "PolyCam" for m in self.methods)
-        runs = len(polycam_runs(self.methods))
+        """At most how many forward passes the methods and metrics make on ``images``: each
+        run's masked passes, each map's insertion and deletion steps and masked input, and
+        for max-sensitivity 10 noisy runs for each output."""
+        per_run = [run.masked_passes_per_image(self.channels) for run in self.runs]
+        noisy = [len(run.methods) * masked for run, masked in zip(self.runs, per_run, strict=True)]
         metrics = len(self.methods) * (2 * self.config.n_steps + 1)
         sensitive = sum(1 for i in images if i < self.config.sensitivity_images)
-        return len(images) * (masked + metrics) + sensitive * 10 * masked * outputs // max(runs, 1)
+        return len(images) * (sum(per_run) + metrics) + sensitive * 10 * sum(noisy)
 
     def _compute_batch(
         self, batch: _Batch, insertion_deletion: InsertionDeletion, confidence: ConfidenceChange
@@ -407,18 +414,27 @@ class _Run:
             for row, offset in enumerate(batch.offsets)
             if start + offset < self.config.sensitivity_images
         ]
-        # All maps first: the Poly-CAM methods of one configuration share a run on the batch,
-        # which the sensitivity's noisy inputs would otherwise replace.
+        # Each run is asked once for the maps of its outputs that have no shard yet, seeded by
+        # the first of them; its time is shared by them.
         maps: dict[str, Tensor] = {}
         seconds: dict[str, float] = {}
-        for method in todo:
+        run_of: dict[str, Run] = {}
+        pending = {method.name for method in todo}
+        for run in self.runs:
+            asked = [method.name for method in run.methods if method.name in pending]
+            if not asked:
+                continue
             started = time.perf_counter()
-            maps[method.name] = (
-                self._seeded(method, batch, method.explain, batch.inputs, batch.targets)
+            outputs = (
+                self._seeded(asked[0], batch, run.explain, batch.inputs, batch.targets)
                 if len(batch)
-                else torch.empty(0, 1, 1, 1)
+                else dict.fromkeys(asked, torch.empty(0, 1, 1, 1))
             )
-            seconds[method.name] = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            for name in asked:
+                maps[name] = outputs[name]
+                seconds[name] = elapsed / len(asked)
+                run_of[name] = run
         rows = torch.tensor(sensitive, dtype=torch.long, device=self.device)
         for method in todo:
             started = time.perf_counter()
@@ -426,10 +442,11 @@ class _Run:
             sensitivity = np.full(len(batch), np.nan, dtype=np.float32)
             if sensitive:
                 result = self._seeded(
-                    method,
+                    method.name,
                     batch,
                     _sensitivity,
-                    method,
+                    run_of[method.name],
+                    method.name,
                     batch.inputs[rows],
                     batch.targets[rows],
                     maps[method.name][rows],
@@ -441,11 +458,9 @@ class _Run:
             arrays["metric_seconds"] = np.float64(time.perf_counter() - started)
             write_npz(self.shard(method, batch.index), arrays.items())
 
-    def _seeded(
-        self, method: Method, batch: _Batch, compute: Callable[..., Tensor], *args: Any
-    ) -> Tensor:
+    def _seeded(self, method: str, batch: _Batch, compute: Callable[..., _T], *args: Any) -> _T:
         """``compute(*args)`` with the random generators seeded for this method and batch."""
-        with seeded(_seed(self.config.seed, method.name, batch.index), self.device):
+        with seeded(_seed(self.config.seed, method, batch.index), self.device):
             return compute(*args)
 
     def _metrics(
@@ -490,26 +505,42 @@ class _Run:
         }
         return {key: v.cpu().numpy() if isinstance(v, Tensor) else v for key, v in arrays.items()}
 
-    def photos(self) -> Callable[[str], Tensor | None]:
-        """``photo(name)`` for the overlays of report.html: the images read once more, in the
-        list's order (the report's), as photos in ``[0, 1]``; ``None`` for one out of order."""
-        samples = (self.dataset[index] for index in range(self.count))
+    def photos(self, places: Mapping[str, int]) -> Callable[[str], Tensor | None]:
+        """``photo(name)`` for the overlays of report.html: the image at ``places[name]`` in
+        the list, read once more, as a photo in ``[0, 1]``; ``None`` for a name not in
+        ``places`` or an image that cannot be read. Asked in any order."""
         preprocessing = self.config.preprocessing
 
         def photo(name: str) -> Tensor | None:
-            for sample in samples:
-                if sample.name != name:
-                    continue
-                if sample.inputs is None:
-                    return None
-                if preprocessing is None:  # a dataset's own inputs: stretched to be seen
-                    return min_max(sample.inputs[None])[0]
-                mean = torch.tensor(preprocessing.mean)[:, None, None]
-                std = torch.tensor(preprocessing.std)[:, None, None]
-                return (sample.inputs.cpu() * std + mean).clamp(0.0, 1.0)
-            return None
+            if name not in places:
+                return None
+            sample = self.dataset[places[name]]
+            if sample.inputs is None:
+                return None
+            if preprocessing is None:  # a dataset's own inputs: stretched to be seen
+                return min_max(sample.inputs[None])[0]
+            mean = torch.tensor(preprocessing.mean)[:, None, None]
+            std = torch.tensor(preprocessing.std)[:, None, None]
+            return (sample.inputs.cpu() * std + mean).clamp(0.0, 1.0)
 
         return photo
+
+    def recorded_images(self) -> tuple[str, dict[str, int]]:
+        """What the shards of the first method recorded of the images, in the list's order:
+        the SHA-256 of their contents' digests, and each image's place in the list by name
+        (the first, for a name given twice)."""
+        contents = hashlib.sha256()
+        places: dict[str, int] = {}
+        for batch, shard in zip(self.batches, self.shards(self.methods[0]), strict=True):
+            for index, name, digest in zip(
+                self.images_of(batch),
+                shard["image_names"].tolist(),
+                shard["image_digests"].tolist(),
+                strict=True,
+            ):
+                contents.update(f"{digest}\n".encode())
+                places.setdefault(name, index)
+        return contents.hexdigest(), places
 
     def shards(self, method: Method) -> Iterator[dict[str, np.ndarray]]:
         for batch in self.batches:
@@ -540,13 +571,10 @@ class _Run:
                 "map_seconds_per_image": totals["map_seconds"] / images,
                 "metric_seconds_per_image": totals["metric_seconds"] / images,
             }
-        contents = hashlib.sha256()
-        for shard in self.shards(self.methods[0]):
-            for digest in shard.get("image_digests", np.array([], dtype=str)).tolist():
-                contents.update(f"{digest}\n".encode())
+        contents, places = self.recorded_images()
         record = self.folder.record() | {
             "finished": now(),
-            "images_content_sha256": contents.hexdigest(),
+            "images_content_sha256": contents,
             "versions": {
                 "captum_polycam": captum_polycam.__version__,
                 "torch": torch.__version__,
@@ -558,17 +586,19 @@ class _Run:
             "processes": self.ranks.world,
             "timings": timings,
         }
-        write_html_report(self.out, self.photos(), record)
+        write_html_report(self.out, self.photos(places), record)
         self.folder.write_record(record)
 
 
-def _sensitivity(method: Method, inputs: Tensor, targets: Tensor, maps: Tensor) -> Tensor:
-    # The clean maps are known: Sensitivity's first call reuses them instead of a new run.
-    def explain(batch: Tensor, target: Tensor) -> Tensor:
-        return maps if batch is inputs else method.explain(batch, target)
+def _sensitivity(run: Run, method: str, inputs: Tensor, targets: Tensor, maps: Tensor) -> Tensor:
+    """The max-sensitivity of ``run``'s output ``method``, whose clean ``maps`` are known: the
+    run explains each noisy batch, and this output of it is taken."""
+
+    def explain(noisy: Tensor, target: Tensor) -> Tensor:
+        return run.explain(noisy, target)[method]
 
     return Sensitivity(explain, n_perturb_samples=10, perturb_radius=0.02)(
-        inputs, target=targets
+        inputs, target=targets, explanations=maps
     ).max
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from captum_polycam.evaluation.artefacts import write_bytes, write_csv, write_npz
+from captum_polycam.evaluation.artefacts import npz_writer, write_bytes, write_csv
 from captum_polycam.evaluation.methods import method_file_stem
 from captum_polycam.metrics.keys import (
     AVERAGE_DROP,
@@ -99,18 +99,26 @@ class Report:
 
 
 class _MethodResults:
-    """A method's per-image values, gathered from its shards while its maps are written."""
+    """A method's per-image values but its maps, from its shards: ``results[key]`` holds the
+    values of every image, in the shards' order."""
 
-    def __init__(self) -> None:
-        self.parts: list[Mapping[str, np.ndarray]] = []
-
-    def maps(self, shards: Iterable[Mapping[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
-        for shard in shards:
-            self.parts.append({key: value for key, value in shard.items() if key != "maps"})
-            yield from zip(shard["names"].tolist(), shard["maps"], strict=True)
+    def __init__(self, parts: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self.parts = parts
 
     def __getitem__(self, key: str) -> np.ndarray:
         return np.concatenate([part[key] for part in self.parts])
+
+
+def _write_maps(path: Path, shards: Iterable[Mapping[str, np.ndarray]]) -> _MethodResults:
+    """Write the maps of ``shards`` to the ``.npz`` at ``path``, keyed by image name, one
+    shard in memory at a time; return their other values."""
+    parts = []
+    with npz_writer(path) as add:
+        for shard in shards:
+            for name, image_map in zip(shard["names"].tolist(), shard["maps"], strict=True):
+                add(name, image_map)
+            parts.append({key: value for key, value in shard.items() if key != "maps"})
+    return _MethodResults(parts)
 
 
 def write_report(
@@ -124,9 +132,8 @@ def write_report(
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     errors: list[tuple[str, str]] | None = None
     for method, shards in methods:
-        results = _MethodResults()
         stem = f"{model}_{method_file_stem(method)}"
-        write_npz(out / "npz" / f"{stem}.npz", results.maps(shards))
+        results = _write_maps(out / "npz" / f"{stem}.npz", shards)
         if errors is None:  # every method's shards record the same unreadable images
             errors = list(
                 zip(

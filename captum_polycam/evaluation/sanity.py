@@ -31,7 +31,8 @@ from captum_polycam._conventions import check_inputs, evaluation_mode, seeded
 from captum_polycam._progress import Progress, progress_mode
 from captum_polycam.attr.capture import Reshape, reshape_function
 from captum_polycam.evaluation.config import checked_layers
-from captum_polycam.evaluation.methods import build_methods, masked_passes_per_image
+from captum_polycam.evaluation.methods import build_methods
+from captum_polycam.perturbation.options import ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 
 __all__ = ["MEASURES", "SanityResult", "map_similarity", "randomisation_blocks", "sanity_check"]
@@ -372,8 +373,9 @@ def sanity_check(
         The blocks, checkpoints, maps and similarities.
 
     Raises:
-        EvaluationError: ``inputs``, ``steps``, ``targets``, ``reshape`` or a method name is
-            invalid, or scipy or scikit-image is missing.
+        EvaluationError: ``inputs``, ``steps``, ``targets``, ``reshape``,
+            ``perturbations_per_eval`` or a method name is invalid, or scipy or scikit-image
+            is missing.
 
     Example:
         >>> result = sanity_check(model, inputs, ["pcam+", "gradcam"], steps=[1, 5, 21])
@@ -388,7 +390,8 @@ def sanity_check(
         ) from None
     try:
         reshape_function(reshape)
-    except ValueError as error:
+        options = ScoringOptions(perturbations_per_eval=perturbations_per_eval)
+    except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from None
     network = copy.deepcopy(model).eval()
     cascade = randomisation_blocks(network, inputs)[::-1]
@@ -397,14 +400,15 @@ def sanity_check(
         explained = _checked_targets(network(inputs), targets)
     described = checked_layers(network, inputs, layers, reshape)
     layers = [layer.name for layer in described]
-    bound = build_methods(methods, network, layers, perturbations_per_eval, reshape=reshape)
+    runs = build_methods(methods, network, layers, options=options, reshape=reshape)
     _require("scipy")  # fail before the long part, not after it
     _require("skimage")
 
-    maps: dict[str, list[Tensor]] = {method.name: [] for method in bound}
+    maps: dict[str, list[Tensor]] = {name: [] for name in methods}
     # Poly-CAM's masked passes are what takes the time: count them, guessed from the channels
     # (dead ones are skipped) and corrected after each checkpoint.
-    guess = len(inputs) * masked_passes_per_image(bound, sum(x.channels for x in described))
+    channels = sum(layer.channels for layer in described)
+    guess = len(inputs) * sum(run.masked_passes_per_image(channels) for run in runs)
     job = Progress("sanity", guess * len(checkpoints), mode=progress_mode(show_progress))
     randomised = 0
     with job.current():
@@ -415,9 +419,10 @@ def sanity_check(
                 block = network.get_submodule(cascade[randomised - 1])
                 _reinitialise(block, seed + randomised, inputs.device)
             before = job.done
-            for method in bound:
+            for run in runs:  # each asked once per checkpoint, for all its outputs
                 with seeded(seed, inputs.device):
-                    maps[method.name].append(method.explain(inputs, explained).cpu())
+                    for name, output in run.explain(inputs, explained).items():
+                        maps[name].append(output.cpu())
             job.expect(job.done - before - guess)
 
     stacked = {name: torch.stack(per_step) for name, per_step in maps.items()}

@@ -11,7 +11,6 @@ from captum_polycam.metrics.confidence import (
     ConfidenceChange,
     ConfidenceChangeResult,
     IncreaseInConfidence,
-    min_max_mask,
 )
 from captum_polycam.metrics.insertion_deletion import (
     CurveResult,
@@ -22,7 +21,6 @@ from captum_polycam.metrics.insertion_deletion import (
 )
 from captum_polycam.metrics.keys import SCORE_DIRECTIONS, ScoreDirection
 from captum_polycam.metrics.plotting import plot_insertion_deletion
-from captum_polycam.metrics.saliency import pixel_saliency
 from captum_polycam.metrics.sensitivity import Sensitivity, SensitivityResult
 from captum_polycam.metrics.summary import MeanCurve, MetricSummary, Statistic
 
@@ -43,7 +41,5 @@ __all__ = [
     "Sensitivity",
     "SensitivityResult",
     "Statistic",
-    "min_max_mask",
-    "pixel_saliency",
     "plot_insertion_deletion",
 ]

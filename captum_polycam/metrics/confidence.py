@@ -26,8 +26,7 @@ from captum_polycam.metrics.keys import (
     SCORE_DIRECTIONS,
     ScoreDirection,
 )
-from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
-from captum_polycam.normalisation import min_max
+from captum_polycam.normalisation import ChannelReduction, min_max_mask
 from captum_polycam.perturbation.batch import PreparedBatch
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
@@ -38,27 +37,7 @@ __all__ = [
     "ConfidenceChange",
     "ConfidenceChangeResult",
     "IncreaseInConfidence",
-    "min_max_mask",
 ]
-
-
-def min_max_mask(
-    inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
-) -> Tensor:
-    """The saliency map as an ``N x H x W`` mask in ``[0, 1]``, min-max normalised per example.
-
-    With ``m`` the map brought to the inputs' resolution by
-    :func:`~captum_polycam.metrics.saliency.pixel_saliency`,
-    ``M = (m - min(m)) / (max(m) - min(m))``, the minimum and maximum taken over the example's
-    pixels. A constant map (``max(m) = min(m)``) gives ``M = 0``: it singles out no region.
-
-    Raises:
-        ValueError: The attributions cannot match the inputs, or are not finite.
-    """
-    saliency = pixel_saliency(inputs, attributions, channel_reduction)
-    if not bool(torch.isfinite(saliency).all()):
-        raise ValueError("attributions contain Inf values")
-    return min_max(saliency)
 
 
 @dataclass(frozen=True)
@@ -95,8 +74,8 @@ class ConfidenceChange:
     With ``p`` the score of the target class ``c`` (``score_fn``), ``Y_i = p(X_i)`` on the
     clean input and ``O_i = p(X_i * M_i)`` on the input multiplied by its saliency mask,
     every channel by the same ``M_i = (m_i - min(m_i)) / (max(m_i) - min(m_i))``
-    (:func:`min_max_mask`; a constant map gives ``M_i = 0``, the black image), over ``N``
-    examples:
+    (:func:`~captum_polycam.normalisation.min_max_mask`; a constant map gives ``M_i = 0``, the
+    black image), over ``N`` examples:
 
     - average drop (%) ``= (100 / N) sum_i max(0, Y_i - O_i) / Y_i``; lower is better;
     - increase in confidence (%) ``= (100 / N) sum_i [O_i > Y_i]``; higher is better.
@@ -113,6 +92,10 @@ class ConfidenceChange:
     values of different protocols; ``perturbations_per_eval`` and ``compile`` are not part of
     it.
 
+    ``perturbations_per_eval``, ``precision`` and ``compile`` are Captum's keywords, checked
+    once by the :class:`~captum_polycam.ScoringOptions` built from them for the engine (a
+    ``ValueError`` or ``TypeError`` naming the argument).
+
     Args:
         forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
         score_fn: ``"softmax"`` (the paper's class probability; a sigmoid for a single output
@@ -122,13 +105,10 @@ class ConfidenceChange:
             ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Masked inputs **per example** in one forward pass; each
             example has one masked input, so any value of 1 or more scores the whole batch in
-            one pass. ``None`` is measured unless ``options`` fixes it. The results do not
-            depend on it.
+            one pass. ``None`` (the default) is measured. The results do not depend on it.
         precision: ``"fp32"`` (the default), or ``"bf16"`` or ``"fp16"`` to score the masked
             inputs under ``torch.autocast``; the clean scores and the masks stay float32.
         compile: Score the masked inputs through ``torch.compile`` (for long runs).
-        options: The three above as one :class:`~captum_polycam.perturbation.ScoringOptions`;
-            the keyword arguments that are not ``None`` override it.
 
     Example:
         >>> metric = ConfidenceChange(model)
@@ -146,18 +126,15 @@ class ConfidenceChange:
         score_fn: ScoreFn = "softmax",
         channel_reduction: ChannelReduction = "sum",
         perturbations_per_eval: int | None = None,
-        precision: Precision | None = None,
-        compile: bool | None = None,
-        *,
-        options: ScoringOptions | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         if channel_reduction not in ("sum", "abs_sum"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
-        self.scorer = PerturbationScorer(
-            forward_func, score_fn, perturbations_per_eval, precision, compile, options=options
-        )
+        options = ScoringOptions(perturbations_per_eval, precision, compile)
+        self.scorer = PerturbationScorer(forward_func, score_fn, options)
         self.channel_reduction: ChannelReduction = channel_reduction
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ from captum_polycam.metrics.keys import (
     SCORE_DIRECTIONS,
     ScoreDirection,
 )
-from captum_polycam.metrics.saliency import ChannelReduction, pixel_saliency
+from captum_polycam.normalisation import ChannelReduction, pixel_saliency
 from captum_polycam.perturbation.batch import PreparedBatch
 from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationPlan, PerturbationScorer
@@ -128,6 +128,10 @@ class InsertionDeletion:
     ``perturbations_per_eval`` and ``compile`` change only how the steps are run, and are not
     part of it.
 
+    ``perturbations_per_eval``, ``precision`` and ``compile`` are Captum's keywords, checked
+    once by the :class:`~captum_polycam.ScoringOptions` built from them for the engine (a
+    ``ValueError`` or ``TypeError`` naming the argument).
+
     Args:
         forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
         n_steps: Number of steps ``n``, at most the number of pixels ``H * W`` of the inputs
@@ -141,8 +145,8 @@ class InsertionDeletion:
         channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
             ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Step images **per example** in one forward pass, possibly
-            of several examples and curves; ``None`` is measured unless ``options`` fixes it.
-            The results do not depend on it.
+            of several examples and curves; ``None`` (the default) is measured. The results do
+            not depend on it.
         blur_kernel_size: Side of the blur kernel, an odd positive int; a call refuses inputs
             of a side of ``blur_kernel_size // 2`` pixels or fewer, which its reflect padding
             cannot cover.
@@ -150,8 +154,6 @@ class InsertionDeletion:
         precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
             images under ``torch.autocast``; the ranking and the step images stay float32.
         compile: Score the step images through ``torch.compile`` (for long runs).
-        options: The three above as one :class:`~captum_polycam.perturbation.ScoringOptions`;
-            the keyword arguments that are not ``None`` override it.
 
     Example:
         >>> metric = InsertionDeletion(model)
@@ -174,10 +176,8 @@ class InsertionDeletion:
         perturbations_per_eval: int | None = None,
         blur_kernel_size: int = 11,
         blur_sigma: float = 5.0,
-        precision: Precision | None = None,
-        compile: bool | None = None,
-        *,
-        options: ScoringOptions | None = None,
+        precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         n_steps = check_int("n_steps", n_steps)
         blur_kernel_size = _check_blur(blur_kernel_size, blur_sigma)
@@ -194,9 +194,8 @@ class InsertionDeletion:
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}"
             )
-        self.scorer = PerturbationScorer(
-            forward_func, score_fn, perturbations_per_eval, precision, compile, options=options
-        )
+        options = ScoringOptions(perturbations_per_eval, precision, compile)
+        self.scorer = PerturbationScorer(forward_func, score_fn, options)
         self.n_steps = n_steps
         self.baseline = baseline
         self.auc = auc

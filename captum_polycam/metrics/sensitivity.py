@@ -167,6 +167,8 @@ class Sensitivity:
         inputs: Tensor | tuple[Tensor],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
+        explanations: Tensor | tuple[Tensor, ...] | None = None,
         **explanation_kwargs: Any,
     ) -> SensitivityResult:
         """The max- and average-sensitivity of each example.
@@ -181,6 +183,12 @@ class Sensitivity:
                 ``None`` (as a tuple for the perturbed inputs); tensors whose first dimension
                 is ``N`` are repeated for each example's samples, anything else is passed as
                 is.
+            explanations: The explanations of the clean ``inputs``, when the caller has
+                them already (as ``explanation_func`` returns them: a tensor or a tuple of
+                tensors, one row per example): ``explanation_func`` is then called on the
+                perturbed inputs only. They are checked as its results are (one per example,
+                finite), and each example's shape must be that of a perturbed input's
+                explanation. ``None`` (the default) explains the clean inputs first.
             **explanation_kwargs: Passed to ``explanation_func`` as they are, except
                 ``baselines``: per-example tensors (the inputs' number of dimensions and first
                 dimension ``N > 1``), alone or in a tuple, are repeated like the inputs.
@@ -191,7 +199,8 @@ class Sensitivity:
         Raises:
             ValueError: ``explanation_func`` returns NaN or Inf values, for the clean or the
                 perturbed inputs (naming which and the example), or not one explanation per
-                input.
+                input; or ``explanations`` are not one finite explanation per example shaped
+                as those of the perturbed inputs.
         """
         as_tuple = isinstance(inputs, tuple)
         batch = self._check_inputs(inputs)
@@ -207,7 +216,11 @@ class Sensitivity:
             per_call = min(max(self.max_examples_per_batch // count, 1), per_call)
 
         with torch.no_grad():
-            clean = self._explain(batch, as_tuple, kwargs, count, "clean inputs")
+            if explanations is None:
+                given = self._explain(batch, as_tuple, kwargs, count, "clean inputs")
+            else:
+                given = self._checked(explanations, count, "explanations", "clean inputs")
+            clean = given.flat
             clean_norm = self._norm(clean)
             clean_norm = torch.where(clean_norm == 0, torch.ones_like(clean_norm), clean_norm)
             ratios = []
@@ -222,9 +235,15 @@ class Sensitivity:
                 noise.uniform_(-self.perturb_radius, self.perturb_radius)
                 perturbed = repeated + noise.to(repeated.device)
                 arguments = self._repeat_kwargs(kwargs, batch, samples)
-                explained = self._explain(
+                result = self._explain(
                     perturbed, as_tuple, arguments, count * samples, "perturbed inputs", samples
                 )
+                if explanations is not None and result.shapes != given.shapes:
+                    raise ValueError(
+                        f"explanations: shaped {given.shapes} per example, but "
+                        f"explanation_func gives {result.shapes} per perturbed input"
+                    )
+                explained = result.flat
                 if explained.shape[1] != clean.shape[1]:
                     raise ValueError(
                         f"explanation_func returned {explained.shape[1]} values per perturbed "
@@ -254,8 +273,8 @@ class Sensitivity:
         rows: int,
         what: str,
         per_example: int = 1,
-    ) -> Tensor:
-        """The explanations of ``batch``, flattened to ``(rows, D)``.
+    ) -> _Explained:
+        """The explanations of ``batch`` by ``explanation_func``, checked (:meth:`_checked`).
 
         Args:
             batch: The inputs to explain, ``per_example`` consecutive rows per example.
@@ -264,34 +283,51 @@ class Sensitivity:
             rows: The number of inputs in ``batch``.
             what: The inputs, as the errors name them (``"clean inputs"``, ...).
             per_example: Rows of ``batch`` per example, to name the example in errors.
+        """
+        explanation = self.explanation_func((batch,) if as_tuple else batch, **kwargs)
+        return self._checked(explanation, rows, "explanation_func", what, per_example)
+
+    @staticmethod
+    def _checked(
+        explanation: Any, rows: int, source: str, what: str, per_example: int = 1
+    ) -> _Explained:
+        """``explanation``, checked to hold ``rows`` finite rows, flattened.
+
+        Args:
+            explanation: A tensor or a tuple of tensors, from ``source`` (``"explanation_func"``
+                or ``"explanations"``, as the errors name it).
+            rows: The number of inputs explained.
+            what: The inputs, as the errors name them (``"clean inputs"``, ...).
+            per_example: Rows per example, to name the example in errors.
 
         Raises:
             TypeError: The explanation is not a tensor or a tuple of batched tensors.
             ValueError: It has not one row per input, or holds NaN or Inf values.
         """
-        explanation = self.explanation_func((batch,) if as_tuple else batch, **kwargs)
+        verb = "return" if source == "explanation_func" else "be"
         parts = explanation if isinstance(explanation, tuple) else (explanation,)
         if not parts or not all(isinstance(p, Tensor) and p.dim() > 0 for p in parts):
             raise TypeError(
-                "explanation_func must return a tensor or a tuple of tensors with a batch "
+                f"{source} must {verb} a tensor or a tuple of tensors with a batch "
                 f"dimension; got {type(explanation).__name__}"
             )
         if any(len(part) != rows for part in parts):
             raise ValueError(
-                f"explanation_func must return one explanation per input ({rows}); got "
+                f"{source} must {verb} one explanation per input ({rows}); got "
                 f"first dimensions {[len(part) for part in parts]}"
             )
-        explained = torch.cat([part.reshape(rows, -1) for part in parts], dim=1)
-        finite = torch.isfinite(explained).all(dim=1)
+        flat = torch.cat([part.reshape(rows, -1) for part in parts], dim=1)
+        finite = torch.isfinite(flat).all(dim=1)
         if not bool(finite.all()):
             # A NaN would make the example's sensitivity NaN, and the norms of an Inf map
             # are no change: refuse them as the other metrics refuse such attributions.
             example = int((~finite).nonzero()[0]) // per_example
+            verbed = "returned" if source == "explanation_func" else "hold"
             raise ValueError(
-                f"explanation_func returned NaN or Inf values for the {what} of example "
+                f"{source} {verbed} NaN or Inf values for the {what} of example "
                 f"{example}; Sensitivity needs finite explanations"
             )
-        return explained
+        return _Explained(flat, [tuple(part.shape[1:]) for part in parts])
 
     @staticmethod
     def _check_inputs(inputs: Any) -> Tensor:
@@ -328,3 +364,12 @@ class Sensitivity:
             else:
                 repeated["baselines"] = repeat(baselines, inputs.dim())
         return repeated
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """Explanations flattened to ``(rows, D)`` (the parts side by side), and the shape of one
+    row's explanation, part by part."""
+
+    flat: Tensor
+    shapes: list[tuple[int, ...]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -39,9 +39,11 @@ def default_perturbations_per_eval(device: torch.device, examples: int) -> int:
 class ScoringOptions:
     """How the perturbation engine runs its forward passes, validated once.
 
-    Every class that scores perturbed inputs takes one as ``options=`` and also accepts its
-    fields as keyword arguments, which override the value's: ``Insertion(model,
-    precision="bf16")`` is ``Insertion(model, options=ScoringOptions(precision="bf16"))``.
+    The public classes (:class:`~captum_polycam.PolyCam` and the metrics) take Captum's
+    keywords, ``perturbations_per_eval``, ``precision`` and ``compile``, and build this value
+    from them once; the engine (:class:`~captum_polycam.perturbation.PerturbationScorer`) and
+    the evaluation pass it around. A caller holding one gives it to a public class as its
+    keywords: ``Insertion(model, **dataclasses.asdict(options))``.
 
     Attributes:
         perturbations_per_eval: Perturbed inputs **per example** in one forward pass, as in
@@ -80,28 +82,6 @@ class ScoringOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if not isinstance(self.compile, bool):
             raise TypeError(f"compile must be True or False; got {self.compile!r}")
-
-    @classmethod
-    def of(
-        cls,
-        options: ScoringOptions | None = None,
-        *,
-        perturbations_per_eval: int | None = None,
-        precision: Precision | None = None,
-        compile: bool | None = None,
-    ) -> ScoringOptions:
-        """``options`` (or the defaults) with the keyword arguments that are not ``None``
-        put in their place: how every constructor turns its arguments into one value."""
-        if options is not None and not isinstance(options, ScoringOptions):
-            raise TypeError(f"options must be a ScoringOptions; got {type(options).__name__}")
-        return (options or cls()).replace(
-            perturbations_per_eval=perturbations_per_eval, precision=precision, compile=compile
-        )
-
-    def replace(self, **changes: Any) -> ScoringOptions:
-        """A copy with the fields given as non-``None`` keyword arguments changed."""
-        given = {name: value for name, value in changes.items() if value is not None}
-        return dataclasses.replace(self, **given) if given else self
 
     def fixed(self, device: torch.device, examples: int) -> ScoringOptions:
         """This value with a fixed pass size: its own, or the device's default for batches of

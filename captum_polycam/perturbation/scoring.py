@@ -58,6 +58,8 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _TUNER = PassTuner()
 # How much slower a lowered precision runs than fp32 on a CPU, per model: measured once.
 _LOWERED = LoweredPrecisionCheck()
+# How a scorer runs its passes unless told: measured pass size, fp32, eager.
+_DEFAULTS = ScoringOptions()
 
 FillFn = Callable[[int, int, Tensor], None]
 """``fill(start, stop, out)`` writes the perturbed inputs of items ``start .. stop - 1``."""
@@ -90,30 +92,29 @@ class PerturbationScorer:
         forward_func: The model or any function of ``(inputs, *additional_forward_args)``.
         score_fn: ``"softmax"`` (the default; sigmoid for a single output unit), ``"logit"``,
             or a callable from the model output to per-example scores.
-        perturbations_per_eval, precision, compile: Fields of ``options`` given one by one;
-            those that are not ``None`` override it (see :class:`ScoringOptions`).
         options: How the passes run: their size (measured unless fixed), precision and
-            compiling, as one value. The default is ``ScoringOptions()``.
+            compiling, as one :class:`ScoringOptions`, which the public classes build from
+            their keywords. The default is ``ScoringOptions()``.
+
+    Raises:
+        TypeError: If ``forward_func`` is not callable or ``options`` is not a
+            :class:`ScoringOptions`.
     """
 
     def __init__(
         self,
         forward_func: Callable[..., Any],
         score_fn: ScoreFn = "softmax",
-        perturbations_per_eval: int | None = None,
-        precision: Precision | None = None,
-        compile: bool | None = None,
-        *,
-        options: ScoringOptions | None = None,
+        options: ScoringOptions = _DEFAULTS,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable; got {type(forward_func).__name__}")
-        self.options = ScoringOptions.of(
-            options,
-            perturbations_per_eval=perturbations_per_eval,
-            precision=precision,
-            compile=compile,
-        )
+        if not isinstance(options, ScoringOptions):
+            raise TypeError(
+                f"options must be a ScoringOptions; got {type(options).__name__} (the public "
+                "classes take perturbations_per_eval, precision and compile as keywords)"
+            )
+        self.options = options
         self.forward_func = forward_func
         self.score_fn = score_fn
         self._score = resolve_score_fn(score_fn)
@@ -218,7 +219,7 @@ class PerturbationScorer:
         The inputs are built by ``plan.fill`` into one buffer reused by every pass, and the
         scores are gathered on the device: nothing crosses to the host until the end, when one
         check makes sure that no score was NaN or Inf. Without ``perturbations_per_eval``
-        (here or in the constructor), the passes' size and memory layout are measured on the
+        (here or in the options), the passes' size and memory layout are measured on the
         first call that scores enough items for this model, input shape, device and precision
         (:mod:`~captum_polycam.perturbation.tuning`), then reused. A pass that runs out of
         memory is halved and retried, never failing the call.
@@ -226,7 +227,7 @@ class PerturbationScorer:
         Args:
             batch: The prepared batch the plan perturbs.
             plan: The items to score.
-            perturbations_per_eval: Overrides the constructor's for this call.
+            perturbations_per_eval: Overrides the options' for this call.
             show_progress: Report the perturbed inputs scored: a bar on a terminal, otherwise
                 a status line every 30 s and a final one. Inside a job that counts passes
                 (:func:`~captum_polycam.evaluation.evaluate`), they are counted there.
@@ -239,12 +240,51 @@ class PerturbationScorer:
             UserWarning: If ``precision`` is 2 or more times slower than fp32 on this CPU.
         """
         perturbations_per_eval = check_perturbations_per_eval(perturbations_per_eval)
+        count = len(plan)
+        # In training mode the passes would move the model's batch-norm statistics: every
+        # buffer is given back as it was once they are done.
+        with buffers_kept(module_of(self.forward_func)):
+            self._check_lowered_precision(batch)
+            # A job that counts passes (an evaluation) gets them; otherwise this call reports alone.
+            job = current_progress()
+            own = (
+                None
+                if job
+                else Progress(plan.description, count, mode=progress_mode(show_progress))
+            )
+            counter = job or own
+            assert counter is not None
+            try:
+                result, finite = self._score_plan(batch, plan, counter, perturbations_per_eval)
+            finally:
+                if own is not None:
+                    own.close()
+        if not bool(finite):
+            raise ValueError(
+                f"the model's scores contain NaN or Inf on some of the {count} perturbed inputs "
+                f"({plan.description}), though not on the clean inputs: the model is not stable "
+                "on perturbed images"
+            )
+        return result
+
+    def _score_plan(
+        self,
+        batch: PreparedBatch,
+        plan: PerturbationPlan,
+        counter: Progress,
+        perturbations_per_eval: int | None,
+    ) -> tuple[Tensor, Tensor]:
+        """The target score of every item of ``plan``, and whether they are all finite (a
+        0-d bool tensor, left on the device), counting the items scored on ``counter``.
+
+        A pass that runs out of memory is halved and retried, and the halved shape remembered
+        when it was measured.
+        """
         inputs, count = batch.inputs, len(plan)
         example_of = plan.example_of.to(inputs.device)
         result = torch.empty(count, dtype=inputs.dtype, device=inputs.device)
         finite = torch.ones((), dtype=torch.bool, device=inputs.device)
         buffers: dict[bool, Tensor] = {}
-
         forward = self._scoring_forward()
 
         def run(start: int, stop: int, shape: PassShape) -> None:
@@ -272,47 +312,24 @@ class PerturbationScorer:
             result[start:stop] = batch.targets.select(scores, examples[:items])
             counter.update(stop - start)
 
-        # In training mode the passes would move the model's batch-norm statistics: every
-        # buffer is given back as it was once they are done.
-        with buffers_kept(module_of(self.forward_func)):
-            self._check_lowered_precision(batch)
-            # A job that counts passes (an evaluation) gets them; otherwise this call reports alone.
-            job = current_progress()
-            own = (
-                None
-                if job
-                else Progress(plan.description, count, mode=progress_mode(show_progress))
-            )
-            counter = job or own
-            assert counter is not None
+        shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
+        while start < count:
+            stop = min(start + shape.size, count)
             try:
-                shape, start, tuned = self._pass_shape(batch, count, run, perturbations_per_eval)
-                while start < count:
-                    stop = min(start + shape.size, count)
-                    try:
-                        run(start, stop, shape)
-                    except torch.OutOfMemoryError:
-                        if shape.size == 1:
-                            raise
-                        # Halve the pass and go on; remember it, so the next call starts there.
-                        buffers.clear()
-                        if inputs.device.type == "cuda":
-                            torch.cuda.empty_cache()
-                        shape = PassShape(shape.size // 2, shape.channels_last)
-                        if tuned:
-                            _TUNER.remember(self._owner, self._tuning_key(inputs), shape)
-                        continue
-                    start = stop
-            finally:
-                if own is not None:
-                    own.close()
-        if not bool(finite):
-            raise ValueError(
-                f"the model's scores contain NaN or Inf on some of the {count} perturbed inputs "
-                f"({plan.description}), though not on the clean inputs: the model is not stable "
-                "on perturbed images"
-            )
-        return result
+                run(start, stop, shape)
+            except torch.OutOfMemoryError:
+                if shape.size == 1:
+                    raise
+                # Halve the pass and go on; remember it, so the next call starts there.
+                buffers.clear()
+                if inputs.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                shape = PassShape(shape.size // 2, shape.channels_last)
+                if tuned:
+                    _TUNER.remember(self._owner, self._tuning_key(inputs), shape)
+                continue
+            start = stop
+        return result, finite
 
     def _pass_shape(
         self,

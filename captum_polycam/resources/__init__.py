@@ -10,7 +10,7 @@ from captum_polycam.resources.images import (
     bundled_images,
 )
 from captum_polycam.resources.models import DEFAULT_MODEL, load_detector, load_model
-from captum_polycam.resources.names import file_stem, import_callable
+from captum_polycam.resources.names import file_stem, import_callable, unique_file_stems
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -24,4 +24,5 @@ __all__ = [
     "import_callable",
     "load_detector",
     "load_model",
+    "unique_file_stems",
 ]

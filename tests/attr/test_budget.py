@@ -17,6 +17,8 @@ from captum_polycam.attr.budget import (
     similar_channel_weights,
     spend_budget,
 )
+from captum_polycam.attr.capture import capture_activations, resolve_layers
+from captum_polycam.attr.poly_cam import _LayerMasks
 
 LAYERS = ["block1", "block2", "block3"]
 MODES = {"plus": 1, "minus": 1, "plusminus": 2}
@@ -79,6 +81,38 @@ def test_a_tiny_budget_scores_one_channel_of_each_layer(
     assert result.passes == MODES[variant] * len(LAYERS) * len(tiny_inputs) < result.exact_passes
     black = 0 if variant == "minus" else len(tiny_inputs)
     assert sum(sizes) == len(tiny_inputs) + black + result.passes  # clean, black, masks
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+def test_the_black_images_come_back_as_a_value_scored_once(
+    variant: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    polycam = PolyCam(tiny_cnn, LAYERS, variant, perturbations_per_eval=1)
+    calls = resolve_layers(tiny_cnn, LAYERS)
+    batch, activations = capture_activations(lambda: polycam._scorer.prepare(tiny_inputs), calls)
+    layers = [_LayerMasks.of(activation) for activation in activations]
+    live = torch.cat([layer.live for layer in layers], dim=1)
+    sizes = count_rows(tiny_cnn)
+    first = polycam._score_masks(batch, layers, live, None, None, False)
+    unveils = variant != "minus"
+    # The black image X * 0 of each example, in the same passes as the masks, scored as the
+    # model scores black images.
+    assert sum(sizes) == (len(tiny_inputs) if unveils else 0) + MODES[variant] * int(live.sum())
+    if unveils:
+        zeros = tiny_cnn(torch.zeros_like(tiny_inputs)).softmax(dim=1)
+        expected = zeros.gather(1, batch.targets.index).squeeze(1)
+        torch.testing.assert_close(first.black, expected)
+    else:
+        assert first.black is None and first.unveiled is None
+    # Given back, they are not scored again.
+    sizes.clear()
+    again = polycam._score_masks(batch, layers, live, first.black, None, False)
+    assert sum(sizes) == MODES[variant] * int(live.sum())
+    assert again.black is first.black
+    for old, new in [(first.unveiled, again.unveiled), (first.hidden, again.hidden)]:
+        assert (old is None) == (new is None)
+        if old is not None:
+            torch.testing.assert_close(new, old)
 
 
 @pytest.mark.parametrize("features", [False, True])

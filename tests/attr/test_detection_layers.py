@@ -194,6 +194,7 @@ def _calibrate_batch_norm(module: nn.Module, images: Tensor) -> None:
     module.eval()
 
 
+@pytest.mark.slow
 def test_poly_cam_runs_end_to_end_on_faster_rcnn(monkeypatch: pytest.MonkeyPatch) -> None:
     # box_score_thresh=0 keeps detections whose random-weight scores (about 1/91) are under
     # the default 0.05; the small proposal and detection counts make each pass cheap.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +13,13 @@ import torchvision
 from torch import Tensor, nn
 
 from captum_polycam import discover_layers
+from captum_polycam.attr import capture
 from captum_polycam.attr.capture import LayerInfo, capture_activations, resolve_layers
 from captum_polycam.attr.layers import describe_layers
 from tests.conftest import ReusedReLU, hooked_modules
 
 IMAGE = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+ATTR = Path(capture.__file__).parent
 
 TORCHVISION_LAYERS = {
     "vgg16": ["features.3", "features.8", "features.15", "features.22", "features.29", "features"],
@@ -42,6 +46,7 @@ def _shapes(model: nn.Module, names: list[str]) -> list[tuple[int, int]]:
     return [(a.shape[1], a.shape[2]) for a in activations]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error::UserWarning")  # no resolution skipped
 @pytest.mark.parametrize("name", sorted(TORCHVISION_LAYERS))
 def test_discovery_on_torchvision_models(name: str) -> None:
@@ -51,6 +56,7 @@ def test_discovery_on_torchvision_models(name: str) -> None:
     assert _shapes(model, names) == SHAPES[name]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_discovery_on_efficientnet_lite0_avoids_the_reference_pitfalls(lite0: nn.Module) -> None:
     names = discover_layers(lite0, IMAGE)
@@ -141,6 +147,7 @@ def test_discovery_rejects_a_vision_transformer() -> None:
     assert "reshape='tokens'" in message and "one layer, a Score-CAM-like map" in message
 
 
+@pytest.mark.slow
 def test_discovery_warns_that_swin_skips_its_channels_last_stages() -> None:
     model = torchvision.models.swin_t(weights=None).eval()
     with pytest.warns(UserWarning, match="skip resolutions") as record:
@@ -305,6 +312,23 @@ def test_layer_info_reads_as_channels_at_resolution() -> None:
     assert str(LayerInfo("act:0", 4, 8, 6)) == "act:0 (4@8x6)"
 
 
+def test_what_the_attr_modules_take_from_capture_is_public() -> None:
+    # Private helpers stay private: layers.py and poly_cam.py import only capture's public names.
+    for module in ("layers", "poly_cam"):
+        tree = ast.parse((ATTR / f"{module}.py").read_text())
+        taken = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "captum_polycam.attr.capture"
+            for alias in node.names
+        }
+        assert taken and taken <= set(capture.__all__), (module, taken - set(capture.__all__))
+    assert capture.layer_info("act:0", torch.zeros(2, 4, 8, 6)) == LayerInfo("act:0", 4, 8, 6)
+    first, args = capture.first_example(torch.zeros(3, 1, 2, 2), (torch.arange(3), 7))
+    assert first.shape == (1, 1, 2, 2) and args[0].tolist() == [0] and args[1] == 7
+
+
+@pytest.mark.slow
 def test_describe_layers_on_resnet50() -> None:
     model = torchvision.models.resnet50(weights=None).eval()
     assert [str(layer) for layer in describe_layers(model, IMAGE)] == [

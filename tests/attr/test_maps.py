@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from captum_polycam._tensors import upsample
 from captum_polycam.attr.maps import (
     backward_recursion,
     local_normalise,
     percentile,
     robust_normalise,
 )
+from captum_polycam.normalisation import upsample
 
 
 @pytest.mark.parametrize("count", [1, 2, 7, 50, 1001])

@@ -78,6 +78,7 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], Any, list[str], list[str]]] =
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_stage_per_resolution_is_found(family: str) -> None:
     build, reshape, names, shapes = FAMILIES[family]
@@ -89,6 +90,7 @@ def test_one_stage_per_resolution_is_found(family: str) -> None:
     assert hooked_modules(model) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_gives_the_maps_of_single_images(family: str) -> None:
     build, reshape, names, _ = FAMILIES[family]
@@ -106,6 +108,7 @@ def test_a_batch_gives_the_maps_of_single_images(family: str) -> None:
     assert hooked_modules(model) == []
 
 
+@pytest.mark.slow
 def test_hugging_face_outputs_are_scored_from_their_logits() -> None:
     model = _hugging_face("ConvNext")().eval()
     with torch.no_grad():

@@ -66,6 +66,22 @@ def test_the_same_command_again_resumes_and_another_one_is_refused(
     assert "differs in n_steps" in error_line(capsys)
 
 
+def test_a_folder_of_another_format_version_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    command = _small(images, out, "--methods", "random")
+    assert main(command) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["format_version"] == 1
+    record["format_version"] = 2
+    (out / "run.json").write_text(json.dumps(record))
+    assert main(command) == 2
+    line = error_line(capsys)
+    assert str(out) in line and "format_version 2" in line and "format_version 1" in line
+    assert line.endswith("use a new folder\n")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -108,6 +124,7 @@ def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--reshape: reshape must be None, 'nhwc', 'tokens'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same_command_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "captum_polycam", "evaluate", "--help"],

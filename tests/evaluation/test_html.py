@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -16,9 +16,11 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor
 
-from captum_polycam.evaluation import EvaluationConfig, EvaluationError, Preprocessing, evaluate
+from captum_polycam.evaluation import EvaluationConfig, evaluate
 from captum_polycam.evaluation.html import write_html_report
+from captum_polycam.resources import EvaluationError, Preprocessing
 from captum_polycam.resources.images import read_image
+from tests.conftest import random_photos, read_csv
 from tests.evaluation.tiny_models import tiny_classifier
 
 METHODS = ("gradcam", "random")
@@ -80,12 +82,7 @@ def _parse(path: Path) -> _Page:
 
 
 def _photos(folder: Path, names: tuple[str, ...]) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for index, name in enumerate(names):
-        pixels = rng.integers(0, 256, (20 + 4 * index, 28, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / name)
-    return folder
+    return random_photos(folder, names, width=28, first_height=20, growth=4)
 
 
 def _evaluate(images: Path, out: Path) -> Path:
@@ -105,11 +102,6 @@ def _photo(folder: Path) -> Callable[[str], Tensor]:
         return read_image(folder / name, size=None)[0]
 
     return photo
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +152,7 @@ def test_overlays_have_one_file_per_image_and_method_even_when_names_share_a_ste
 def test_the_areas_are_those_of_the_scores_csv(run: Path, report: Path) -> None:
     page = _parse(report)
     for method in METHODS:
-        rows = _read_csv(run / "csv" / f"scores_tiny_{method}.csv")
+        rows = read_csv(run / "csv" / f"scores_tiny_{method}.csv")
         assert [row["image"] for row in rows] == sorted(NAMES)
         for row in rows:
             for kind in ("insertion", "deletion"):
@@ -174,7 +166,7 @@ def test_the_areas_are_those_of_the_scores_csv(run: Path, report: Path) -> None:
 
 def test_the_summary_is_that_of_summary_csv(run: Path, report: Path) -> None:
     page = _parse(report)
-    rows = _read_csv(run / "summary.csv")
+    rows = read_csv(run / "summary.csv")
     assert {(row["method"], row["metric"]) for row in rows} == set(page.summary)
     for row in rows:
         assert float(page.summary[row["method"], row["metric"]]) == float(row["mean"])
@@ -223,7 +215,7 @@ def test_one_image_has_no_interval(tmp_path: Path) -> None:
     out = _evaluate(images, tmp_path / "out")
     page = _parse(write_html_report(out, lambda name: None))
     assert page.intervals and set(page.intervals) == {"n/a"}
-    rows = _read_csv(out / "summary.csv")
+    rows = read_csv(out / "summary.csv")
     for row in rows:
         assert float(page.summary[row["method"], row["metric"]]) == float(row["mean"])
     assert (out / "overlays" / "gradcam" / "a_b.png.png").is_file()
@@ -247,3 +239,95 @@ def test_the_photo_may_be_a_tensor_of_another_size(run: Path, tmp_path: Path) ->
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("overlays", "report.html"))
     write_html_report(copy, lambda name: torch.full((3, 40, 30), 0.5))
     assert {Image.open(f).size for f in (copy / "overlays" / "random").iterdir()} == {(30, 40)}
+
+
+def test_the_page_files_ship_with_the_package() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11 and later")
+    root = Path(__file__).resolve().parents[2]
+    package = root / "captum_polycam"
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["captum_polycam"]
+    page = sorted((package / "evaluation" / "page").iterdir())
+    assert [p.name for p in page] == ["report.css", "report.html", "report.js"]
+    for path in page:
+        relative = path.relative_to(package)
+        assert any(relative.match(glob) for glob in globs), relative
+
+
+# The images' rows, top to bottom, by image name.
+_ROWS = (
+    "return Array.from(document.querySelectorAll('table.images tbody tr'), "
+    "row => row.getAttribute('data-image'));"
+)
+
+
+def _chromium() -> Any:
+    """A headless Chromium driven by Selenium, or a skip that says what is missing."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (it is in the test extra)"
+    )
+    browser = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        missing = " and ".join(
+            name for name, path in (("Chromium", browser), ("chromedriver", driver)) if not path
+        )
+        pytest.skip(
+            f"no {missing} installed (Debian: apt-get install chromium chromium-driver, "
+            "which .ci/run tries)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1280,800")
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        # The installed driver, named: Selenium would otherwise look for one on the network.
+        return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+    except WebDriverException as error:
+        pytest.skip(f"Chromium did not start: {error.msg}")
+
+
+def test_in_a_browser_the_images_load_and_a_heading_sorts_the_rows(run: Path, report: Path) -> None:
+    browser = _chromium()
+    try:
+        browser.get(report.as_uri())
+        order = browser.execute_script(_ROWS)
+        assert order == sorted(NAMES)  # the scores CSVs' order
+        for index, method in enumerate(METHODS):
+            values = {
+                row["image"]: float(row["insertion"])
+                for row in read_csv(run / "csv" / f"scores_tiny_{method}.csv")
+            }
+            button = browser.find_element(
+                "css selector", f'table.images thead button[data-key="m{index}-insertion"]'
+            )
+            assert button.text.startswith("insertion")
+            # Ascending, then descending; the sort is stable, so ties keep the rows' order.
+            for sign, direction in ((1, "ascending"), (-1, "descending")):
+                button.click()
+                order = sorted(order, key=lambda name: sign * values[name])
+                assert browser.execute_script(_ROWS) == order, (method, direction)
+                assert button.get_attribute("data-order") == direction
+        # The overlays load lazily: each is brought into view, as a reader scrolling would.
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        images = browser.find_elements("css selector", "img")
+        assert len(images) == 1 + len(NAMES) * len(METHODS)
+        for image in images:
+            browser.execute_script("arguments[0].scrollIntoView();", image)
+            WebDriverWait(browser, 30).until(
+                lambda b, image=image: b.execute_script("return arguments[0].complete;", image)
+            )
+        broken = browser.execute_script(
+            "return Array.from(document.images).filter(i => !(i.naturalWidth > 0))"
+            ".map(i => i.getAttribute('src'));"
+        )
+        assert broken == []
+    finally:
+        browser.quit()

@@ -3,7 +3,6 @@ SIGKILL, torchrun sharding, unreadable images and configuration mismatches."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -23,18 +22,12 @@ from torch.utils.data import Dataset
 
 from captum_polycam import ConfidenceChange, InsertionDeletion, PolyCam
 from captum_polycam.attr import PolyCamMaps
-from captum_polycam.evaluation import (
-    EvaluationConfig,
-    EvaluationError,
-    ImageFolder,
-    Preprocessing,
-    Report,
-    evaluate,
-)
-from captum_polycam.evaluation.folder import locked
+from captum_polycam.evaluation import EvaluationConfig, Report, evaluate
+from captum_polycam.evaluation.folder import FORMAT_VERSION, locked
 from captum_polycam.evaluation.html import write_html_report
+from captum_polycam.resources import EvaluationError, ImageFolder, Preprocessing
 from captum_polycam.resources.models import model_digest
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, random_photos, read_csv
 from tests.evaluation.tiny_models import (
     channels_last_classifier,
     fixed_size_classifier,
@@ -56,17 +49,10 @@ def _name(index: int) -> str:
 
 def _photos(folder: Path, count: int = 7) -> Path:
     """Photos of several sizes and modes (RGB, grayscale, RGBA; PNG and JPEG)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (24 + 5 * index, 40, 3), dtype=np.uint8)
-        image = Image.fromarray(pixels)
-        if index % 3 == 1:
-            image = image.convert("L")
-        elif index % 3 == 2:
-            image = image.convert("RGBA")
-        image.save(folder / _name(index))
-    return folder
+    names = [_name(index) for index in range(count)]
+    return random_photos(
+        folder, names, width=40, first_height=24, growth=5, modes=("RGB", "L", "RGBA")
+    )
 
 
 def _config(**changes: object) -> EvaluationConfig:
@@ -95,11 +81,6 @@ def _stable_files(out: Path) -> dict[str, bytes]:
     return files
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _photos(tmp_path_factory.mktemp("photos"))
@@ -126,15 +107,15 @@ def test_maps_are_one_float32_array_per_image_keyed_by_file_name(
 
 def test_csv_files_have_one_row_per_image_in_the_paper_layout(finished: Path) -> None:
     for stem in ("tiny_pcam+-", "tiny_gradcam"):
-        areas = _read_csv(finished / "csv" / f"ins_auc_{stem}.csv")
+        areas = read_csv(finished / "csv" / f"ins_auc_{stem}.csv")
         assert list(areas[0]) == ["image", "target", "auc"]
         assert [row["image"] for row in areas] == [_name(i) for i in range(7)]
-        details = _read_csv(finished / "csv" / f"del_details_{stem}.csv")
+        details = read_csv(finished / "csv" / f"del_details_{stem}.csv")
         assert list(details[0]) == ["image", "target", *(f"step_{k}" for k in range(1, 17))]
         # The area is the mean of the per-step scores (the paper's protocol).
         for kind in ("ins", "del"):
-            areas = _read_csv(finished / "csv" / f"{kind}_auc_{stem}.csv")
-            details = _read_csv(finished / "csv" / f"{kind}_details_{stem}.csv")
+            areas = read_csv(finished / "csv" / f"{kind}_auc_{stem}.csv")
+            details = read_csv(finished / "csv" / f"{kind}_details_{stem}.csv")
             for area, steps in zip(areas, details, strict=True):
                 mean = np.mean([float(steps[f"step_{k}"]) for k in range(1, 17)])
                 assert float(area["auc"]) == pytest.approx(mean, abs=1e-6)
@@ -148,7 +129,7 @@ def test_areas_and_confidences_equal_the_metric_classes_on_the_saved_maps(
     model = tiny_classifier()
     with np.load(finished / "npz" / "tiny_pcam+-.npz") as archive:
         maps = torch.stack([torch.from_numpy(archive[name]) for name in folder.names])[:, None]
-    scores = _read_csv(finished / "csv" / "scores_tiny_pcam+-.csv")
+    scores = read_csv(finished / "csv" / "scores_tiny_pcam+-.csv")
     targets = torch.tensor([int(row["target"]) for row in scores])
     assert torch.equal(targets, model(inputs).argmax(dim=1))  # top-1, as in the paper
 
@@ -162,7 +143,7 @@ def test_areas_and_confidences_equal_the_metric_classes_on_the_saved_maps(
         saved = torch.tensor([float(row[key]) for row in scores])
         torch.testing.assert_close(saved, expected, atol=1e-5, rtol=1e-5)
     ins = torch.tensor(
-        [float(row["auc"]) for row in _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
+        [float(row["auc"]) for row in read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
     )
     torch.testing.assert_close(ins, curves.insertion.auc, atol=1e-5, rtol=1e-5)
 
@@ -173,11 +154,11 @@ def test_summary_has_every_metric_with_its_direction_and_interval(finished: Path
     pcam = report.statistics["pcam+-"]
     assert pcam["sensitivity_max"].count == 2  # only the first two images
     assert pcam["insertion"].count == 7
-    ins = [float(r["auc"]) for r in _read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
+    ins = [float(r["auc"]) for r in read_csv(finished / "csv" / "ins_auc_tiny_pcam+-.csv")]
     assert pcam["insertion"].mean == pytest.approx(np.mean(ins), abs=1e-6)
     half = 1.959963984540054 * np.std(ins, ddof=1) / np.sqrt(7)
     assert pcam["insertion"].ci_high - pcam["insertion"].mean == pytest.approx(half, abs=1e-6)
-    rows = _read_csv(finished / "summary.csv")
+    rows = read_csv(finished / "summary.csv")
     assert {(r["metric"], r["better"]) for r in rows} >= {
         ("insertion", "higher"),
         ("deletion", "lower"),
@@ -237,6 +218,49 @@ def test_stage_layer_and_no_lnorm_methods_share_one_poly_cam_run(
         torch.testing.assert_close(saved, maps[:, 0])
 
 
+def test_each_poly_cam_outputs_sensitivity_explains_only_its_own_noisy_inputs(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    decompose = PolyCam.decompose
+
+    def counted(self: PolyCam, inputs: torch.Tensor, *args: object, **kwargs: object):
+        batches.append(len(inputs))
+        return decompose(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(PolyCam, "decompose", counted)
+    config = _config(methods=("pcam+", "pcam+:stage1"), batch_size=7, sensitivity_images=2)
+    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
+    # The clean batch once for both outputs; then, for each output, its 10 noisy copies of
+    # the 2 images in one call, never the clean images again.
+    assert batches == [7, 20, 20]
+
+
+def test_the_report_reads_each_photo_by_its_place_in_any_order(
+    photos: Path, finished: Path
+) -> None:
+    from captum_polycam.attr import describe_layers
+    from captum_polycam.evaluation import build_methods
+    from captum_polycam.evaluation._distributed import Ranks
+    from captum_polycam.evaluation.pipeline import _Run
+
+    config = _config(sensitivity_images=2)
+    folder = ImageFolder(photos, preprocessing=SMALL)
+    model = tiny_classifier()
+    layers = describe_layers(model, folder[0].inputs[None], ["block1", "block2", "block3"])
+    runs = build_methods(config.methods, model, [layer.name for layer in layers])
+    run = _Run(finished, config, folder, model, runs, layers, torch.device("cpu"), Ranks())
+    _, places = run.recorded_images()
+    names = [sample.name for sample in folder]
+    assert places == {name: index for index, name in enumerate(names)}
+    photo = run.photos(places)
+    in_order = [photo(name) for name in names]
+    backwards = [photo(name) for name in reversed(names)]
+    for image, again in zip(in_order, reversed(backwards), strict=True):
+        assert image is not None and image.shape == (3, 32, 32) and torch.equal(image, again)
+    assert photo("not-in-the-list.png") is None
+
+
 def test_an_unreadable_image_goes_to_errors_csv_and_the_run_goes_on(
     photos: Path, tmp_path: Path
 ) -> None:
@@ -247,7 +271,7 @@ def test_an_unreadable_image_goes_to_errors_csv_and_the_run_goes_on(
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     (folder / "photo3.jpg").write_bytes((folder / "photo3.jpg").read_bytes()[:100])  # cut
     _run(folder, tmp_path / "out", methods=("gradcam",))
-    errors = _read_csv(tmp_path / "out" / "errors.csv")
+    errors = read_csv(tmp_path / "out" / "errors.csv")
     assert [row["image"] for row in errors] == ["broken.jpg", "photo3.jpg"]
     assert all(row["error"] for row in errors)
     with np.load(tmp_path / "out" / "npz" / "tiny_gradcam.npz") as maps:
@@ -269,7 +293,7 @@ def test_an_image_list_and_labels_choose_the_images_and_classes(
         image_list=tmp_path / "images.txt",
         labels=tmp_path / "labels.txt",
     )
-    rows = _read_csv(tmp_path / "out" / "csv" / "ins_auc_tiny_random.csv")
+    rows = read_csv(tmp_path / "out" / "csv" / "ins_auc_tiny_random.csv")
     assert [(row["image"], row["target"]) for row in rows] == [
         ("photo4.png", "0"),
         ("photo1.jpg", "3"),
@@ -298,7 +322,7 @@ def test_a_dataset_of_pil_images_gives_the_same_artefacts_as_the_folder(
     _run(_Pairs(photos, labelled=False), tmp_path / "out", sensitivity_images=2)
     assert _stable_files(tmp_path / "out") == _stable_files(finished)
     _run(_Pairs(photos, labelled=True), tmp_path / "labels", methods=("random",), target="label")
-    rows = _read_csv(tmp_path / "labels" / "csv" / "del_auc_tiny_random.csv")
+    rows = read_csv(tmp_path / "labels" / "csv" / "del_auc_tiny_random.csv")
     assert [int(row["target"]) for row in rows] == [i % 5 for i in range(7)]
 
 
@@ -598,18 +622,26 @@ def test_a_resume_with_other_weights_is_refused_naming_the_model_and_both_digest
         evaluate(photos, out, _config(methods=("random",)), model=other, num_workers=0)
 
 
-def test_a_run_of_an_earlier_version_without_the_weights_digest_is_refused(
+def test_a_run_of_another_format_version_is_refused_naming_the_folder_and_both(
     photos: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     _run(photos, out, methods=("random",))
     record = json.loads((out / "run.json").read_text())
+    assert record["format_version"] == FORMAT_VERSION == 1
+    # A run of an earlier version, which did not record the weights' digest, say.
     del record["configuration"]["model_sha256"]
-    (out / "run.json").write_text(json.dumps(record))
-    with pytest.raises(
-        EvaluationError, match=r"earlier version, .* \(model_sha256\) .* new folder"
-    ):
-        _run(photos, out, methods=("random",))
+    for version, found in ((None, "no format_version"), (0, "format_version 0")):
+        record.pop("format_version", None)
+        if version is not None:
+            record["format_version"] = version
+        (out / "run.json").write_text(json.dumps(record))
+        message = (
+            f"out: {str(out)!r} holds a run of {found}, and this version of captum-polycam "
+            "resumes only runs of format_version 1; use a new folder"
+        )
+        with pytest.raises(EvaluationError, match=re.escape(message)):
+            _run(photos, out, methods=("random",))
 
 
 def test_a_factory_is_built_under_the_seed_so_its_random_weights_resume(
@@ -673,7 +705,7 @@ def test_a_folder_of_only_unreadable_images_lists_them_in_errors_csv_and_the_mes
     )
     with pytest.raises(EvaluationError, match=re.escape(message)):
         _run(images, out, methods=("random",))
-    assert [row["image"] for row in _read_csv(out / "errors.csv")] == [
+    assert [row["image"] for row in read_csv(out / "errors.csv")] == [
         "a.jpg",
         "b.png",
         "c.png",
@@ -684,7 +716,7 @@ def test_a_folder_of_only_unreadable_images_lists_them_in_errors_csv_and_the_mes
     shutil.rmtree(images)
     _copy(photos, images)
     _run(images, out, methods=("random",))
-    assert _read_csv(out / "errors.csv") == []
+    assert read_csv(out / "errors.csv") == []
 
 
 def test_entries_with_an_image_name_that_cannot_be_read_go_to_errors_csv(
@@ -694,7 +726,7 @@ def test_entries_with_an_image_name_that_cannot_be_read_go_to_errors_csv(
     (images / "gone.png").symlink_to("nowhere.png")
     (images / "folder.jpg").mkdir()
     _run(images, tmp_path / "out", methods=("random",))
-    errors = {row["image"]: row["error"] for row in _read_csv(tmp_path / "out" / "errors.csv")}
+    errors = {row["image"]: row["error"] for row in read_csv(tmp_path / "out" / "errors.csv")}
     assert errors == {
         "folder.jpg": f"cannot read image '{images / 'folder.jpg'}': Is a directory",
         "gone.png": f"cannot read image '{images / 'gone.png'}': a symbolic link to "
@@ -848,8 +880,10 @@ def test_a_channels_last_model_read_through_its_reshape_gives_the_cnns_artefacts
     assert record["reshape"] == "nhwc"
     assert record["layers"] == ["stage1", "stage2", "stage3"]  # discovered through the reshape
     assert record["method_parameters"]["gradcam"]["reshape"] == "nhwc"
-    # Runs from before the option resume: without a reshape, it is not recorded at all.
-    assert "reshape" not in json.loads((cnn / "run.json").read_text())["configuration"]
+    # Without a reshape, none is recorded.
+    configuration = json.loads((cnn / "run.json").read_text())["configuration"]
+    assert configuration["reshape"] is None
+    assert configuration["method_parameters"]["gradcam"]["reshape"] is None
     other = _config(methods=methods, reshape="tests.attr.test_reshape:from_channels_last")
     with pytest.raises(EvaluationError, match=r"differs in .*reshape"):
         evaluate(photos, restaged, other, model=channels_last_classifier(), num_workers=0)

@@ -15,7 +15,8 @@ import torchvision
 from PIL import Image
 from torch import Tensor, nn
 
-from captum_polycam import describe_layers
+from captum_polycam import PolyCam, describe_layers
+from captum_polycam.attr import PolyCamMaps
 from captum_polycam.cli import sanity as sanity_command
 from captum_polycam.evaluation.sanity import (
     MEASURES,
@@ -173,6 +174,32 @@ def test_checkpoints_and_shapes(tiny_cnn: TinyCNN) -> None:
     assert not torch.equal(result.maps["pcam+"][0], result.maps["pcam+"][-1])
 
 
+def test_the_outputs_of_one_poly_cam_run_come_from_one_decomposition_per_checkpoint(
+    tiny_cnn: TinyCNN, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decompose = PolyCam.decompose
+    variants: list[str] = []
+
+    def counted(self: PolyCam, *args: object, **kwargs: object) -> PolyCamMaps:
+        variants.append(self.variant)
+        return decompose(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolyCam, "decompose", counted)
+    inputs = torch.randn(2, 3, 16, 16)
+    names = ["pcam+", "gradcam", "pcam+:no-lnorm", "pcam+:layer2", "pcam-"]
+    result = sanity_check(tiny_cnn, inputs, names, steps=[2])
+    assert variants == ["plus", "minus"] * 2  # checkpoints 0 and 2
+    assert list(result.maps) == names
+    # Each output as Poly-CAM gives it on the same model, at step 0.
+    layers = ["block1", "block2", "block3"]
+    with torch.no_grad():
+        top1 = tiny_cnn(inputs).argmax(dim=1)
+    full = decompose(PolyCam(tiny_cnn, layers, "plus"), inputs, top1)
+    ablation = full.recomposed(local_normalisation=False)
+    torch.testing.assert_close(result.maps["pcam+:layer2"][0], full.layer_maps[1])
+    torch.testing.assert_close(result.maps["pcam+:no-lnorm"][0], ablation.maps)
+
+
 def test_a_method_blind_to_the_model_keeps_a_similarity_of_one(tiny_cnn: TinyCNN) -> None:
     result = sanity_check(tiny_cnn, torch.randn(2, 3, 16, 16), ["random", "gradcam"], seed=3)
     noise = result.maps["random"]
@@ -200,6 +227,7 @@ def test_top1_targets_of_the_original_model_by_default(tiny_cnn: TinyCNN) -> Non
         ({"steps": []}, "steps:"),
         ({"targets": [0]}, "targets: expected one class index per example"),
         ({"targets": [0, 5]}, "targets: classes run from 0 to 4"),
+        ({"perturbations_per_eval": 0}, "perturbations_per_eval must be a positive int"),
     ],
 )
 def test_invalid_arguments(tiny_cnn: TinyCNN, keywords: dict, message: str) -> None:

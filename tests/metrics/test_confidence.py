@@ -14,20 +14,13 @@ from captum_polycam.metrics.confidence import (
     AverageDrop,
     ConfidenceChange,
     IncreaseInConfidence,
-    min_max_mask,
 )
+from captum_polycam.normalisation import min_max_mask
+from tests.conftest import SumModel
 
 
 def sigmoid(value: float) -> float:
     return 1 / (1 + math.exp(-value))
-
-
-class SumModel(nn.Module):
-    """logits = [scale * sum(x), 0]: the softmax of class 0 is sigmoid(scale * sum(x))."""
-
-    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
-        total = x.sum(dim=(1, 2, 3)) * (1 if scale is None else scale)
-        return torch.stack([total, torch.zeros_like(total)], dim=1)
 
 
 def row(*values: float) -> Tensor:

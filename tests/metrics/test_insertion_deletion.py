@@ -7,25 +7,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_polycam.metrics import Deletion, Insertion, InsertionDeletion
-from tests.conftest import BatchSizes
+from tests.conftest import BatchSizes, SumModel
 
 X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])  # score = sum of the pixels
 
 
-class Sum(nn.Module):
-    """logits = [sum(x), 0]: with score_fn="logit" and target 0 the score is the pixel sum."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        total = x.sum(dim=(1, 2, 3))
-        return torch.stack([total, torch.zeros_like(total)], dim=1)
-
-
 def _metric(**options) -> InsertionDeletion:
     settings = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit", **options}
-    return InsertionDeletion(Sum(), **settings)
+    return InsertionDeletion(SumModel(), **settings)
 
 
 def test_perfect_map_by_hand() -> None:
@@ -86,14 +78,14 @@ def test_blur_baseline_is_the_papers_gaussian() -> None:
     kernel = (taps / taps.sum())[:, None] * (taps / taps.sum())[None, :]
     expected = F.conv2d(F.pad(image, (5, 5, 5, 5), mode="reflect"), kernel[None, None])
     # Insertion with nothing salient: every step shows the baseline except the moved pixels.
-    metric = InsertionDeletion(Sum(), n_steps=256, score_fn="logit")
+    metric = InsertionDeletion(SumModel(), n_steps=256, score_fn="logit")
     result = metric(image, -torch.arange(256.0).reshape(1, 1, 16, 16), target=0)
     first_step = expected.sum() - expected[0, 0, 0, 0] + image[0, 0, 0, 0]
     torch.testing.assert_close(result.insertion.curve[0, 0], first_step)
 
 
 def test_softmax_is_the_default_score() -> None:
-    metric = InsertionDeletion(Sum(), n_steps=4, baseline="zeros")
+    metric = InsertionDeletion(SumModel(), n_steps=4, baseline="zeros")
     result = metric(X, X, target=0)
     expected = torch.tensor([[4.0, 7.0, 9.0, 10.0]]).sigmoid()  # softmax([s, 0])[0]
     torch.testing.assert_close(result.insertion.curve, expected)
@@ -184,13 +176,13 @@ def test_bad_calls(call, error, match) -> None:
 
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="n_steps must be a positive int"):
-        InsertionDeletion(Sum(), n_steps=0)
+        InsertionDeletion(SumModel(), n_steps=0)
     with pytest.raises(ValueError, match="baseline must be"):
-        InsertionDeletion(Sum(), baseline="noise")  # type: ignore[arg-type]
+        InsertionDeletion(SumModel(), baseline="noise")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"baseline of shape \(3, 2, 2\) cannot broadcast"):
         _metric(baseline=torch.zeros(3, 2, 2))(X, X, 0)
     with pytest.raises(ValueError, match="auc must be"):
-        InsertionDeletion(Sum(), auc="simpson")  # type: ignore[arg-type]
+        InsertionDeletion(SumModel(), auc="simpson")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="channel_reduction"):
         _metric(channel_reduction="max")(X, X, 0)  # type: ignore[arg-type]
 
@@ -205,7 +197,7 @@ def test_bad_options() -> None:
 )
 def test_more_steps_than_pixels_are_refused_before_any_forward_pass(call) -> None:
     # Steps past the 4th would all show the full image (insertion) or the baseline (deletion).
-    counting = BatchSizes(Sum())
+    counting = BatchSizes(SumModel())
     with pytest.raises(
         ValueError,
         match=r"n_steps must be at most 4, the 2 x 2 pixels of the "
@@ -216,7 +208,7 @@ def test_more_steps_than_pixels_are_refused_before_any_forward_pass(call) -> Non
 
 
 def test_results_carry_the_settings_that_decide_their_numbers() -> None:
-    result = InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, X, 0)
+    result = InsertionDeletion(SumModel(), n_steps=4, blur_kernel_size=3)(X, X, 0)
     expected = {
         "n_steps": 4,
         "baseline": "blur",
@@ -249,8 +241,8 @@ def test_results_carry_the_settings_that_decide_their_numbers() -> None:
         "channel_reduction": "sum",
         "precision": "fp32",
     }
-    assert InsertionDeletion(Sum(), **options)(X, X, 0).protocol == custom
-    assert Deletion(Sum(), **options)(X, X, 0).protocol == custom
+    assert InsertionDeletion(SumModel(), **options)(X, X, 0).protocol == custom
+    assert Deletion(SumModel(), **options)(X, X, 0).protocol == custom
 
 
 @pytest.mark.parametrize(
@@ -270,7 +262,7 @@ def test_results_carry_the_settings_that_decide_their_numbers() -> None:
 def test_blur_settings_are_checked_at_construction(metric, options, message) -> None:
     # torchvision would refuse an even kernel only at the first call, deep in its blur.
     with pytest.raises(ValueError) as raised:
-        metric(Sum(), **options)
+        metric(SumModel(), **options)
     assert message in str(raised.value)
 
 
@@ -282,7 +274,7 @@ def test_a_blur_larger_than_the_inputs_is_refused_before_any_forward_pass(
     inputs: Tensor, kernel_size: int, largest: int
 ) -> None:
     # Reflect padding of kernel_size // 2 pixels needs more than that on each side.
-    counting = BatchSizes(Sum())
+    counting = BatchSizes(SumModel())
     metric = InsertionDeletion(counting, n_steps=4, blur_kernel_size=kernel_size)
     height, width = inputs.shape[-2:]
     with pytest.raises(ValueError) as raised:
@@ -295,11 +287,11 @@ def test_a_blur_larger_than_the_inputs_is_refused_before_any_forward_pass(
     assert counting.sizes == []
     # The largest kernel that fits blurs a constant image into itself: the deletion curve of
     # the pixel sum stays at the image's sum.
-    fitting = InsertionDeletion(Sum(), n_steps=4, score_fn="logit", blur_kernel_size=largest)
+    fitting = InsertionDeletion(SumModel(), n_steps=4, score_fn="logit", blur_kernel_size=largest)
     ones = torch.ones_like(inputs)
     torch.testing.assert_close(
         fitting(ones, ones, 0).deletion.curve, torch.full((1, 4), 1.0 * ones.numel())
     )
     # Without the blur the kernel plays no part.
-    zeros = InsertionDeletion(Sum(), n_steps=4, baseline="zeros", blur_kernel_size=kernel_size)
+    zeros = InsertionDeletion(SumModel(), n_steps=4, baseline="zeros", blur_kernel_size=kernel_size)
     assert zeros(inputs, inputs, 0).deletion.curve.shape == (1, 4)

@@ -228,6 +228,57 @@ def test_target_and_args_are_passed_only_when_given() -> None:
     assert calls[3]["additional_forward_args"][0].tolist() == [1.0, 1.0, 2.0, 2.0]
 
 
+def test_given_clean_explanations_are_used_and_the_function_sees_perturbed_inputs_only(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    polycam = PolyCam(tiny_cnn, LAYERS)
+    seen: list[int] = []
+
+    def explain(x: Tensor, target: Any) -> Tensor:
+        seen.append(len(x))
+        return polycam.attribute(x, target, perturbations_per_eval=2)
+
+    target = torch.tensor([1, 0, 2])
+    computed = _ours(explain, tiny_inputs, 5, 4, target=target)
+    assert seen == [3, 12]  # the clean inputs, then every perturbed one
+    clean = polycam.attribute(tiny_inputs, target, perturbations_per_eval=2)
+    given = _ours(explain, tiny_inputs, 5, 4, target=target, explanations=clean)
+    assert seen[2:] == [12]  # the perturbed inputs only
+    torch.testing.assert_close(given.max, computed.max, rtol=0, atol=0)
+    torch.testing.assert_close(given.avg, computed.avg, rtol=0, atol=0)
+
+
+def test_given_explanations_in_tuple_form_match_the_functions() -> None:
+    inputs = torch.rand(2, 3) + 1
+
+    def explain(x: Tensor) -> tuple[Tensor, Tensor]:
+        return 2 * x, x[:, :1]
+
+    computed = _ours(explain, inputs, 1, 3)
+    given = _ours(explain, inputs, 1, 3, explanations=explain(inputs))
+    torch.testing.assert_close(given.max, computed.max, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("explanations", "error", "message"),
+    [
+        (torch.rand(3, 4), ValueError, r"explanations must be one explanation per input \(2\)"),
+        ([1.0, 2.0], TypeError, "explanations must be a tensor or a tuple of tensors"),
+        (
+            torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, math.nan, 1.0, 1.0]]),
+            ValueError,
+            "explanations hold NaN or Inf values for the clean inputs of example 1",
+        ),
+        (torch.rand(2, 2, 2), ValueError, r"explanations: shaped \[\(2, 2\)\] per example, but "),
+        (torch.rand(2, 3), ValueError, r"shaped \[\(3,\)\] per example, .* gives \[\(4,\)\]"),
+    ],
+)
+def test_given_explanations_are_checked(explanations: Any, error: type, message: str) -> None:
+    # Four values per input from the function: the same number, in another shape, is refused.
+    with pytest.raises(error, match=message):
+        Sensitivity(lambda x: x, n_perturb_samples=2)(torch.rand(2, 4), explanations=explanations)
+
+
 def test_result_is_frozen_with_named_values() -> None:
     result = _ours(lambda x: x, torch.rand(3, 4) + 1, 0, 2)
     assert result.as_dict().keys() == {"sensitivity_max", "sensitivity_avg"}

@@ -27,12 +27,7 @@ from captum_polycam.metrics import (
     Statistic,
     plot_insertion_deletion,
 )
-
-
-class Sum(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        total = x.sum(dim=(1, 2, 3))
-        return torch.stack([total, torch.zeros_like(total)], dim=1)
+from tests.conftest import SumModel
 
 
 def test_statistics_by_hand() -> None:
@@ -80,7 +75,7 @@ def test_update_rejects_mismatched_sizes() -> None:
 
 
 def test_summary_of_insertion_deletion_results_and_plots() -> None:
-    metric = InsertionDeletion(Sum(), n_steps=4, baseline="zeros", score_fn="logit")
+    metric = InsertionDeletion(SumModel(), n_steps=4, baseline="zeros", score_fn="logit")
     x = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
     summary = MetricSummary()
     summary.update(metric(x, x, 0))  # insertion 7.5, deletion 2.5
@@ -121,7 +116,7 @@ def test_plot_uses_the_curves_fractions_for_trapezoid_and_uneven_steps() -> None
     # (trapezoid includes the empty state); the x-axis is not arange(1, S + 1) / S.
     x = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
     metric = InsertionDeletion(
-        Sum(), n_steps=3, baseline="zeros", score_fn="logit", auc="trapezoid"
+        SumModel(), n_steps=3, baseline="zeros", score_fn="logit", auc="trapezoid"
     )
     summary = MetricSummary()
     summary.update(metric(x, x, 0))
@@ -137,8 +132,8 @@ def test_single_curves_summarise_under_the_same_keys() -> None:
     x = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])
     options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
     summary = MetricSummary()
-    summary.update(Insertion(Sum(), **options)(x, x, 0))
-    summary.update(Deletion(Sum(), **options)(x, x, 0))
+    summary.update(Insertion(SumModel(), **options)(x, x, 0))
+    summary.update(Deletion(SumModel(), **options)(x, x, 0))
     stats = summary.compute()
     assert stats["insertion"].mean == pytest.approx(7.5)
     assert stats["deletion"].mean == pytest.approx(2.5)
@@ -156,18 +151,18 @@ def _snapshot(summary: MetricSummary) -> dict:
 
 def test_curves_of_different_protocols_are_not_mixed() -> None:
     summary = MetricSummary()
-    summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), n_steps=4, baseline="zeros")(X, X, 0))
     with pytest.raises(
         ValueError,
         match=r"^insertion: the protocol differs from the earlier "
         r"batches' in n_steps \(4 then 2\); ",
     ):
-        summary.update(InsertionDeletion(Sum(), n_steps=2, baseline="zeros")(X, X, 0))
+        summary.update(InsertionDeletion(SumModel(), n_steps=2, baseline="zeros")(X, X, 0))
 
 
 def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
-    blur = InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)  # softmax by default
-    zeros = InsertionDeletion(Sum(), n_steps=4, baseline="zeros", score_fn="logit")
+    blur = InsertionDeletion(SumModel(), n_steps=4, blur_kernel_size=3)  # softmax by default
+    zeros = InsertionDeletion(SumModel(), n_steps=4, baseline="zeros", score_fn="logit")
     summary = MetricSummary()
     summary.update(blur(X, X, 0))
     before = _snapshot(summary)
@@ -184,15 +179,17 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
         match=r"^deletion: .* in score_fn \('softmax' then 'logit'\); "
         r"summarise each protocol in its own MetricSummary$",
     ):
-        summary.update(Deletion(Sum(), n_steps=4, blur_kernel_size=3, score_fn="logit")(X, X, 0))
+        summary.update(
+            Deletion(SumModel(), n_steps=4, blur_kernel_size=3, score_fn="logit")(X, X, 0)
+        )
     with pytest.raises(ValueError, match=r"in blur_sigma \(5\.0 then 1\.0\)"):
         summary.update(
-            InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3, blur_sigma=1.0)(X, X, 0)
+            InsertionDeletion(SumModel(), n_steps=4, blur_kernel_size=3, blur_sigma=1.0)(X, X, 0)
         )
     assert _snapshot(summary) == before  # a refused batch leaves nothing behind
     # The same protocol from another metric object, or from a single curve, is welcome.
-    summary.update(InsertionDeletion(Sum(), n_steps=4, blur_kernel_size=3)(X, -X, 0))
-    summary.update(Insertion(Sum(), n_steps=4, blur_kernel_size=3)(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), n_steps=4, blur_kernel_size=3)(X, -X, 0))
+    summary.update(Insertion(SumModel(), n_steps=4, blur_kernel_size=3)(X, X, 0))
     assert summary.compute()["insertion"].count == 3
     assert summary.compute()["deletion"].count == 2
     assert summary.protocols["insertion_curve"] == {
@@ -220,28 +217,28 @@ def test_baseline_and_score_function_are_part_of_the_protocol() -> None:
 def test_other_settings_of_the_curves_are_part_of_the_protocol(first, second, differs) -> None:
     options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
     summary = MetricSummary()
-    summary.update(InsertionDeletion(Sum(), **options, **first)(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), **options, **first)(X, X, 0))
     with pytest.raises(ValueError, match=differs):
-        summary.update(InsertionDeletion(Sum(), **options, **second)(X, X, 0))
+        summary.update(InsertionDeletion(SumModel(), **options, **second)(X, X, 0))
 
 
 def test_batching_settings_are_not_part_of_the_protocol() -> None:
     options = {"n_steps": 4, "baseline": "zeros", "score_fn": "logit"}
     summary = MetricSummary()
-    summary.update(InsertionDeletion(Sum(), **options)(X, X, 0))
-    summary.update(InsertionDeletion(Sum(), **options, perturbations_per_eval=1)(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), **options)(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), **options, perturbations_per_eval=1)(X, X, 0))
     assert len(summary) == 2
 
 
 def test_confidence_and_sensitivity_protocols_are_checked() -> None:
     summary = MetricSummary()
-    summary.update(ConfidenceChange(Sum())(X, X, 0))
+    summary.update(ConfidenceChange(SumModel())(X, X, 0))
     with pytest.raises(
         ValueError,
         match=r"^average_drop: .* in score_fn \('softmax' then "
         r"'logit'\)",
     ):
-        summary.update(ConfidenceChange(Sum(), score_fn="logit")(X, X, 0))
+        summary.update(ConfidenceChange(SumModel(), score_fn="logit")(X, X, 0))
     inputs = torch.rand(2, 3) + 1
     summary.update(Sensitivity(lambda x: x, n_perturb_samples=2)(inputs))
     with pytest.raises(
@@ -251,13 +248,13 @@ def test_confidence_and_sensitivity_protocols_are_checked() -> None:
     ):
         summary.update(Sensitivity(lambda x: x, n_perturb_samples=2, perturb_radius=0.1)(inputs))
     # Different metrics under different keys share a summary, each with its own protocol.
-    summary.update(InsertionDeletion(Sum(), n_steps=4, baseline="zeros")(X, X, 0))
+    summary.update(InsertionDeletion(SumModel(), n_steps=4, baseline="zeros")(X, X, 0))
     assert set(summary.compute()) >= {"average_drop", "sensitivity_max", "insertion"}
 
 
 def test_bare_values_do_not_join_results_of_a_protocol() -> None:
     summary = MetricSummary()
-    summary.update(ConfidenceChange(Sum())(X, X, 0))
+    summary.update(ConfidenceChange(SumModel())(X, X, 0))
     with pytest.raises(
         ValueError,
         match=r"average_drop: .* in score_fn \('softmax' then not "
@@ -274,7 +271,7 @@ def test_bare_values_do_not_join_results_of_a_protocol() -> None:
         match=r"^average_drop: .* in score_fn \(not given then "
         r"'softmax'\), .*bare tensors carry none",
     ):
-        bare.update(ConfidenceChange(Sum())(X, X, 0))
+        bare.update(ConfidenceChange(SumModel())(X, X, 0))
 
 
 def test_curves_of_another_length_are_refused_at_update() -> None:
@@ -308,14 +305,14 @@ def test_insertion_results_of_10_then_20_steps_are_refused() -> None:
     image = torch.rand(1, 1, 5, 5, generator=torch.Generator().manual_seed(0))
     options = {"baseline": "zeros", "score_fn": "logit"}
     summary = MetricSummary()
-    summary.update(Insertion(Sum(), n_steps=10, **options)(image, image, 0))
+    summary.update(Insertion(SumModel(), n_steps=10, **options)(image, image, 0))
     with pytest.raises(ValueError, match=r"^insertion: .* in n_steps \(10 then 20\)"):
-        summary.update(Insertion(Sum(), n_steps=20, **options)(image, image, 0))
+        summary.update(Insertion(SumModel(), n_steps=20, **options)(image, image, 0))
     # Same protocol, but a 5 x 5 image moves 3 pixels per step and a 4 x 4 one 2: other steps.
     with pytest.raises(ValueError, match=r"^insertion_curve: the curves' steps \(fractions\)"):
-        summary.update(Insertion(Sum(), n_steps=10, **options)(image[..., :4, :4], image, 0))
+        summary.update(Insertion(SumModel(), n_steps=10, **options)(image[..., :4, :4], image, 0))
     # A curve built by hand, with no protocol, says so.
-    result = Insertion(Sum(), n_steps=10, **options)(image, image, 0)
+    result = Insertion(SumModel(), n_steps=10, **options)(image, image, 0)
     bare = CurveResult("insertion", result.auc, result.curve, result.fractions)
     with pytest.raises(ValueError, match=r"n_steps \(10 then not given\)"):
         summary.update(bare)

@@ -16,6 +16,7 @@ from captum_polycam.perturbation import (
     PerturbationPlan,
     PerturbationScorer,
     PreparedBatch,
+    ScoringOptions,
     tuning,
 )
 from captum_polycam.perturbation.scoring import _LOWERED
@@ -45,7 +46,7 @@ def test_scores_every_item_by_hand(per_eval: int) -> None:
     inputs = torch.tensor([1.0, -2.0]).reshape(2, 1, 1, 1)
     example_of = torch.tensor([0, 0, 1, 1, 1])
     factors = torch.tensor([1.0, 0.5, 1.0, 0.0, 3.0])
-    scorer = PerturbationScorer(Linear(), "logit", per_eval)
+    scorer = PerturbationScorer(Linear(), "logit", ScoringOptions(per_eval))
     batch = scorer.prepare(inputs, target=[1, 0])
     scores = scorer.score(batch, _scaling_plan(inputs, factors, example_of))
     # Example 0 scores 2 * x, example 1 scores x.
@@ -65,7 +66,7 @@ def test_prepare_runs_the_clean_pass_and_resolves_targets() -> None:
 
 def test_softmax_scores_by_hand() -> None:
     inputs = torch.tensor([0.5]).reshape(1, 1, 1, 1)
-    scorer = PerturbationScorer(Linear(), "softmax", 4)
+    scorer = PerturbationScorer(Linear(), "softmax", ScoringOptions(4))
     batch = scorer.prepare(inputs, target=2)
     scores = scorer.score(batch, _scaling_plan(inputs, torch.ones(1), torch.tensor([0])))
     expected = 1 / (torch.exp(torch.tensor(0.5)) + torch.exp(torch.tensor(1.0)) + 1)
@@ -77,7 +78,7 @@ def test_per_example_forward_args_follow_their_rows() -> None:
     inputs = torch.tensor([1.0, 1.0]).reshape(2, 1, 1, 1)
     example_of = torch.tensor([1, 0, 1])
     scale = torch.tensor([10.0, -1.0])
-    scorer = PerturbationScorer(Linear(), "logit", 1)
+    scorer = PerturbationScorer(Linear(), "logit", ScoringOptions(1))
     batch = scorer.prepare(inputs, [0, 0], (scale,))
     scores = scorer.score(batch, _scaling_plan(inputs, torch.ones(3), example_of))
     torch.testing.assert_close(scores, torch.tensor([-1.0, 10.0, -1.0]))
@@ -88,7 +89,7 @@ def test_a_pass_holds_perturbations_per_eval_per_example(per_eval: int, sizes: l
     forward = BatchSizes(zero_logits)
     inputs = torch.rand(3, 1, 2, 2)
     example_of = torch.arange(3).repeat_interleave(4)
-    scorer = PerturbationScorer(forward, "logit", per_eval)
+    scorer = PerturbationScorer(forward, "logit", ScoringOptions(per_eval))
     batch = scorer.prepare(inputs, 0)
     scorer.score(batch, _scaling_plan(inputs, torch.ones(12), example_of))
     assert forward.sizes == [3, *sizes]  # the clean pass, then the perturbed ones
@@ -109,7 +110,7 @@ def test_default_aims_at_four_inputs_per_pass_on_the_cpu() -> None:
 def test_call_overrides_the_constructor_budget() -> None:
     forward = BatchSizes(zero_logits)
     inputs = torch.rand(1, 1, 2, 2)
-    scorer = PerturbationScorer(forward, "logit", 1)
+    scorer = PerturbationScorer(forward, "logit", ScoringOptions(1))
     plan = _scaling_plan(inputs, torch.ones(6), torch.zeros(6, dtype=torch.long))
     scorer.score(scorer.prepare(inputs, 0), plan, perturbations_per_eval=4)
     assert forward.sizes == [1, 4, 2]
@@ -155,7 +156,7 @@ class TestBadModels:
             logits = x.sum(dim=(2, 3))
             return torch.where(x.sum(dim=(1, 2, 3))[:, None] == 0, torch.nan, logits)
 
-        scorer = PerturbationScorer(model, "logit", 1)
+        scorer = PerturbationScorer(model, "logit", ScoringOptions(1))
         batch = scorer.prepare(self.inputs, 0)
         plan = _scaling_plan(
             self.inputs, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1])
@@ -270,11 +271,11 @@ def test_lower_precision_autocasts_only_the_perturbed_passes(
     inputs = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     factors = torch.linspace(0, 1, 6)
     example_of = torch.tensor([0, 0, 0, 1, 1, 1])
-    exact = PerturbationScorer(model, perturbations_per_eval=3)
+    exact = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=3))
     reference = exact.score(exact.prepare(inputs), _scaling_plan(inputs, factors, example_of))
     model.calls.clear()
 
-    scorer = PerturbationScorer(model, perturbations_per_eval=1, precision=precision)
+    scorer = PerturbationScorer(model, options=ScoringOptions(1, precision))
     batch = scorer.prepare(inputs)
     scores = scorer.score(batch, _scaling_plan(inputs, factors, example_of))
     # The clean pass (targets, clean scores) at full precision, the perturbed ones lowered;
@@ -287,7 +288,7 @@ def test_lower_precision_autocasts_only_the_perturbed_passes(
 
 def test_precision_is_checked() -> None:
     with pytest.raises(ValueError, match=r"precision must be one of .*'fp32'.*; got 'fp64'"):
-        PerturbationScorer(zero_logits, precision="fp64")  # type: ignore[arg-type]
+        PerturbationScorer(zero_logits, options=ScoringOptions(precision="fp64"))  # type: ignore[arg-type]
 
 
 class DropsRowsScore:
@@ -314,7 +315,7 @@ class TestRowsOfEveryPass:
     )
 
     def test_a_forward_func_that_drops_rows_is_refused(self) -> None:
-        scorer = PerturbationScorer(DropsRowsWhenPerturbed(Linear()), perturbations_per_eval=2)
+        scorer = PerturbationScorer(DropsRowsWhenPerturbed(Linear()), options=ScoringOptions(2))
         batch = scorer.prepare(self.inputs, target=[0, 1])
         with pytest.raises(
             ValueError,
@@ -327,7 +328,9 @@ class TestRowsOfEveryPass:
             scorer.score(batch, self.plan(self.inputs))
 
     def test_a_score_fn_that_drops_rows_is_refused(self) -> None:
-        scorer = PerturbationScorer(Linear(), DropsRowsScore(), perturbations_per_eval=1)
+        scorer = PerturbationScorer(
+            Linear(), DropsRowsScore(), options=ScoringOptions(perturbations_per_eval=1)
+        )
         batch = scorer.prepare(self.inputs, target=[0, 1])
         with pytest.raises(
             ValueError,
@@ -345,7 +348,9 @@ class TestRowsOfEveryPass:
             calls.append(len(output))
             return output if len(calls) == 1 else output[:, :2]
 
-        scorer = PerturbationScorer(Linear(), score_fn, perturbations_per_eval=3)
+        scorer = PerturbationScorer(
+            Linear(), score_fn, options=ScoringOptions(perturbations_per_eval=3)
+        )
         batch = scorer.prepare(self.inputs, target=[0, 1])
         with pytest.raises(ValueError, match=re.escape("gave shape (6, 2), expected (6, 3)")):
             scorer.score(batch, self.plan(self.inputs))
@@ -394,7 +399,7 @@ class TestSlowLoweredPrecisionOnTheCpu:
         return measured
 
     def _score(self, model: nn.Module, inputs: Tensor, precision: str = "bf16") -> None:
-        scorer = PerturbationScorer(model, perturbations_per_eval=2, precision=precision)
+        scorer = PerturbationScorer(model, options=ScoringOptions(2, precision))
         batch = scorer.prepare(inputs)
         example_of = torch.arange(len(inputs)).repeat_interleave(2)
         scorer.score(batch, _scaling_plan(inputs, torch.ones(len(example_of)), example_of))
@@ -490,7 +495,7 @@ class Normalised(nn.Module):
 def test_the_engine_gives_a_model_in_training_mode_its_buffers_back(tiny_inputs) -> None:
     model = Normalised().train()
     before = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    scorer = PerturbationScorer(model, "logit", 2)
+    scorer = PerturbationScorer(model, "logit", ScoringOptions(2))
     batch = scorer.prepare(tiny_inputs, target=0)
     example_of = torch.tensor([0, 1, 2, 2])
     scores = scorer.score(batch, _scaling_plan(tiny_inputs, torch.rand(4), example_of))
@@ -516,7 +521,7 @@ def test_inputs_of_other_channels_are_told_on_the_clean_pass(tiny_cnn, tiny_inpu
 
 def test_numpy_integers_size_the_passes(tiny_inputs) -> None:
     forward = BatchSizes(zero_logits)
-    scorer = PerturbationScorer(forward, perturbations_per_eval=np.int64(2))
+    scorer = PerturbationScorer(forward, options=ScoringOptions(perturbations_per_eval=np.int64(2)))
     assert type(scorer.perturbations_per_eval) is int
     batch = scorer.prepare(tiny_inputs)
     example_of = torch.tensor([0, 0, 1, 1, 2, 2, 2])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_polycam.perturbation import PerturbationPlan, PerturbationScorer
+from captum_polycam.perturbation import PerturbationPlan, PerturbationScorer, ScoringOptions
 from captum_polycam.perturbation.scoring import _TUNER
 from captum_polycam.perturbation.tuning import PassShape, cpu_flags, native_support, slowdown
 
@@ -93,7 +93,7 @@ def test_the_fastest_pass_is_measured_then_remembered() -> None:
 def test_measured_passes_give_the_fixed_passes_scores() -> None:
     model = Timed()
     inputs = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    fixed = PerturbationScorer(model, perturbations_per_eval=3)
+    fixed = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=3))
     expected = fixed.score(fixed.prepare(inputs), _plan(inputs, 300))
     tuned = PerturbationScorer(model)
     torch.testing.assert_close(tuned.score(tuned.prepare(inputs), _plan(inputs, 300)), expected)
@@ -102,7 +102,7 @@ def test_measured_passes_give_the_fixed_passes_scores() -> None:
 def test_an_explicit_perturbations_per_eval_wins_and_short_plans_use_the_default() -> None:
     model = Timed()
     inputs = torch.rand(2, 3, 4, 4)
-    scorer = PerturbationScorer(model, perturbations_per_eval=5)
+    scorer = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=5))
     batch = scorer.prepare(inputs)
     model.passes.clear()
     scorer.score(batch, _plan(inputs, 40))
@@ -115,12 +115,12 @@ def test_an_explicit_perturbations_per_eval_wins_and_short_plans_use_the_default
 def test_a_pass_that_runs_out_of_memory_is_halved_and_retried() -> None:
     model = RunsOutOfMemory()
     inputs = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-    scorer = PerturbationScorer(model, perturbations_per_eval=4)
+    scorer = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=4))
     batch = scorer.prepare(inputs)
     model.passes.clear()
     scores = scorer.score(batch, _plan(inputs, 10))
     assert model.passes[:3] == [8, 4, 2] and set(model.passes[3:]) == {2}
-    exact = PerturbationScorer(model, perturbations_per_eval=1)
+    exact = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=1))
     torch.testing.assert_close(scores, exact.score(batch, _plan(inputs, 10)))
 
 
@@ -136,7 +136,9 @@ def test_one_input_that_runs_out_of_memory_is_an_error() -> None:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return x.mean(dim=(1, 2, 3))[:, None].repeat(1, 2)
 
-    scorer = PerturbationScorer(FitsOnlyTheCleanPass(), perturbations_per_eval=2)
+    scorer = PerturbationScorer(
+        FitsOnlyTheCleanPass(), options=ScoringOptions(perturbations_per_eval=2)
+    )
     batch = scorer.prepare(torch.rand(1, 3, 4, 4))
     with pytest.raises(torch.OutOfMemoryError):
         scorer.score(batch, _plan(batch.inputs, 4))
@@ -156,7 +158,7 @@ def test_cuda_scoring_is_measured_and_close_to_the_cpu(precision: str) -> None:
     inputs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     cpu = PerturbationScorer(model)
     expected = cpu.score(cpu.prepare(inputs), _plan(inputs, 3000))
-    gpu = PerturbationScorer(model.cuda(), precision=precision)
+    gpu = PerturbationScorer(model.cuda(), options=ScoringOptions(precision=precision))
     scores = gpu.score(gpu.prepare(inputs.cuda()), _plan(inputs.cuda(), 3000))
     assert scores.device.type == "cuda" and scores.dtype == torch.float32
     # cuDNN's convolutions use TF32 by default, so even fp32 differs from the CPU's.

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_polycam.evaluation import EvaluationError, ImageFolder, Preprocessing, bundled_images
+from captum_polycam.resources import EvaluationError, ImageFolder, Preprocessing, bundled_images
 from captum_polycam.resources.images import image_list_digest, read_image
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from torch import nn
 
-from captum_polycam.evaluation import EvaluationError
+from captum_polycam.resources import EvaluationError
 from captum_polycam.resources.models import load_detector, load_model
 
 

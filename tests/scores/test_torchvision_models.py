@@ -21,6 +21,7 @@ def segmenter() -> nn.Module:
     ).eval()
 
 
+@pytest.mark.slow
 def test_segmentation_regions_of_two_images_share_the_passes(segmenter) -> None:
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -52,6 +53,7 @@ def _detector(**options) -> nn.Module:
 SHALLOW_LAYERS = ["backbone.body.1.block.0", "backbone.body.3.block.1"]
 
 
+@pytest.mark.slow
 def test_boxes_of_a_real_detector_are_explained_batched() -> None:
     # Random weights find nothing at the usual threshold: keep every box for the test.
     model = _detector(box_score_thresh=0.0, box_detections_per_img=5)
@@ -69,6 +71,7 @@ def test_boxes_of_a_real_detector_are_explained_batched() -> None:
     assert hooked_modules(model) == []
 
 
+@pytest.mark.slow
 def test_an_image_where_nothing_is_found_gives_a_zero_map() -> None:
     model = _detector()
     image = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
