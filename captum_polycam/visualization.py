@@ -57,8 +57,9 @@ def overlay(
         image: The photo: a ``3 x H x W`` or ``1 x 3 x H x W`` tensor, or an ``H x W x 3``
             array, of floats in ``[0, 1]`` or of ``uint8`` (0 to 255) or ``uint16``
             (0 to 65535) pixels, scaled from their range; or a PIL image, each mode scaled
-            from its own range (16-bit ones from 0 to 65535) as :func:`load_image` reads
-            files. One photo serves every map; ``N x 3 x H x W`` gives one photo per map.
+            from its own range (16-bit ones from 0 to 65535) and turned by its EXIF
+            orientation, as :func:`load_image` reads files and :func:`preprocess` takes it.
+            One photo serves every map; ``N x 3 x H x W`` gives one photo per map.
         maps: ``N x 1 x h x w``, ``N x h x w`` or ``h x w`` finite maps in ``[0, 1]`` (values
             outside are clipped), resized bilinearly to the photo's size when they differ.
         colormap: A matplotlib colormap name.
@@ -327,8 +328,9 @@ def _photos(image: Any) -> Tensor:
     """The photo(s) as an ``N x 3 x H x W`` float tensor in ``[0, 1]``, on the CPU: integer
     pixels scaled from their range, float ones checked to lie in it."""
     if isinstance(image, Image.Image):
-        # Each mode from its own range, as load_image reads files: a 16-bit photo from 65535.
-        image = pil_pixels(image)
+        # Each mode from its own range, and turned upright, as load_image reads files and
+        # preprocess takes a PIL image: a map over a phone's sideways pixels would be wrong.
+        image = pil_pixels(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"image: an array must be H x W x 3; got shape {image.shape}")

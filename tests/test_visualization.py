@@ -3,6 +3,7 @@ on tiny tensors whose blended colours are computed by hand."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageOps
 
 from captum_polycam.cli import figure as cli_figure
 from captum_polycam.resources.errors import EvaluationError
@@ -116,6 +117,21 @@ def test_16_bit_photos_are_scaled_from_0_to_65535() -> None:
         np.testing.assert_allclose(
             overlay(photo, torch.zeros(1, 2, 2), alpha=0.0)[0], expected, atol=1e-7
         )
+
+
+def test_a_pil_photo_is_drawn_upright_as_preprocess_reads_it() -> None:
+    # Stored 2 wide and 1 high, with an EXIF orientation of 6: taken as 1 wide and 2 high.
+    stored = Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    stored.save(buffer, "PNG", exif=exif)
+    photo = Image.open(buffer)
+    blended = overlay(photo, torch.zeros(1, 2, 1), alpha=0.0)
+    assert blended.shape == (1, 2, 1, 3)  # upright: 2 high and 1 wide
+    upright = np.asarray(ImageOps.exif_transpose(photo), dtype=np.float32) / 255
+    np.testing.assert_allclose(blended[0], upright, atol=1e-6)
+    assert blended[0, 0, 0, 0] > 0.5 > blended[0, 1, 0, 0]  # red on top, blue below
 
 
 _FLOAT_PHOTO = (
