@@ -33,7 +33,14 @@ from captum_polycam.evaluation.methods import BASELINES
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
 from captum_polycam.perturbation.options import PRECISIONS
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.images import Preprocessing, bundled_folder, check_channel_values
+from captum_polycam.resources.ground_truth import FORMATS
+from captum_polycam.resources.images import (
+    Preprocessing,
+    bundled_boxes,
+    bundled_folder,
+    check_channel_values,
+    read_classes,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +79,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate saliency methods on a folder of images (the paper's protocol)",
         description="Compute each method's maps on every image, their insertion and deletion "
-        "curves, average drop, increase in confidence and (on a subset) max-sensitivity; write "
+        "curves, average drop, increase in confidence, (on a subset) max-sensitivity and (with "
+        "--boxes) the pointing game, the energy in the boxes and the box accuracy; write "
         "the paper's .npz and .csv artefacts, a summary and the mean curves. A run stopped at "
         "any moment continues when the same command is run again.",
     )
@@ -94,6 +102,28 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="FILE",
         help="'file_name class_index' lines (as the paper's imagenet_validation_imagename_labels"
         ".txt)",
+    )
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="PATH",
+        help="ground truth for the localisation metrics: a folder of ImageNet or VOC XML files, "
+        "ImageNet's LOC_val_solution.csv, a COCO instances JSON, an image,x1,y1,x2,y2[,class] "
+        "CSV, or a folder of binary masks (default: none; with the bundled photographs, their "
+        "bundled boxes)",
+    )
+    parser.add_argument(
+        "--boxes-format",
+        choices=FORMATS,
+        help="the format of --boxes (default: recognised from what the path is)",
+    )
+    parser.add_argument(
+        "--box-classes",
+        type=Path,
+        metavar="FILE",
+        help="'label class_index' lines: the model's class of each label of --boxes, for labels "
+        "other than ImageNet wnids and class indices (default: those map by themselves, and "
+        "where the labels name no model class every box counts)",
     )
     parser.add_argument(
         "--target",
@@ -201,9 +231,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation of ``args``, print its summary; return the exit status."""
     check_device(args.device)
-    images = args.images
-    if images is None:  # the embedded default: the bundled photographs
+    given = {"--boxes-format": args.boxes_format, "--box-classes": args.box_classes}
+    for option, value in given.items():
+        if value is not None and args.boxes is None:
+            raise EvaluationError(f"{option}: give --boxes too")
+    images, boxes = args.images, args.boxes
+    if images is None:  # the embedded default: the bundled photographs, with their boxes
         images = bundled_folder()
+        boxes = boxes or bundled_boxes()
         print("Images: the four bundled photographs (no --images given)")
     check_outputs(
         [args.out],
@@ -211,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
             ("the --images folder", images),
             ("the --image-list file", args.image_list),
             ("the --labels file", args.labels),
+            ("the --boxes file", boxes),
+            ("the --box-classes file", args.box_classes),
         ],
     )
     methods = tuple(comma_list(args.methods, "--methods"))
@@ -229,6 +266,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         precision=args.precision,
         compile=args.compile,
+        boxes=boxes,
+        boxes_format=args.boxes_format,
+        box_classes=None
+        if args.box_classes is None
+        else read_classes(args.box_classes, "--box-classes", "label"),
     )
     started = time.perf_counter()
     report = evaluate(

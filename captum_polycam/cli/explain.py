@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,9 +33,13 @@ from captum_polycam.cli.arguments import (
 from captum_polycam.cli.figure import check_figure_path, save_figure
 from captum_polycam.cli.steps import timed_polycam, writing_figure
 from captum_polycam.evaluation.config import checked_layers
+from captum_polycam.evaluation.localisation import BatchTruth, carry, measure
+from captum_polycam.metrics import BoxAccuracy, EnergyPointingGame, PointingGame
+from captum_polycam.metrics.keys import BOX_ACCURACY, ENERGY_POINTING_GAME, POINTING_GAME
 from captum_polycam.perturbation.targets import logits_of
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.images import bundled_image, normalise, read_image
+from captum_polycam.resources.ground_truth import FORMATS, read_ground_truth
+from captum_polycam.resources.images import Preprocessing, bundled_image, normalise, read_image
 from captum_polycam.resources.models import load_model
 
 __all__ = ["add_parser", "run"]
@@ -66,6 +71,20 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="ImageNet class index to explain: one per image, or one for all "
         "(default: each image's top-1 class)",
     )
+    explain.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="PATH",
+        help="ground truth to draw on the figure and measure the maps against (pointing game, "
+        "energy in the boxes, box accuracy), matched by file name: a folder of ImageNet or VOC "
+        "XML files, LOC_val_solution.csv, a COCO JSON, an image,x1,y1,x2,y2[,class] CSV or a "
+        "folder of binary masks",
+    )
+    explain.add_argument(
+        "--boxes-format",
+        choices=FORMATS,
+        help="the format of --boxes (default: recognised from what the path is)",
+    )
     add_figure_option(explain, "polycam.png")
     add_device_option(explain)
     add_run_options(explain)
@@ -84,7 +103,12 @@ def _check_arguments(args: argparse.Namespace, sources: list[Path]) -> None:
             f"--target: give one class for all images or one per image; got {len(args.target)} "
             f"classes for {len(sources)} images"
         )
-    check_figure_path(args.out, [("the image", source) for source in sources])
+    if args.boxes_format is not None and args.boxes is None:
+        raise EvaluationError("--boxes-format: give --boxes too")
+    check_figure_path(
+        args.out,
+        [("the image", source) for source in sources] + [("the --boxes file", args.boxes)],
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args, sources)
     pixels = torch.cat([read_image(source) for source in sources])
     names = [str(path) for path in args.images] or [f"{sources[0].name} (bundled)"]
+    # The ground truth is read and matched first: its faults show before the model loads.
+    annotations = None
+    if args.boxes is not None:
+        ground_truth = read_ground_truth(args.boxes, args.boxes_format)
+        annotations, _ = ground_truth.match([source.name for source in sources])
 
     device = torch.device(args.device)
     model, categories = load_model(args.model, device)
@@ -141,6 +170,17 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     maps, stages = result.maps, result.stages
+    boxes = None
+    if annotations is not None:
+        truth = carry(
+            [annotations.get(source.name) for source in sources],
+            [tuple(read_image(source, size=None).shape[-2:]) for source in sources],
+            torch.tensor(explained),
+            Preprocessing(),
+            masks=ground_truth.format == "masks",
+        )
+        _print_localisation(names, truth, maps)
+        boxes = truth.boxes
 
     # Stage k fuses the k deepest layers, at the resolution of the shallowest of them.
     stage_titles = [
@@ -156,8 +196,33 @@ def run(args: argparse.Namespace) -> int:
             class_names=[categories[t] for t in explained],
             stage_titles=stage_titles,
             method=method,
+            boxes=boxes,
         )
     return 0
+
+
+def _print_localisation(names: list[str], truth: BatchTruth, maps: Tensor) -> None:
+    """Each image's pointing game, energy in the ground truth and box accuracy."""
+    box_accuracy = BoxAccuracy()
+    values = measure(truth, maps, PointingGame(), EnergyPointingGame(), box_accuracy)
+    thresholds = box_accuracy.thresholds.tolist()
+    print("\nLocalisation against --boxes (in the 224 x 224 input):")
+    for row, name in enumerate(names):
+        if truth.notes[row]:
+            print(f"  {name}: left out: {truth.notes[row]}")
+            continue
+        hit = values[POINTING_GAME][row]
+        pointing = "undefined (a flat map)" if np.isnan(hit) else ("hit" if hit else "miss")
+        energy = values[ENERGY_POINTING_GAME][row]
+        hits = values[BOX_ACCURACY][row]
+        at = [t for t, h in zip(thresholds, hits.tolist(), strict=True) if h == 1]
+        accuracy = f"IoU >= 0.5 at {len(at)} of {len(thresholds)} thresholds" + (
+            f" ({at[0]:.2f} to {at[-1]:.2f} of the maximum)" if at else ""
+        )
+        print(
+            f"  {name}: pointing game {pointing}, energy in boxes {energy:.4f}, "
+            f"box accuracy: {accuracy}"
+        )
 
 
 def _class_scores(output: object, model_name: str) -> Tensor:

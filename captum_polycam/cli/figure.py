@@ -58,6 +58,7 @@ def save_figure(
     class_names: Sequence[str],
     stage_titles: Sequence[str],
     method: str = "Poly-CAM",
+    boxes: Sequence[Tensor] | None = None,
 ) -> None:
     """Write a figure with one row per image: photo, overlay, then each stage's map.
 
@@ -71,6 +72,8 @@ def save_figure(
         class_names: The class explained for each photo.
         stage_titles: One title per stage.
         method: The method's name in the overlay titles.
+        boxes: Per image, ``K x 4`` ground-truth boxes ``x1, y1, x2, y2`` in the photo's
+            pixels, drawn on the photo and the overlay; ``None`` draws none.
     """
     format_ = figure_format(path)
     count = len(pixels)
@@ -90,6 +93,9 @@ def save_figure(
     columns = 2 + len(stages)
     for row, name in enumerate(image_names):
         drawn.axes[row * columns].set_title(name)
+        for box in boxes[row] if boxes is not None else ():
+            _draw_box(drawn.axes[row * columns], box)
+            _draw_box(drawn.axes[row * columns + 1], box)
     drawn.savefig(path, format=format_, dpi="figure")
 
 

@@ -3,8 +3,9 @@ checked again on the first image, before anything is written."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -55,6 +56,18 @@ class EvaluationConfig:
             masked passes and the metrics' perturbed passes run in, under autocast.
         compile: Run those passes through ``torch.compile``: a warm-up on the first batch,
             then faster passes for the rest of a long run.
+        boxes: Ground truth for the localisation metrics (pointing game, energy in the
+            ground truth, box accuracy): a file or folder of boxes or masks
+            (:func:`~captum_polycam.resources.ground_truth.read_ground_truth`); ``None``
+            measures no localisation. ``run.json`` records its format and SHA-256, not its
+            path, so a resume with other ground truth is refused.
+        boxes_format: Its format (``"xml"``, ``"imagenet-csv"``, ``"coco"``, ``"csv"`` or
+            ``"masks"``); ``None`` recognises it from what the path is.
+        box_classes: How the ground truth's labels map to the model's classes, ``label ->
+            class index``, for label sets other than ImageNet's wnids and plain class indices
+            (:func:`~captum_polycam.resources.boxes_for_class`): only the boxes of the class
+            explained count. ``None``: wnids and indices map by themselves, and where the
+            labels name no model class (VOC's or COCO's names) every box counts.
     """
 
     model: str = DEFAULT_MODEL
@@ -70,6 +83,9 @@ class EvaluationConfig:
     seed: int = 0
     precision: Precision = "fp32"
     compile: bool = False
+    boxes: str | Path | None = None
+    boxes_format: str | None = None
+    box_classes: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         for name, least in (
@@ -110,6 +126,21 @@ class EvaluationConfig:
             self.scoring  # noqa: B018 (checks precision and compile)
         except (TypeError, ValueError) as error:
             raise EvaluationError(str(error)) from None
+        if self.boxes is not None and not isinstance(self.boxes, (str, Path)):
+            raise EvaluationError(f"boxes must be a path to a file or folder; got {self.boxes!r}")
+        for name in ("boxes_format", "box_classes"):
+            if getattr(self, name) is not None and self.boxes is None:
+                raise EvaluationError(f"{name} applies to boxes; give boxes too")
+        if self.box_classes is not None and not (
+            isinstance(self.box_classes, Mapping)
+            and all(
+                isinstance(label, str) and isinstance(index, int)
+                for label, index in self.box_classes.items()
+            )
+        ):
+            raise EvaluationError(
+                f"box_classes must map labels to class indices; got {self.box_classes!r}"
+            )
         if self.baseline not in ("blur", "zeros", "mean"):
             raise EvaluationError(
                 f"baseline must be 'blur', 'zeros' or 'mean'; got {self.baseline!r}"
@@ -126,6 +157,10 @@ class EvaluationConfig:
         settings["methods"] = list(self.methods)
         settings["layers"] = None if self.layers is None else list(self.layers)
         settings["preprocessing"] = self.preprocessing and self.preprocessing.as_dict()
+        # The ground truth is recorded by its content (the run's "ground_truth"), not by a
+        # path that another spelling of the same file would change.
+        del settings["boxes"], settings["boxes_format"]
+        settings["box_classes"] = self.box_classes and dict(self.box_classes)
         return settings
 
 

@@ -42,7 +42,15 @@ from torch import Tensor
 from captum_polycam.evaluation.artefacts import write_bytes
 from captum_polycam.evaluation.methods import method_file_stem
 from captum_polycam.evaluation.report import METRICS, Report
-from captum_polycam.metrics.keys import DELETION, INSERTION, SCORE_DIRECTIONS, ScoreDirection
+from captum_polycam.metrics.keys import (
+    BOX_ACCURACY,
+    DELETION,
+    ENERGY_POINTING_GAME,
+    INSERTION,
+    POINTING_GAME,
+    SCORE_DIRECTIONS,
+    ScoreDirection,
+)
 from captum_polycam.metrics.summary import Statistic
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import model_file_stem
@@ -52,8 +60,19 @@ from captum_polycam.visualization import overlay
 __all__ = ["write_html_report"]
 
 _ARROWS = {ScoreDirection.HIGHER: "↑", ScoreDirection.LOWER: "↓"}
-# The per-image columns, from the scores CSVs, sortable in the images' table.
-_COLUMNS = ((INSERTION, "insertion"), (DELETION, "deletion"))
+# The per-image columns, from the scores CSVs, sortable in the images' table; the localisation
+# ones where the run had ground truth.
+_COLUMNS = (
+    (INSERTION, "insertion"),
+    (DELETION, "deletion"),
+    (POINTING_GAME, "pointing game"),
+    (ENERGY_POINTING_GAME, "energy in boxes"),
+    (BOX_ACCURACY, "box accuracy"),
+)
+# The ground truth's outline and the map's maximum, drawn over each overlay (RGB in [0, 1]).
+_TRUTH_COLOUR = (1.0, 1.0, 1.0)
+_MAXIMUM_COLOUR = (0.0, 1.0, 1.0)
+_MAXIMUM_ARM = 4
 
 
 def write_html_report(
@@ -69,10 +88,13 @@ def write_html_report(
     every file system, with a short hash of the name where two names would share a file. The
     page then shows the run's configuration (``run.json``), the summary (``summary.csv``),
     the mean curves (``curves.png``) and a table with a row per image: its target and, per
-    method, the overlay with the insertion and deletion areas of ``csv/scores_*.csv``. The
-    table sorts by image name or by any method's insertion or deletion. Everything is local:
-    no file of the page is fetched from the network. Every file is written atomically, and
-    the same artefacts give the same bytes, so the page can be rebuilt at any time.
+    method, the overlay with the insertion and deletion areas of ``csv/scores_*.csv``. A run
+    with ground truth draws its boxes (``csv/ground_truth_*.csv``, white) and the map's
+    maximum (a cyan cross) on every overlay and shows the pointing game, the energy in the
+    boxes and the box accuracy. The table sorts by image name or by any of these columns.
+    Everything is local: no file of the page is fetched from the network. Every file is
+    written atomically, and the same artefacts give the same bytes, so the page can be
+    rebuilt at any time.
 
     Args:
         out: The evaluation's output folder.
@@ -117,7 +139,8 @@ def write_html_report(
     scores = {method: _read_scores(out, model_stem, method) for method in methods}
     names = _image_names(scores.values())
     stems = unique_file_stems(names)
-    overlays = _write_overlays(out, model_stem, methods, names, stems, photo)
+    truth = _read_ground_truth(out / "csv" / f"ground_truth_{model_stem}.csv")
+    overlays = _write_overlays(out, model_stem, methods, names, stems, photo, truth)
     page = _page(out, record, summary, scores, names, overlays)
     path = out / "report.html"
     write_bytes(path, page.encode())
@@ -141,6 +164,21 @@ def _read_scores(out: Path, model_stem: str, method: str) -> dict[str, dict[str,
         return {row["image"]: row for row in reader}
 
 
+def _read_ground_truth(path: Path) -> dict[str, list[list[float]]] | None:
+    """Each image's boxes in the input's frame, from a run with ground truth; else ``None``."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as file:
+        return {
+            row["image"]: [
+                [float(value) for value in box.split()]
+                for box in row["x1 y1 x2 y2"].split(";")
+                if box
+            ]
+            for row in csv.DictReader(file)
+        }
+
+
 def _image_names(scores: Iterable[Mapping[str, Any]]) -> list[str]:
     # The image list's order, as every method's CSV has it; a name only some methods have
     # (none, from the pipeline) still gets its row.
@@ -157,6 +195,7 @@ def _write_overlays(
     names: list[str],
     stems: Mapping[str, str],
     photo: Callable[[str], Tensor | None] | None,
+    truth: Mapping[str, list[list[float]]] | None,
 ) -> dict[tuple[str, str], str]:
     """Write every overlay; their paths relative to ``out``, by ``(method, image)``."""
     written: dict[tuple[str, str], str] = {}
@@ -177,7 +216,11 @@ def _write_overlays(
                 if name not in keys[method]:
                     continue
                 relative = f"overlays/{method_file_stem(method)}/{stems[name]}.png"
-                write_bytes(out / relative, _png(_blend(image, archive[name])))
+                heat = archive[name]
+                rgb = _blend(image, heat)
+                if truth is not None:
+                    _mark(rgb, heat, truth.get(name, []))
+                write_bytes(out / relative, _png(rgb))
                 written[method, name] = relative
     return written
 
@@ -187,6 +230,27 @@ def _blend(image: Tensor | None, heat: np.ndarray) -> np.ndarray:
     if image is None:
         return overlay(torch.zeros(3, *heat.shape[-2:]), heat, alpha=1.0)[0]
     return overlay(image, heat)[0]
+
+
+def _mark(rgb: np.ndarray, heat: np.ndarray, boxes: list[list[float]]) -> None:
+    """Draw the ground-truth boxes and the map's maximum on ``rgb`` (``H x W x 3``, the map's
+    frame when it is the photo's, else scaled to it)."""
+    height, width = rgb.shape[:2]
+    scale_y, scale_x = height / heat.shape[-2], width / heat.shape[-1]
+    for x1, y1, x2, y2 in boxes:
+        # The pixels on the box's edges: columns floor(x1) to ceil(x2) - 1, the same rows.
+        left, right = int(x1 * scale_x), max(math.ceil(x2 * scale_x) - 1, 0)
+        top, bottom = int(y1 * scale_y), max(math.ceil(y2 * scale_y) - 1, 0)
+        left, right = min(left, width - 1), min(right, width - 1)
+        top, bottom = min(top, height - 1), min(bottom, height - 1)
+        rgb[top, left : right + 1] = rgb[bottom, left : right + 1] = _TRUTH_COLOUR
+        rgb[top : bottom + 1, left] = rgb[top : bottom + 1, right] = _TRUTH_COLOUR
+    # The first maximal pixel in row-major order, as the pointing game takes it.
+    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape[-2:])
+    y, x = int((row + 0.5) * scale_y), int((column + 0.5) * scale_x)
+    arm = _MAXIMUM_ARM
+    rgb[max(y - arm, 0) : y + arm + 1, x] = _MAXIMUM_COLOUR
+    rgb[y, max(x - arm, 0) : x + arm + 1] = _MAXIMUM_COLOUR
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -225,6 +289,15 @@ def _preprocessing(value: Any) -> str:
     return "; ".join(parts) if parts else _text(value)
 
 
+def _ground_truth(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "none: no localisation"
+    return (
+        f"{_text(value.get('format'))}, {_text(value.get('images_annotated'))} image(s) "
+        f"annotated, SHA-256 {str(value.get('sha256', ''))[:12]}"
+    )
+
+
 def _configuration_rows(record: Mapping[str, Any], evaluated: int) -> list[tuple[str, str]]:
     configuration = record.get("configuration", {})
     images = configuration.get("images")
@@ -241,6 +314,7 @@ def _configuration_rows(record: Mapping[str, Any], evaluated: int) -> list[tuple
         ("preprocessing", _preprocessing(configuration.get("preprocessing"))),
         ("seed", _text(configuration.get("seed"))),
         ("precision", _text(configuration.get("precision"))),
+        ("ground truth", _ground_truth(configuration.get("ground_truth"))),
         ("images", f"{evaluated} evaluated" + (f" of {count}" if count is not None else "")),
     ]
     if device:
@@ -316,11 +390,17 @@ def _images_table(
         '<th><button type="button" data-key="image" data-type="text">image</button></th>',
         "<th>target</th>",
     ]
+    # The columns the scores hold: the localisation ones only where the run had ground truth.
+    columns = [
+        (key, label)
+        for key, label in _COLUMNS
+        if any(key in row for rows in scores.values() for row in rows.values())
+    ]
     for index, method in enumerate(methods):
         buttons = " ".join(
             f'<button type="button" data-key="m{index}-{key}" data-type="number">'
             f"{label} {_ARROWS[SCORE_DIRECTIONS[key]]}</button>"
-            for key, label in _COLUMNS
+            for key, label in columns
         )
         heads.append(f'<th><span class="method">{_e(method)}</span><br>{buttons}</th>')
     lines = [
@@ -345,7 +425,7 @@ def _images_table(
                     f'<a href="{source}"><img src="{source}" loading="lazy" '
                     f'alt="{_e(method)} on {_e(name)}"></a>'
                 )
-            for key, label in _COLUMNS:
+            for key, label in columns:
                 # The CSV's own text: the full value sorts, four decimals are shown.
                 value = row.get(key, "") if row is not None else ""
                 parts.append(

@@ -19,6 +19,9 @@ and every other method is a run of its own. Names:
   ``IntegratedGradients``, ``InputXGradient``, ``Saliency``, ``NoiseTunnel(Saliency)`` and
   ``Occlusion``.
 - ``random``: uniform noise, the floor every method should beat.
+- ``centre``: a centred Gaussian, the same for every image and class: the prior of a photo
+  framed on its object, which every localisation table on such photos must show beside the
+  methods (see :mod:`captum_polycam.metrics.localisation`).
 - ``package.module:callable``: ``callable(model)`` returns a Captum attribution whose
   ``attribute(inputs, target=...)`` gives the maps.
 """
@@ -59,11 +62,14 @@ __all__ = [
     "Method",
     "Run",
     "build_methods",
+    "centre_prior",
     "method_file_stem",
     "scale_to_unit",
 ]
 
-BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random")
+BASELINES = ("gradcam", "ig", "ixg", "saliency", "smoothgrad", "occlusion", "random", "centre")
+# The centre prior's standard deviation, as a fraction of each side of the input.
+CENTRE_SIGMA = 0.25
 _VARIANTS = {name.lower(): variant for variant, name in VARIANTS.items()}  # pcam+ -> plus
 _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
 _BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
@@ -449,6 +455,16 @@ def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -
                 perturbations_per_eval=per_eval,
             )
             return min_max_mask(inputs, attributions)[:, None]  # channels summed, then min-max
+    elif name == "centre":
+        parameters = {
+            "method": "centre",
+            "distribution": "Gaussian centred on the input",
+            "sigma": f"{CENTRE_SIGMA} of each side",
+            "scaling": "1 at the centre",
+        }
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            return centre_prior(len(inputs), inputs.shape[-2:]).to(inputs.device)
     else:  # random
         parameters = {
             "method": "random",
@@ -461,6 +477,22 @@ def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -
             return maps.to(inputs.device)
 
     return _single(name, parameters, explain)
+
+
+def centre_prior(count: int, size: Sequence[int]) -> Tensor:
+    r"""``count`` copies of the centred Gaussian ``count x 1 x H x W``, the ``centre`` method.
+
+    ``g(y, x) = exp(-((y - c_y) / s_y)^2 / 2 - ((x - c_x) / s_x)^2 / 2)`` with the centre
+    ``c = ((H - 1) / 2, (W - 1) / 2)`` in pixel indices and ``s = CENTRE_SIGMA * (H, W)``:
+    1 at the centre, about 0.14 at the middle of each edge. It needs no model: it is what a
+    method that ignores the image would score on photos framed on their object.
+    """
+    height, width = (int(side) for side in size)
+    rows = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
+    columns = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
+    rows, columns = rows / (CENTRE_SIGMA * height), columns / (CENTRE_SIGMA * width)
+    gaussian = torch.exp(-(rows[:, None] ** 2 + columns[None, :] ** 2) / 2)
+    return gaussian.expand(count, 1, height, width).contiguous()
 
 
 def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], dict[str, Any]]:

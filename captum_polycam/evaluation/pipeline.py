@@ -41,6 +41,7 @@ from captum_polycam.evaluation.config import DEFAULT_METHODS, EvaluationConfig, 
 from captum_polycam.evaluation.datasets import NoReadableImage, as_samples, first_input
 from captum_polycam.evaluation.folder import MODEL_DIGEST, OutputFolder, now
 from captum_polycam.evaluation.html import write_html_report
+from captum_polycam.evaluation.localisation import Localisation, check_folder
 from captum_polycam.evaluation.methods import Method, Run, build_methods, method_file_stem
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
@@ -59,6 +60,7 @@ from captum_polycam.perturbation.options import ScoringOptions
 from captum_polycam.perturbation.scoring import PerturbationScorer
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import (
+    ImageFolder,
     Sample,
     image_list_digest,
 )
@@ -129,8 +131,10 @@ def evaluate(
     """Evaluate saliency methods on a set of images, writing the paper's artefacts to ``out``.
 
     For each method and image: the map (``OUT/npz/{model}_{method}.npz``), the insertion
-    and deletion curves and areas (``OUT/csv/``), average drop, increase in confidence and,
-    on the first ``sensitivity_images``, max-sensitivity; then ``summary.csv``,
+    and deletion curves and areas (``OUT/csv/``), average drop, increase in confidence, on
+    the first ``sensitivity_images`` max-sensitivity, and with ``config.boxes`` the pointing
+    game, the energy in the ground truth and the box accuracy (with the centre prior's, see
+    :mod:`~captum_polycam.evaluation.localisation`); then ``summary.csv``,
     ``summary.md``, ``curves.png``, ``errors.csv`` and ``run.json``. Under ``torchrun`` the
     batches are shared among the processes and the artefacts are the same.
 
@@ -189,6 +193,18 @@ def evaluate(
         raise EvaluationError(
             f"labels: no class for {len(unlabelled)} image(s), such as {unlabelled[0]!r}"
         )
+    localisation = None
+    if config.boxes is not None:
+        check_folder(images)
+        assert isinstance(dataset, ImageFolder) and config.preprocessing is not None
+        localisation = Localisation(
+            config.boxes,
+            config.boxes_format,
+            Path(str(dataset.root)),
+            dataset.names,
+            config.preprocessing,
+            config.box_classes,
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError("device: CUDA is not available on this machine; use 'cpu'")
@@ -230,7 +246,7 @@ def evaluate(
                 options=options,
                 reshape=config.reshape,
             )
-            run = _Run(out, config, dataset, model, runs, described, device, ranks)
+            run = _Run(out, config, dataset, model, runs, described, device, ranks, localisation)
             with run.folder.claim(run.configuration()):
                 run.check_finished_images()
                 merged = run.merged()
@@ -271,8 +287,10 @@ class _Run:
         layers: list[LayerInfo],
         device: torch.device,
         ranks: _distributed.Ranks,
+        localisation: Localisation | None = None,
     ) -> None:
         self.out = out
+        self.localisation = localisation
         self.config = config
         self.dataset = dataset
         self.model = model
@@ -311,6 +329,7 @@ class _Run:
             else (f"float32, perturbed passes under {self.config.precision} autocast"),
             "images": {"count": self.count, "sha256": digest},
             "method_parameters": {m.name: m.parameters for m in self.methods},
+            "ground_truth": self.localisation and self.localisation.configuration(),
         }
 
     def check_finished_images(self) -> None:
@@ -436,9 +455,17 @@ class _Run:
                 seconds[name] = elapsed / len(asked)
                 run_of[name] = run
         rows = torch.tensor(sensitive, dtype=torch.long, device=self.device)
+        # The ground truth of the batch's targets, and the centre prior's values on it, are
+        # the same for every method: computed once, recorded in each method's shard.
+        truth: dict[str, np.ndarray] = {}
+        if self.localisation is not None:
+            batch_truth = self.localisation.batch(batch.samples, batch.targets)
+            truth = batch_truth.arrays() | self.localisation.prior_values(batch_truth)
         for method in todo:
             started = time.perf_counter()
             arrays = self._metrics(batch, maps[method.name], insertion_deletion, confidence)
+            if self.localisation is not None:
+                arrays |= truth | self.localisation.values(batch_truth, maps[method.name])
             sensitivity = np.full(len(batch), np.nan, dtype=np.float32)
             if sensitive:
                 result = self._seeded(

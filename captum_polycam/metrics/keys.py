@@ -7,12 +7,15 @@ from enum import Enum
 
 __all__ = [
     "AVERAGE_DROP",
+    "BOX_ACCURACY",
     "DELETION",
     "DELETION_CURVE",
+    "ENERGY_POINTING_GAME",
     "INCREASE_IN_CONFIDENCE",
     "INSERTION",
     "INSERTION_CURVE",
     "INSERTION_MINUS_DELETION",
+    "POINTING_GAME",
     "SCORE_DIRECTIONS",
     "SENSITIVITY_AVG",
     "SENSITIVITY_MAX",
@@ -28,6 +31,9 @@ AVERAGE_DROP = "average_drop"
 INCREASE_IN_CONFIDENCE = "increase_in_confidence"
 SENSITIVITY_MAX = "sensitivity_max"
 SENSITIVITY_AVG = "sensitivity_avg"
+POINTING_GAME = "pointing_game"
+ENERGY_POINTING_GAME = "energy_pointing_game"
+BOX_ACCURACY = "box_accuracy"
 
 
 class ScoreDirection(str, Enum):
@@ -45,5 +51,8 @@ SCORE_DIRECTIONS: dict[str, ScoreDirection] = {
     INCREASE_IN_CONFIDENCE: ScoreDirection.HIGHER,
     SENSITIVITY_MAX: ScoreDirection.LOWER,
     SENSITIVITY_AVG: ScoreDirection.LOWER,
+    POINTING_GAME: ScoreDirection.HIGHER,
+    ENERGY_POINTING_GAME: ScoreDirection.HIGHER,
+    BOX_ACCURACY: ScoreDirection.HIGHER,
 }
 """The direction of every scalar value the metrics report, by key."""

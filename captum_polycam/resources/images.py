@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from captum_polycam.resources.errors import EvaluationError
@@ -34,6 +35,7 @@ __all__ = [
     "ImageFolder",
     "Preprocessing",
     "Sample",
+    "bundled_boxes",
     "bundled_folder",
     "bundled_image",
     "bundled_images",
@@ -41,6 +43,7 @@ __all__ = [
     "image_list_digest",
     "load_image",
     "normalise",
+    "read_classes",
     "read_image",
 ]
 
@@ -64,6 +67,12 @@ def bundled_image() -> Traversable:
 def bundled_folder() -> Path:
     """The folder of the bundled photos (it also holds their licences, ``PHOTOS.md``)."""
     return Path(str(files("captum_polycam") / "assets"))
+
+
+def bundled_boxes() -> Path:
+    """The ground truth of the bundled photos: their objects' boxes, drawn by hand, as a plain
+    ``image,x1,y1,x2,y2`` CSV (how they were drawn: ``assets/BOXES.md``)."""
+    return bundled_folder() / "boxes.csv"
 
 
 def bundled_images() -> list[Traversable]:
@@ -153,10 +162,57 @@ class Preprocessing:
         check_channel_values("mean", self.mean)
         check_channel_values("std", self.std, positive=True)
 
+    def _geometry(
+        self, value: Tensor, interpolation: F.InterpolationMode = F.InterpolationMode.BILINEAR
+    ) -> Tensor:
+        """Carry ``value`` (pixels, or a torchvision ``tv_tensors`` box or mask) into the input
+        frame. Pixels, boxes and masks all pass here, through torchvision's dispatch on their
+        type, so that they stay aligned whatever steps are added."""
+        return F.resize(value, list(self.size), interpolation=interpolation, antialias=True)
+
     def pixels(self, image: Tensor) -> Tensor:
         """``3 x H x W`` pixels in ``[0, 1]`` squashed to ``size``, still in ``[0, 1]``."""
-        resized = F.resize(image[None], list(self.size), antialias=True)[0]
+        resized = self._geometry(image[None])[0]
         return resized.clamp(0, 1)  # antialiased resampling overshoots at sharp edges
+
+    def boxes(self, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """Boxes of the original image carried into the input frame as its pixels are, and cut
+        to the frame.
+
+        Args:
+            boxes: ``K x 4`` float boxes ``x1, y1, x2, y2`` in the original image's continuous
+                pixel coordinates: pixel (row ``y``, column ``x``) covers ``[x, x + 1) x
+                [y, y + 1)``, so that ``(0, 0, W, H)`` is the whole image.
+            image_size: The original image's ``(height, width)``.
+
+        Returns:
+            ``K x 4`` boxes, of ``boxes``' dtype, in the same coordinates of the model input
+            (``size``): each side scaled with the image, then clipped to the frame. A box
+            outside the frame comes out with no width or no height; the caller drops it.
+
+        Example:
+            >>> Preprocessing().boxes(torch.tensor([[0.0, 0.0, 200.0, 150.0]]), (300, 400))
+            tensor([[  0.,   0., 112., 112.]])
+        """
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            raise ValueError(f"boxes must be a K x 4 float tensor; got {tuple(boxes.shape)}")
+        carried = self._geometry(
+            tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image_size))
+        )
+        return F.clamp_bounding_boxes(carried).as_subclass(Tensor)
+
+    def mask(self, mask: Tensor) -> Tensor:
+        """An ``H x W`` bool mask of the original image carried into the input frame, ``size``,
+        by nearest neighbour (pixel centres to pixel centres, as the boxes are carried): it
+        stays a bool mask."""
+        if mask.dim() != 2:
+            raise ValueError(f"mask must be an H x W tensor; got {tuple(mask.shape)}")
+        # Torchvision resamples masks by nearest neighbour only; NEAREST_EXACT aligns centres
+        # where NEAREST would shift the mask by up to half a pixel.
+        carried = self._geometry(
+            tv_tensors.Mask(mask.to(torch.uint8)), F.InterpolationMode.NEAREST_EXACT
+        )
+        return carried.as_subclass(Tensor).bool()
 
     def normalise(self, pixels: Tensor) -> Tensor:
         """Apply ``mean`` and ``std`` to pixels in ``[0, 1]`` (``... x 3 x H x W``)."""
@@ -228,6 +284,9 @@ class Sample(NamedTuple):
     label: int | None
     error: str | None = None
     digest: str | None = None  # hex SHA-256 of the file's bytes; None when it cannot be read
+    # The original image's (height, width) before preprocessing; None when it cannot be read.
+    # Ground truth is carried from this frame into the input's.
+    size: tuple[int, int] | None = None
 
 
 class ImageFolder(Dataset[Sample]):
@@ -296,7 +355,7 @@ class ImageFolder(Dataset[Sample]):
         duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
         if duplicates:
             raise EvaluationError(f"image_list: names appear twice: {', '.join(duplicates[:5])}")
-        self.labels = _read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels
+        self.labels = read_classes(labels) if isinstance(labels, (str, os.PathLike)) else labels
         # Only a run that explains the labels needs every one (it refuses these).
         self.unlabelled = [
             name for name in self.names if self.labels is not None and name not in self.labels
@@ -314,10 +373,12 @@ class ImageFolder(Dataset[Sample]):
             # One read gives both the pixels and the digest that identifies them in a run.
             data = _read_bytes(self.root / name)
             digest = hashlib.sha256(data).hexdigest()
-            inputs = self.preprocessing(_decode_bytes(data, self.root / name))
+            pixels = _decode_bytes(data, self.root / name)
+            inputs = self.preprocessing(pixels)
         except EvaluationError as error:
             return Sample(name, None, label, str(error), digest)
-        return Sample(name, inputs, label, digest=digest)
+        height, width = pixels.shape[-2:]
+        return Sample(name, inputs, label, digest=digest, size=(height, width))
 
     def digest(self, index: int) -> str | None:
         """The hex SHA-256 of the ``index``-th file's bytes, as in its :class:`Sample`, without
@@ -357,20 +418,28 @@ def _read_lines(path: Path, argument: str) -> list[tuple[int, str]]:
     return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
-def _read_labels(path: str | Path) -> dict[str, int]:
-    """The classes of a labels file by name; a name given twice must have one class."""
-    labels: dict[str, tuple[int, int]] = {}  # name: (class, line)
-    for number, line in _read_lines(Path(path), "labels"):
+def read_classes(
+    path: str | Path, argument: str = "labels", key: str = "file_name"
+) -> dict[str, int]:
+    """The classes of a file of ``key class_index [anything]`` lines, by key: a labels file
+    (image names), or the classes of ground-truth labels (``--box-classes``). A key given twice
+    must have one class.
+
+    Raises:
+        EvaluationError: Naming ``argument``, the file and the line.
+    """
+    labels: dict[str, tuple[int, int]] = {}  # key: (class, line)
+    for number, line in _read_lines(Path(path), argument):
         fields = line.split()
         if len(fields) < 2 or not fields[1].lstrip("-").isdigit():
             raise EvaluationError(
-                f"labels: line {number} of {str(path)!r} is not 'file_name class_index': {line!r}"
+                f"{argument}: line {number} of {str(path)!r} is not '{key} class_index': {line!r}"
             )
         name, label = fields[0], int(fields[1])
         first, first_line = labels.setdefault(name, (label, number))
         if first != label:
             raise EvaluationError(
-                f"labels: {str(path)!r} gives {name!r} two classes, {first} on line "
+                f"{argument}: {str(path)!r} gives {name!r} two classes, {first} on line "
                 f"{first_line} and {label} on line {number}; keep one"
             )
     return {name: label for name, (label, _) in labels.items()}

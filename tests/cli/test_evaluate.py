@@ -155,7 +155,12 @@ def test_the_embedded_default_evaluates_the_bundled_photos_with_lite0(
     summary = {
         line.split("|")[1].strip(): line for line in printed.splitlines() if line.startswith("| ")
     }
-    assert set(summary) >= {"gradcam", "random"}
+    assert set(summary) >= {"gradcam", "random", "centre (prior)"}
+    # The bundled boxes: every photo is measured, none left out.
+    localisation = [line for line in printed.splitlines() if line.startswith("| gradcam |")]
+    assert len(localisation) == 2 and localisation[1].endswith("| 4 |")
+    truth = (out / "csv" / "ground_truth_efficientnet-lite0.csv").read_text()
+    assert truth.count(",,") == 0 and "no box" not in truth
 
 
 def test_an_empty_method_list_is_a_one_line_error(
@@ -376,3 +381,24 @@ def test_a_factory_of_random_weights_is_seeded_so_the_same_command_resumes(
     with locked(out):  # a run going on in the folder
         assert main(command) == 2
     assert "is in use by another evaluation (process " in error_line(capsys)
+
+
+def test_boxes_add_the_localisation_and_their_faults_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x1,y1,x2,y2\nimage0.png,2,3,12,20\nimage1.png,0,0,21,30\n")
+    assert main(_small(images, out, "--methods", "random", "--boxes", str(boxes))) == 0
+    printed = capsys.readouterr().out
+    assert "| localisation |" in printed and "| centre (prior) |" in printed
+    assert "1 image(s) have no ground truth" in printed  # image2.png has no row
+    record = json.loads((out / "run.json").read_text())
+    assert record["configuration"]["ground_truth"]["format"] == "csv"
+    boxes.write_text("image,x1,y1,x2,y2\nimage0.png,12,3,2,20\n")
+    assert main(_small(images, tmp_path / "other", "--boxes", str(boxes))) == 2
+    message = error_line(capsys)
+    assert "image0.png" in message and str(boxes) in message
+    assert not (tmp_path / "other" / "run.json").exists()
+    assert main(_small(images, tmp_path / "other", "--boxes-format", "csv")) == 2
+    assert "--boxes" in error_line(capsys)

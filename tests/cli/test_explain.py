@@ -379,3 +379,32 @@ def test_reshape_reads_channels_last_stages(tmp_path, capsys) -> None:
     assert "Layers, shallow to deep: stage1 (4@224x224), stage2 (6@112x112), stage3" in printed
     assert out.read_bytes().startswith(b"\x89PNG")
     assert main([*command[:-4], "--reshape", "nchw"]) == 2  # argparse: not a choice
+
+
+def test_boxes_are_drawn_and_measured(tmp_path, capsys, monkeypatch) -> None:
+    _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200], height=40, width=80))
+    other = str(_png(tmp_path / "b.png", [90, 20, 20], height=40, width=80))
+    boxes = tmp_path / "boxes.csv"
+    # a.png's box, squashed 80 x 40 -> 224 x 224: (56, 56, 168, 168).
+    boxes.write_text("image,x1,y1,x2,y2\na.png,20,10,60,30\n")
+    out = tmp_path / "maps.png"
+    args = ["explain", image, other, "--target", "1", "--boxes", str(boxes), "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    line = next(row for row in printed.splitlines() if row.strip().startswith(f"{image}: "))
+    assert "pointing game" in line and "energy in boxes" in line and "box accuracy" in line
+    assert f"{other}: left out: no ground truth in the file" in printed
+    assert out.is_file()
+
+
+def test_boxes_that_name_none_of_the_images_are_refused_before_the_model(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    loaded = _stub_model(monkeypatch)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200]))
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x1,y1,x2,y2\nz.png,2,3,12,20\n")
+    assert main(["explain", image, "--boxes", str(boxes), "--out", str(tmp_path / "x.png")]) == 2
+    assert "1 of 1" in error_line(capsys)
+    assert loaded == []

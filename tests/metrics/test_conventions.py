@@ -9,11 +9,14 @@ from torch import Tensor
 from captum_polycam.metrics import (
     SCORE_DIRECTIONS,
     AverageDrop,
+    BoxAccuracy,
     ConfidenceChange,
     Deletion,
+    EnergyPointingGame,
     IncreaseInConfidence,
     Insertion,
     InsertionDeletion,
+    PointingGame,
     ScoreDirection,
     Sensitivity,
 )
@@ -72,11 +75,16 @@ def test_each_metric_says_which_direction_is_better() -> None:
         "sensitivity_max": ScoreDirection.LOWER,
         "sensitivity_avg": ScoreDirection.LOWER,
     }
+    for localisation in (PointingGame, EnergyPointingGame, BoxAccuracy):
+        assert localisation.score_direction is ScoreDirection.HIGHER
     # Every scalar key a result reports has a direction.
     assert set(SCORE_DIRECTIONS) == {
         *InsertionDeletion.score_directions,
         *ConfidenceChange.score_directions,
         *Sensitivity.score_directions,
+        PointingGame.key,
+        EnergyPointingGame.key,
+        BoxAccuracy.key,
     }
 
 

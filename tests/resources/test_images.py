@@ -313,3 +313,28 @@ def test_a_list_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("\ufeffb.jpg 3\n", encoding="utf-8")
     folder = ImageFolder(tmp_path, tmp_path / "images.txt", tmp_path / "labels.txt")
     assert folder.names == ["b.jpg"] and folder[0].label == 3
+
+
+def test_samples_record_the_original_size_before_preprocessing(tmp_path: Path) -> None:
+    folder = ImageFolder(_folder(tmp_path), ["a.PNG", "b.jpg", "gone.png"])
+    assert [sample.size for sample in folder] == [(5, 5), (10, 30), None]
+    assert folder[1].inputs.shape == (3, 224, 224)
+
+
+def test_boxes_and_masks_are_carried_as_the_pixels_are() -> None:
+    preprocessing = Preprocessing(size=(224, 224))
+    # A 400-wide, 300-high photo: the whole of it is the whole frame; x scales by 0.56, y by
+    # 224 / 300; what leaves the frame is cut.
+    boxes = torch.tensor([[0.0, 0.0, 400.0, 300.0], [40.0, 30.0, 200.0, 150.0], [-8, 0, 50, 600]])
+    carried = preprocessing.boxes(boxes, (300, 400))
+    expected = torch.tensor([[0.0, 0.0, 224.0, 224.0], [22.4, 22.4, 112.0, 112.0], [0, 0, 28, 224]])
+    torch.testing.assert_close(carried, expected)
+    assert type(carried) is torch.Tensor and carried.dtype == torch.float32
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    mask[1, 1:3] = True
+    carried_mask = Preprocessing(size=(6, 8)).mask(mask)
+    expected_mask = torch.zeros(6, 8, dtype=torch.bool)
+    expected_mask[2:4, 2:6] = True
+    assert type(carried_mask) is torch.Tensor and torch.equal(carried_mask, expected_mask)
+    with pytest.raises(ValueError, match="K x 4"):
+        preprocessing.boxes(torch.zeros(4), (3, 3))
