@@ -40,7 +40,7 @@ def by_hand(model: torch.nn.Module, folder: ImageFolder, config: EvaluationConfi
         with torch.no_grad():
             targets = model(batch).argmax(dim=1)
         for run in runs:
-            for maps in run.explain(batch, targets).values():
+            for maps in run.explain(batch, targets).maps.values():
                 insertion_deletion(batch, maps, targets)
                 confidence(batch, maps, targets)
     return time.perf_counter() - start

@@ -112,7 +112,7 @@ def evaluate_set(
         started = time.perf_counter()
         maps: dict[str, list[torch.Tensor]] = {method.name: [] for method in run.methods}
         for batch, batch_targets in zip(inputs.split(_BATCH), targets.split(_BATCH), strict=True):
-            for method, batch_maps in run.explain(batch, batch_targets).items():
+            for method, batch_maps in run.explain(batch, batch_targets).maps.items():
                 maps[method].append(batch_maps)
         map_seconds = time.perf_counter() - started
         for method, parts in maps.items():

@@ -16,7 +16,9 @@ from captum_polycam._compat import TargetType
 from captum_polycam._conventions import buffers_kept, check_inputs, module_of, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam.attr.budget import (
+    AUTO,
     FEATURE_CELLS,
+    check_min_fidelity,
     check_pass_budget,
     mask_features,
     spend_budget,
@@ -70,6 +72,12 @@ class PolyCamMaps(NamedTuple):
         exact_passes: The masked passes of the exact method: live channels times the
             variant's masks per channel (one, or two for PCAM+-), summed over the examples.
             ``passes`` equals it unless a ``pass_budget`` is set.
+        fidelity: ``(N,)``, each map's Spearman correlation with the exact map:
+            ``1`` for the exact method (and wherever a budget scored every live channel);
+            under a ``pass_budget``, an estimate from the channels scored last, whose
+            estimated weights are compared with their scores and the errors carried into
+            the map (see "The pass budget" in the documentation, with how it tracks the true
+            value); NaN where the budget left no channel to check.
         saliencies: Each layer's ``S_l`` at its own resolution, not normalised: what the
             recursion combines, and what :meth:`recomposed` combines again.
     """
@@ -79,6 +87,7 @@ class PolyCamMaps(NamedTuple):
     layer_maps: list[Tensor]
     passes: int
     exact_passes: int
+    fidelity: Tensor
     saliencies: tuple[Tensor, ...] = ()
 
     def recomposed(self, local_normalisation: bool) -> PolyCamMaps:
@@ -181,7 +190,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         perturbations_per_eval: int | None = None,
         precision: Precision = "fp32",
         compile: bool = False,
-        pass_budget: float | None = None,
+        pass_budget: float | Literal["auto"] | None = None,
+        min_fidelity: float | None = None,
         reshape: Reshape | None = None,
     ) -> None:
         r"""
@@ -216,14 +226,20 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             pass_budget: ``None`` (the default) for the exact method. A number in ``(0, 1]``
                 spends at most that fraction of the exact masked passes of each example
                 (``floor(pass_budget * live channels)`` channels are scored, by decreasing
-                share of their layer's activation mass) and estimates the other channels'
-                weights (as dead channels' for PCAM+ and PCAM-, from the scored channels with
-                the most similar masks for PCAM+-): an approximation whose measured fidelity
-                is on the performance page. ``1.0`` gives the exact maps. Whatever the budget,
-                one channel of each layer at least (its channel of most activation mass) is
+                share of their layer's activation mass, the deepest layer first) and
+                estimates the other channels' weights (as dead channels' for PCAM+ and
+                PCAM-, from the scored channels with the most similar masks for PCAM+-): an
+                approximation, whose estimated fidelity each map reports
+                (``PolyCamMaps.fidelity``) and whose measured fidelity is on the
+                performance page. ``1.0`` gives the exact maps. Whatever the budget, one
+                channel of each layer at least (its channel of most activation mass) is
                 scored, so that no layer is estimated from nothing: a budget too small for
                 that (``1e-9``, or ``0.01`` of a small model) spends one pass per layer and
-                example, two for PCAM+-.
+                example, two for PCAM+-. ``"auto"`` spends rounds of growing budgets, from
+                0.05 to 1, until the estimated fidelity reaches ``min_fidelity``.
+            min_fidelity: Where ``pass_budget="auto"`` stops: an estimated Spearman
+                correlation with the exact map, in ``(0, 1]``; ``None`` (the default) for
+                0.99. Only with ``pass_budget="auto"``.
             reshape: How each layer's output becomes ``N x C x h x w``, as pytorch-grad-cam's
                 ``reshape_transform``: ``None`` (CNNs), ``"nhwc"`` for channels-last stages
                 (Swin), ``"tokens"`` for a square grid of tokens after the class and register
@@ -233,6 +249,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {variant!r}")
         check_pass_budget(pass_budget)
+        self.min_fidelity = check_min_fidelity(min_fidelity, pass_budget)
         reshape_function(reshape)  # a clear error now rather than on the first batch
         # The options check their three keywords, the scorer forward_func and score_fn.
         options = ScoringOptions(perturbations_per_eval, precision, compile)
@@ -250,7 +267,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         PerturbationAttribution.__init__(self, forward_func)
         self.variant: Variant = variant
         self.local_normalisation = local_normalisation
-        self.pass_budget = None if pass_budget is None else float(pass_budget)
+        self.pass_budget: float | Literal["auto"] | None = (
+            pass_budget if pass_budget is None or pass_budget == AUTO else float(pass_budget)
+        )
         self.layer_calls = resolved
         self.reshape = reshape
         self._scorer = scorer
@@ -273,6 +292,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             compile=self._scorer.compile,
             # Shown only when set, so that the exact method reads as it always has.
             **({} if self.pass_budget is None else {"pass_budget": self.pass_budget}),
+            **({"min_fidelity": self.min_fidelity} if self.pass_budget == AUTO else {}),
         )
 
     @overload
@@ -489,29 +509,34 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             black = scores.black
             return self._channel_weights(batch.target_scores, scores.unveiled, scores.hidden)
 
+        def composite(weights: Tensor) -> Tensor:
+            # The map at the finest layer's resolution: what the fidelity's ranks compare.
+            maps = _layer_maps(weights, activations)
+            return backward_recursion(maps, self.local_normalisation)[-1].flatten(1)
+
         if self.pass_budget is None:
             scored, weights = live, weights_of(live)
+            fidelity = torch.ones(len(live), device=live.device)
         else:
-            scored, weights = spend_budget(
+            scored, weights, fidelity = spend_budget(
                 self.pass_budget,
                 [activation.relu().sum(dim=(2, 3)) for activation in activations],
                 [layer.live for layer in layers],
                 weights_of,
+                composite,
                 # PCAM+- estimates from similar masks; PCAM+ and PCAM- weight as dead channels.
                 features=(lambda: _features(layers)) if self.variant == "plusminus" else None,
+                min_fidelity=self.min_fidelity,
             )
         layer_weights = list(weights.split([a.shape[1] for a in activations], dim=1))
-        layer_maps = [
-            (w[:, :, None, None] * activation).nansum(dim=1, keepdim=True).relu()
-            for w, activation in zip(layer_weights, activations, strict=True)
-        ]
+        layer_maps = _layer_maps(weights, activations)
 
         size = tuple(batch.inputs.shape[-2:])
         stages = _stages(layer_maps, self.local_normalisation, size)
         singles = [upsample(robust_normalise(m), size) for m in layer_maps]
         modes = len(_HIDE_MODES[self.variant])
         passes, exact = modes * int(scored.sum()), modes * int(live.sum())
-        maps = PolyCamMaps(stages[-1], stages, singles, passes, exact, tuple(layer_maps))
+        maps = PolyCamMaps(stages[-1], stages, singles, passes, exact, fidelity, tuple(layer_maps))
         return maps, layer_weights
 
     def _channel_weights(
@@ -596,6 +621,15 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
             torch.cat(by_mode[h], dim=1) if h in by_mode else None for h in (False, True)
         )
         return _MaskScores(unveiled, hidden, black)
+
+
+def _layer_maps(weights: Tensor, activations: list[Tensor]) -> list[Tensor]:
+    """Each layer's ``S_l = relu(sum_k w_k A_{l,k})`` from every channel's weight ``(N, K)``."""
+    layer_weights = weights.split([a.shape[1] for a in activations], dim=1)
+    return [
+        (w[:, :, None, None] * activation).nansum(dim=1, keepdim=True).relu()
+        for w, activation in zip(layer_weights, activations, strict=True)
+    ]
 
 
 def _stages(

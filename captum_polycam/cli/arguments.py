@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "add_run_options",
     "add_variant_option",
     "check_device",
+    "check_min_fidelity_option",
     "check_outputs",
     "comma_list",
     "image_side",
@@ -118,7 +120,19 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pass_budget(text: str) -> float:
+def pass_budget(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan  # refused below, in the same words
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in (0, 1], got {text}")
+    return value
+
+
+def min_fidelity(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
@@ -126,14 +140,31 @@ def pass_budget(text: str) -> float:
 
 
 def add_pass_budget_option(parser: argparse.ArgumentParser) -> None:
+    """``--pass-budget F|auto`` and ``--min-fidelity R``: Poly-CAM's ``pass_budget`` and
+    ``min_fidelity``."""
     parser.add_argument(
         "--pass-budget",
         type=pass_budget,
-        metavar="F",
+        metavar="F|auto",
         help="spend at most this fraction (in (0, 1]) of Poly-CAM's masked forward passes and "
-        "estimate the other channels' weights: faster, approximate maps whose measured "
-        "fidelity is in the documentation (default: the exact method)",
+        "estimate the other channels' weights: faster, approximate maps, each with its "
+        "estimated fidelity; 'auto' spends as many as --min-fidelity asks (default: the "
+        "exact method)",
     )
+    parser.add_argument(
+        "--min-fidelity",
+        type=min_fidelity,
+        metavar="R",
+        help="with --pass-budget auto, the estimated Spearman correlation with the exact map "
+        "to reach (default: 0.99)",
+    )
+
+
+def check_min_fidelity_option(args: argparse.Namespace) -> None:
+    """A usage error for ``--min-fidelity`` without ``--pass-budget auto``, where it would do
+    nothing."""
+    if args.min_fidelity is not None and args.pass_budget != "auto":
+        raise EvaluationError("--min-fidelity: only with --pass-budget auto, whose rounds it stops")
 
 
 def add_perturbations_option(parser: argparse.ArgumentParser, per: str, default: str) -> None:

@@ -28,6 +28,7 @@ from captum_polycam.cli.arguments import (
     add_run_options,
     add_variant_option,
     check_device,
+    check_min_fidelity_option,
     layer_names,
 )
 from captum_polycam.cli.figure import check_figure_path, save_figure
@@ -114,6 +115,7 @@ def _check_arguments(args: argparse.Namespace, sources: list[Path]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain the images of ``args`` and save the figure; return the exit status."""
     sources = args.images or [bundled_image()]
+    check_min_fidelity_option(args)
     _check_arguments(args, sources)
     pixels = torch.cat([read_image(source) for source in sources])
     names = [str(path) for path in args.images] or [f"{sources[0].name} (bundled)"]
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         layers=layers,
         variant=args.variant,
         pass_budget=args.pass_budget,
+        min_fidelity=args.min_fidelity,
         reshape=args.reshape,
     )
     result = timed_polycam(

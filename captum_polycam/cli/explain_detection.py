@@ -26,6 +26,7 @@ from captum_polycam.cli.arguments import (
     add_run_options,
     add_variant_option,
     check_device,
+    check_min_fidelity_option,
     layer_names,
     positive_int,
 )
@@ -87,6 +88,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Detect, explain each detection and save the figure; return the exit status."""
     check_device(args.device)
+    check_min_fidelity_option(args)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise EvaluationError(f"--score-threshold must be in [0, 1]; got {args.score_threshold}")
     check_figure_path(args.out, [("the image", args.image)])
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         variant=args.variant,
         score_fn=score,
         pass_budget=args.pass_budget,
+        min_fidelity=args.min_fidelity,
         reshape=args.reshape,
     )
     maps = timed_polycam(

@@ -3,6 +3,7 @@ in one line, and the writing of the figure, whose failure is a usage error."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,13 @@ def timed_polycam(
         f"\nAttribution: {time.perf_counter() - start:.1f} s for {explained}, "
         f"{result.passes} of {result.exact_passes} masked passes"
     )
+    if polycam.pass_budget is not None:
+        print(f"Estimated fidelity (Spearman with the exact map): {_fidelities(result.fidelity)}")
     return result
+
+
+def _fidelities(fidelity: Tensor) -> str:
+    return ", ".join("not estimated" if math.isnan(f) else f"{f:.3f}" for f in fidelity.tolist())
 
 
 @contextmanager

@@ -9,7 +9,7 @@ Example:
     >>> print(report.markdown)
 """
 
-from captum_polycam.evaluation.methods import BASELINES, Method, Run, build_methods
+from captum_polycam.evaluation.methods import BASELINES, Method, Run, RunMaps, build_methods
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
 from captum_polycam.evaluation.report import Report
 from captum_polycam.evaluation.sanity import SanityResult, randomisation_blocks, sanity_check
@@ -21,6 +21,7 @@ __all__ = [
     "Method",
     "Report",
     "Run",
+    "RunMaps",
     "SanityResult",
     "build_methods",
     "evaluate",

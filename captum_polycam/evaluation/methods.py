@@ -7,7 +7,9 @@ and every other method is a run of its own. Names:
 
 - ``pcam+``, ``pcam-``, ``pcam+-``: Poly-CAM's three variants, on the run's layers;
   options follow colons: ``:no-lnorm`` (no local normalisation), ``:budgetF`` (at most the
-  fraction ``F`` of the masked passes, ``PolyCam(pass_budget=F)``), ``:stageK`` (the
+  fraction ``F`` of the masked passes, ``PolyCam(pass_budget=F)``), ``:auto`` (as many
+  passes as an estimated fidelity of 0.99 asks, ``PolyCam(pass_budget="auto")``; a budgeted
+  run records each map's estimated fidelity), ``:stageK`` (the
   composite of the deepest ``K`` layers), ``:layerK`` (layer ``K``, counted shallow to deep
   from 1, alone, without the recursion). Methods that differ only by ``:no-lnorm``,
   ``:stageK`` or ``:layerK`` are outputs of one Poly-CAM run (the same variant and budget):
@@ -33,7 +35,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from captum.attr import (
@@ -51,6 +53,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from captum_polycam.attr import VARIANTS, PolyCam, PolyCamMaps
+from captum_polycam.attr.budget import AUTO, DEFAULT_MIN_FIDELITY
 from captum_polycam.attr.capture import Reshape, reshape_function, resolve_layers
 from captum_polycam.normalisation import min_max_mask, scale_to_unit
 from captum_polycam.perturbation.options import ScoringOptions
@@ -59,8 +62,10 @@ from captum_polycam.resources.names import file_stem, import_callable
 
 __all__ = [
     "BASELINES",
+    "FIDELITY",
     "Method",
     "Run",
+    "RunMaps",
     "build_methods",
     "centre_prior",
     "method_file_stem",
@@ -78,6 +83,24 @@ _BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
 def method_file_stem(name: str) -> str:
     """The method's part of artefact names: ``pcam+-_no-lnorm`` for ``pcam+-:no-lnorm``."""
     return file_stem(name)
+
+
+# The per-image key under which a run's estimated fidelity is recorded (NaN where none).
+FIDELITY = "fidelity"
+
+
+class RunMaps(NamedTuple):
+    """What one call of :meth:`Run.explain` gives.
+
+    Attributes:
+        maps: Each output's ``N x 1 x H x W`` maps, by method name.
+        fidelity: ``(N,)``, each map's estimated Spearman correlation with the exact
+            Poly-CAM map, for a Poly-CAM run with a pass budget
+            (:attr:`~captum_polycam.attr.PolyCamMaps.fidelity`); ``None`` for every other run.
+    """
+
+    maps: dict[str, Tensor]
+    fidelity: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -108,14 +131,14 @@ class Run:
     def __init__(
         self,
         methods: Sequence[Method],
-        explain: Callable[[Tensor, Tensor], dict[str, Tensor]],
+        explain: Callable[[Tensor, Tensor], RunMaps],
         masked_passes: Callable[[int], int] = lambda channels: 0,
     ) -> None:
         """
         Args:
             methods: Its outputs.
             explain: ``explain(inputs, targets)`` gives each output's maps by name, for
-                ``(N,)`` targets.
+                ``(N,)`` targets, as a :class:`RunMaps`.
             masked_passes: The masked passes on one image, given the layers' channels (see
                 :meth:`masked_passes_per_image`); none by default.
         """
@@ -126,15 +149,16 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({[method.name for method in self.methods]!r})"
 
-    def explain(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def explain(self, inputs: Tensor, targets: Tensor) -> RunMaps:
         """Each output's ``N x 1 x H x W`` maps in ``[0, 1]`` of ``inputs`` (``N x C x H x W``)
         for the class indices ``targets`` (``(N,)``, or one for all, as Captum broadcasts a
         single target), by method name in the order of :attr:`methods`, on the inputs'
-        device, in float32."""
+        device, in float32; and their estimated fidelity where the run has a pass budget."""
         if targets.numel() == 1:
             targets = targets.reshape(1).expand(len(inputs))
-        maps = self._explain(inputs, targets)
-        return {method.name: maps[method.name].detach().float() for method in self.methods}
+        result = self._explain(inputs, targets)
+        maps = {method.name: result.maps[method.name].detach().float() for method in self.methods}
+        return result._replace(maps=maps)
 
     def masked_passes_per_image(self, channels: int) -> int:
         """At most how many masked forward passes one call makes per image, with ``channels``
@@ -230,7 +254,7 @@ class _PolyCamOutput:
     from the run's decomposition."""
 
     method: Method
-    configuration: tuple[str, float | None]  # variant, pass budget
+    configuration: tuple[str, float | str | None]  # variant, pass budget
     local_normalisation: bool
     output: tuple[str, int] | None  # ("stage" | "layer", K); None for the map
 
@@ -261,17 +285,19 @@ def _poly_cam_run(
     )
     ablated = any(not output.local_normalisation for output in outputs)
 
-    def explain(inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def explain(inputs: Tensor, targets: Tensor) -> RunMaps:
         decomposed = polycam.decompose(inputs, targets)
         # The ablation recombines the same layer maps: LNorm changes no channel weight.
         plain = decomposed.recomposed(local_normalisation=False) if ablated else decomposed
-        return {
+        maps = {
             output.method.name: output.of(decomposed if output.local_normalisation else plain)
             for output in outputs
         }
+        return RunMaps(maps, None if pass_budget is None else decomposed.fidelity)
 
     def masked_passes(channels: int) -> int:
-        masked = channels * (2 if variant == "plusminus" else 1) * (pass_budget or 1)
+        fraction = 1 if pass_budget in (None, AUTO) else pass_budget
+        masked = channels * (2 if variant == "plusminus" else 1) * fraction
         return math.ceil(masked) + (variant != "minus")
 
     return Run([output.method for output in outputs], explain, masked_passes)
@@ -283,13 +309,15 @@ def _poly_cam_output(
     head, *suffixes = name.split(":")
     variant = _VARIANTS[head]
     local_normalisation = True
-    pass_budget: float | None = None
+    pass_budget: float | str | None = None
     output: tuple[str, int] | None = None  # ("stage" | "layer", K)
     for option in suffixes:
         indexed = _INDEXED_OPTION.fullmatch(option)
         budget = _BUDGET_OPTION.fullmatch(option)
         if option == "no-lnorm" and local_normalisation:
             local_normalisation = False
+        elif option == AUTO and pass_budget is None:
+            pass_budget = AUTO
         elif budget and pass_budget is None:
             pass_budget = float(budget[1])
             if not 0 < pass_budget <= 1:
@@ -305,8 +333,8 @@ def _poly_cam_output(
                 )
         else:
             raise EvaluationError(
-                f"methods: {name!r}: options after {head} are :no-lnorm, :budgetF and one of "
-                f":stageK or :layerK, each at most once; got {option!r}"
+                f"methods: {name!r}: options after {head} are :no-lnorm, one of :budgetF or "
+                f":auto, and one of :stageK or :layerK, each at most once; got {option!r}"
             )
     parameters: dict[str, Any] = {
         "method": "PolyCam",
@@ -318,6 +346,7 @@ def _poly_cam_output(
         "precision": options.precision,
         "compile": options.compile,
         "pass_budget": pass_budget,
+        **({"min_fidelity": DEFAULT_MIN_FIDELITY} if pass_budget == AUTO else {}),
     }
     if output is None:
         parameters["output"] = "maps"
@@ -351,7 +380,10 @@ def _single(
     name: str, parameters: dict[str, Any], explain: Callable[[Tensor, Tensor], Tensor]
 ) -> Run:
     """The run of a method that is its only output."""
-    return Run([Method(name, parameters)], lambda inputs, targets: {name: explain(inputs, targets)})
+    return Run(
+        [Method(name, parameters)],
+        lambda inputs, targets: RunMaps({name: explain(inputs, targets)}),
+    )
 
 
 def _grad_cam(

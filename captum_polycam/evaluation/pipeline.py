@@ -42,7 +42,14 @@ from captum_polycam.evaluation.datasets import NoReadableImage, as_samples, firs
 from captum_polycam.evaluation.folder import MODEL_DIGEST, OutputFolder, now
 from captum_polycam.evaluation.html import write_html_report
 from captum_polycam.evaluation.localisation import Localisation, check_folder
-from captum_polycam.evaluation.methods import Method, Run, build_methods, method_file_stem
+from captum_polycam.evaluation.methods import (
+    FIDELITY,
+    Method,
+    Run,
+    RunMaps,
+    build_methods,
+    method_file_stem,
+)
 from captum_polycam.evaluation.report import Report, write_report
 from captum_polycam.metrics import ConfidenceChange, InsertionDeletion, Sensitivity
 from captum_polycam.metrics.keys import (
@@ -436,6 +443,7 @@ class _Run:
         # Each run is asked once for the maps of its outputs that have no shard yet, seeded by
         # the first of them; its time is shared by them.
         maps: dict[str, Tensor] = {}
+        fidelity: dict[str, Tensor] = {}
         seconds: dict[str, float] = {}
         run_of: dict[str, Run] = {}
         pending = {method.name for method in todo}
@@ -447,11 +455,13 @@ class _Run:
             outputs = (
                 self._seeded(asked[0], batch, run.explain, batch.inputs, batch.targets)
                 if len(batch)
-                else dict.fromkeys(asked, torch.empty(0, 1, 1, 1))
+                else RunMaps(dict.fromkeys(asked, torch.empty(0, 1, 1, 1)))
             )
             elapsed = time.perf_counter() - started
             for name in asked:
-                maps[name] = outputs[name]
+                maps[name] = outputs.maps[name]
+                if outputs.fidelity is not None:
+                    fidelity[name] = outputs.fidelity
                 seconds[name] = elapsed / len(asked)
                 run_of[name] = run
         rows = torch.tensor(sensitive, dtype=torch.long, device=self.device)
@@ -480,6 +490,13 @@ class _Run:
                 )
                 sensitivity[sensitive] = result.cpu().numpy()
             arrays[SENSITIVITY_MAX] = sensitivity
+            # A budgeted Poly-CAM map's estimated fidelity, per image; NaN for other methods.
+            estimate = fidelity.get(method.name)
+            arrays[FIDELITY] = (
+                np.full(len(batch), np.nan, dtype=np.float32)
+                if estimate is None
+                else estimate.cpu().numpy().astype(np.float32)
+            )
             # Wall times, for planning runs (run.json); the artefacts never include them.
             arrays["map_seconds"] = np.float64(seconds[method.name])
             arrays["metric_seconds"] = np.float64(time.perf_counter() - started)
@@ -622,7 +639,7 @@ def _sensitivity(run: Run, method: str, inputs: Tensor, targets: Tensor, maps: T
     run explains each noisy batch, and this output of it is taken."""
 
     def explain(noisy: Tensor, target: Tensor) -> Tensor:
-        return run.explain(noisy, target)[method]
+        return run.explain(noisy, target).maps[method]
 
     return Sensitivity(explain, n_perturb_samples=10, perturb_radius=0.02)(
         inputs, target=targets, explanations=maps

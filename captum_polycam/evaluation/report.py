@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from captum_polycam.evaluation.artefacts import npz_writer, write_bytes, write_csv
-from captum_polycam.evaluation.methods import method_file_stem
+from captum_polycam.evaluation.methods import FIDELITY, method_file_stem
 from captum_polycam.metrics.keys import (
     AVERAGE_DROP,
     BOX_ACCURACY,
@@ -256,6 +256,10 @@ def _write_csvs(
             results[ENERGY_POINTING_GAME].tolist(),
             box_accuracy.per_image(results[BOX_ACCURACY]).tolist(),
         ]
+    # A budgeted Poly-CAM run's estimate of each map's Spearman correlation with the exact one.
+    if FIDELITY in results and not np.isnan(results[FIDELITY]).all():
+        keys.append(FIDELITY)
+        columns.append(results[FIDELITY].tolist())
     write_csv(
         folder / f"scores_{stem}.csv",
         ("image", "target", *keys),

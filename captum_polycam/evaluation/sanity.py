@@ -421,7 +421,7 @@ def sanity_check(
             before = job.done
             for run in runs:  # each asked once per checkpoint, for all its outputs
                 with seeded(seed, inputs.device):
-                    for name, output in run.explain(inputs, explained).items():
+                    for name, output in run.explain(inputs, explained).maps.items():
                         maps[name].append(output.cpu())
             job.expect(job.done - before - guess)
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from captum_polycam import PolyCam
+from captum_polycam.attr import budget
 from captum_polycam.attr.budget import (
     allowed_channels,
     choose,
     cover_priority,
+    deepest_first,
+    estimate_fidelity,
     mask_features,
+    next_channels,
+    rank_correlation,
     similar_channel_weights,
     spend_budget,
 )
@@ -31,9 +37,9 @@ def count_rows(model: nn.Module) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.5", [0.5]])
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.5", "Auto", [0.5]])
 def test_bad_budgets_are_named(bad: object, tiny_cnn: nn.Module) -> None:
-    with pytest.raises(ValueError, match=r"pass_budget must be None .* in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"pass_budget must be None .*'auto'.* in \(0, 1\]"):
         PolyCam(tiny_cnn, LAYERS, pass_budget=bad)  # type: ignore[arg-type]
 
 
@@ -135,9 +141,15 @@ def test_spend_budget_scores_the_channel_of_most_mass_of_each_layer(features: bo
         asked.append(scored[0].tolist())
         return torch.where(scored, 0.5, 0.0)
 
-    scored, weights = spend_budget(
-        1e-9, masses, live, weights_of, (lambda: torch.ones(1, 9, 49)) if features else None
+    scored, weights, fidelity = spend_budget(
+        1e-9,
+        masses,
+        live,
+        weights_of,
+        lambda weights: weights,
+        (lambda: torch.ones(1, 9, 49)) if features else None,
     )
+    assert torch.isnan(fidelity).all()  # one channel per layer leaves none for the check
     one_each = [False, True, False, True, False, False, True, False, False]
     assert scored[0].tolist() == one_each
     assert asked[0] == one_each  # scored first, with nothing left for a second round
@@ -194,9 +206,13 @@ def test_known_answer_background_channels_weigh_as_dead_ones(variant: str) -> No
     image[..., :8, :8] += 1.0  # a bright object: its four cells hold the most activation mass
     model = ObjectOnBackground().eval()
     exact = PolyCam(model, ["cells"], variant).decompose(image, 0)
-    budgeted = PolyCam(model, ["cells"], variant, pass_budget=0.25).decompose(image, 0)
-    assert (budgeted.passes, budgeted.exact_passes) == (4, 16)
+    # Five channels: the four object cells, then one background cell, the check, whose
+    # estimate (a dead channel's weight) is its score: the estimate is exact, and says so.
+    budgeted = PolyCam(model, ["cells"], variant, pass_budget=5 / 16).decompose(image, 0)
+    assert (budgeted.passes, budgeted.exact_passes) == (5, 16)
     torch.testing.assert_close(budgeted.maps, exact.maps, atol=1e-6, rtol=0)
+    assert budgeted.fidelity.tolist() == [1.0]
+    assert exact.fidelity.tolist() == [1.0]
 
 
 def test_allowed_channels_rounds_down_but_not_below_an_exact_fraction() -> None:
@@ -236,3 +252,102 @@ def test_mask_features_average_the_cells_of_the_image() -> None:
     assert features[0, 0] == 1.0 and float(features[0, 1:].abs().sum()) == 0.0
     coarse = mask_features(torch.ones(1, 1, 2, 2))  # coarser than the grid: resampled
     torch.testing.assert_close(coarse, torch.ones(1, 49))
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, float("nan"), True, "0.9"])
+def test_bad_min_fidelities_are_named(bad: object, tiny_cnn: nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"min_fidelity must be a number in \(0, 1\]"):
+        PolyCam(tiny_cnn, LAYERS, pass_budget="auto", min_fidelity=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("budget", [None, 0.5])
+def test_min_fidelity_is_refused_where_it_would_do_nothing(budget, tiny_cnn: nn.Module) -> None:
+    with pytest.raises(ValueError, match="min_fidelity sets how far pass_budget='auto' goes"):
+        PolyCam(tiny_cnn, LAYERS, pass_budget=budget, min_fidelity=0.9)
+
+
+@pytest.mark.parametrize("variant", ["plus", "minus", "plusminus"])
+@pytest.mark.parametrize("min_fidelity", [0.9, 1.0])
+def test_auto_runs_rounds_until_the_estimate_reaches_min_fidelity(
+    variant: str, min_fidelity: float, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    exact = PolyCam(tiny_cnn, LAYERS, variant).decompose(tiny_inputs, perturbations_per_eval=4)
+    polycam = PolyCam(tiny_cnn, LAYERS, variant, pass_budget="auto", min_fidelity=min_fidelity)
+    rounds = []
+    original = budget.estimate_fidelity
+
+    def spy(*args: Any) -> Tensor:
+        rounds.append(original(*args))
+        return rounds[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(budget, "estimate_fidelity", spy)
+        auto = polycam.decompose(tiny_inputs, perturbations_per_eval=4)
+    # Each example stops at the first round whose estimate reaches min_fidelity, or with
+    # every live channel scored (its fidelity then 1, its map exact).
+    reached = torch.stack(rounds) >= min_fidelity - 1e-9
+    first = torch.where(reached.any(dim=0), reached.double().argmax(dim=0), len(rounds) - 1)
+    for example, round_ in enumerate(first.tolist()):
+        if bool(reached[round_, example]):
+            torch.testing.assert_close(auto.fidelity[example], rounds[round_][example].float())
+        else:
+            assert auto.fidelity[example] == 1.0
+    assert auto.exact_passes == exact.exact_passes
+    assert auto.passes <= auto.exact_passes
+    if auto.passes == auto.exact_passes:
+        torch.testing.assert_close(auto.maps, exact.maps)
+    assert f"pass_budget='auto', min_fidelity={min_fidelity}" in repr(polycam)
+
+
+@pytest.mark.parametrize("variant", ["plus", "plusminus"])
+def test_fidelity_of_a_batch_equals_its_examples_one_by_one(
+    variant: str, tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    for pass_budget in (0.5, "auto"):
+        polycam = PolyCam(tiny_cnn, LAYERS, variant, pass_budget=pass_budget)
+        batch = polycam.decompose(tiny_inputs, perturbations_per_eval=1)
+        singles = [polycam.decompose(x[None], perturbations_per_eval=1) for x in tiny_inputs]
+        torch.testing.assert_close(batch.fidelity, torch.cat([s.fidelity for s in singles]))
+        torch.testing.assert_close(batch.maps, torch.cat([s.maps for s in singles]))
+        assert batch.passes == sum(s.passes for s in singles)
+        assert bool(((batch.fidelity > -1) & (batch.fidelity <= 1)).all())
+
+
+def test_rank_correlation_equals_scipys_with_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 5, (4, 40), generator=generator).float()  # many ties
+    b = a + torch.randn(4, 40, generator=generator)
+    b[0] = b[0].relu()
+    expected = [stats.spearmanr(x.numpy(), y.numpy()).statistic for x, y in zip(a, b, strict=True)]
+    torch.testing.assert_close(rank_correlation(a, b), torch.tensor(expected, dtype=torch.float64))
+    assert rank_correlation(torch.ones(1, 5), torch.ones(1, 5)).tolist() == [1.0]
+
+
+def test_estimate_fidelity_by_hand() -> None:
+    weights = torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.5, 0.0]])
+    estimated = torch.tensor([[False, False, True], [False, False, True]])
+    patterns = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 9.0]])
+
+    def map_of(w: Tensor) -> Tensor:
+        return w @ patterns
+
+    # No error: the map stays. An error of 1 on channel 2 (from 0): the map [3, 2.5, 2, 10.5]
+    # against [3, 2.5, 2, 1.5], ranks 3 2 1 4 against 4 3 2 1: 1 - 6 * 12 / (4 * 15) = -0.2.
+    errors = [torch.zeros(2), torch.tensor([1.0])]
+    fidelity = estimate_fidelity(weights, estimated, errors, map_of)
+    torch.testing.assert_close(fidelity[0], torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(fidelity[1], torch.tensor(-0.2, dtype=torch.float64))
+
+
+def test_deepest_first_halves_the_other_layers_priorities() -> None:
+    priority = torch.tensor([[0.8, -1.0, 0.6, 0.2]])
+    halved = deepest_first(priority, [2, 2])
+    torch.testing.assert_close(halved, torch.tensor([[0.4, -1.0, 0.6, 0.2]]))
+    # Masses 6, 4 | 2, 2: after the first of each, the deepest layer's second channel (half
+    # its mass unscored) comes before the first layer's (0.4, halved to 0.2).
+    masses = [torch.tensor([[6.0, 4.0]]), torch.tensor([[2.0, 2.0]])]
+    live = [torch.ones(1, 2, dtype=torch.bool)] * 2
+    scored = torch.tensor([[True, False, True, False]])
+    chosen = next_channels(masses, live, scored, torch.zeros(1, 4), False, torch.tensor([1]))
+    assert chosen.tolist() == [[False, False, False, True]]

@@ -274,9 +274,31 @@ def test_pass_budget_reaches_poly_cam_and_is_reported(tmp_path, capsys, monkeypa
     run, live = (int(n) for n in passes.search(exact).groups())
     assert run == live > 1  # the stub's live channels, each scored
     assert passes.search(budgeted).groups() == (str(live // 2), str(live))
+    assert "Estimated fidelity" not in exact
+    fidelity = re.search(r"Estimated fidelity \(Spearman with the exact map\): (.*)", budgeted)
+    # The stub's layers have so few channels that half of them leaves none for the check.
+    assert fidelity is not None and re.fullmatch(r"not estimated|0\.\d{3}|1\.000", fidelity[1])
 
 
-@pytest.mark.parametrize("value", ["0", "1.5", "-1", "half"])
+def test_auto_budget_reports_the_fidelity_it_reached(tmp_path, capsys, monkeypatch) -> None:
+    torch.manual_seed(0)
+    stub = (_StubClassifier().eval(), [f"class{i}" for i in range(5)])
+    monkeypatch.setattr(cli_explain, "load_model", lambda name, device: stub)
+    image = str(_png(tmp_path / "a.png", [60, 50, 200]))
+    args = ["explain", image, "--out", str(tmp_path / "maps.png"), "--pass-budget", "auto"]
+    assert main([*args, "--min-fidelity", "0.5"]) == 0
+    fidelity = re.search(
+        r"Estimated fidelity \(Spearman with the exact map\): (.*)", capsys.readouterr().out
+    )
+    assert fidelity is not None and float(fidelity[1]) >= 0.5
+
+
+def test_min_fidelity_without_auto_is_refused(capsys) -> None:
+    assert main(["explain", "--pass-budget", "0.5", "--min-fidelity", "0.9"]) == 2
+    assert "--min-fidelity: only with --pass-budget auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-1", "half", "Auto"])
 def test_bad_pass_budget_is_a_usage_error(value: str, capsys) -> None:
     assert main(["explain", "--pass-budget", value]) == 2
     assert "--pass-budget" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def gradcam_on_block2(model: nn.Module) -> LayerGradCam:
 
 def _explained(runs: Sequence[Run], inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
     """Every method's maps, each run asked once."""
-    return {name: maps for run in runs for name, maps in run.explain(inputs, targets).items()}
+    return {name: maps for run in runs for name, maps in run.explain(inputs, targets).maps.items()}
 
 
 def _methods(runs: Sequence[Run]) -> dict[str, Method]:
@@ -66,7 +66,7 @@ def test_every_method_gives_unit_maps_at_the_input_size(
 ) -> None:
     (run,) = build_methods([name], tiny_cnn, LAYERS)
     torch.manual_seed(0)
-    maps = run.explain(tiny_inputs, torch.tensor([0, 3, 4]))[name]
+    maps = run.explain(tiny_inputs, torch.tensor([0, 3, 4])).maps[name]
     assert maps.shape == (3, 1, 16, 16) and maps.dtype == torch.float32
     assert maps.min() >= 0 and maps.max() <= 1
     (method,) = run.methods
@@ -108,14 +108,14 @@ def test_gradcam_is_captum_layer_gradcam_on_the_deepest_layer_upsampled(
     upsampled = LayerAttribution.interpolate(raw, (16, 16), "bilinear")
     expected = upsampled / upsampled.flatten(1).amax(dim=1)[:, None, None, None]
     expected = expected.nan_to_num(0.0)  # an all-zero Grad-CAM map stays zero
-    torch.testing.assert_close(run.explain(tiny_inputs, targets)["gradcam"], expected)
+    torch.testing.assert_close(run.explain(tiny_inputs, targets).maps["gradcam"], expected)
 
 
 def test_a_single_target_applies_to_every_example(tiny_cnn: nn.Module, tiny_inputs: Tensor):
     (run,) = build_methods(["saliency"], tiny_cnn, LAYERS)
     torch.testing.assert_close(
-        run.explain(tiny_inputs, torch.tensor([2]))["saliency"],
-        run.explain(tiny_inputs, torch.tensor([2, 2, 2]))["saliency"],
+        run.explain(tiny_inputs, torch.tensor([2])).maps["saliency"],
+        run.explain(tiny_inputs, torch.tensor([2, 2, 2])).maps["saliency"],
     )
 
 
@@ -123,9 +123,9 @@ def test_random_maps_follow_the_seed(tiny_cnn: nn.Module, tiny_inputs: Tensor) -
     (run,) = build_methods(["random"], tiny_cnn, LAYERS)
     targets = torch.zeros(3, dtype=torch.long)
     torch.manual_seed(5)
-    first = run.explain(tiny_inputs, targets)["random"]
+    first = run.explain(tiny_inputs, targets).maps["random"]
     torch.manual_seed(5)
-    assert torch.equal(first, run.explain(tiny_inputs, targets)["random"])
+    assert torch.equal(first, run.explain(tiny_inputs, targets).maps["random"])
 
 
 @pytest.mark.parametrize(
@@ -180,6 +180,20 @@ def test_budget_option_builds_one_budgeted_run_per_budget(
     assert method_file_stem(names[1]) == "pcam+-_budget0.5"
 
 
+def test_auto_option_builds_an_auto_budgeted_run_that_gives_its_fidelity(
+    tiny_cnn: nn.Module, tiny_inputs: Tensor
+) -> None:
+    runs = build_methods(["pcam+", "pcam+:auto"], tiny_cnn, LAYERS)
+    targets = torch.tensor([1, 1, 0])
+    exact, auto = (run.explain(tiny_inputs, targets) for run in runs)
+    assert exact.fidelity is None
+    expected = PolyCam(tiny_cnn, LAYERS, "plus", pass_budget="auto").decompose(tiny_inputs, targets)
+    torch.testing.assert_close(auto.maps["pcam+:auto"], expected.maps)
+    torch.testing.assert_close(auto.fidelity, expected.fidelity)
+    parameters = _methods(runs)["pcam+:auto"].parameters
+    assert (parameters["pass_budget"], parameters["min_fidelity"]) == ("auto", 0.99)
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -188,6 +202,8 @@ def test_budget_option_builds_one_budgeted_run_per_budget(
         "pcam+:budget",
         "pcam+:budget0.5:budget0.2",
         "pcam+:budgetx",
+        "pcam+:auto:budget0.5",
+        "pcam+:auto:auto",
     ],
 )
 def test_bad_budget_options_are_named(name: str, tiny_cnn: nn.Module) -> None:
@@ -237,14 +253,14 @@ def test_outputs_of_one_poly_cam_configuration_are_one_run_that_computes_anew_ea
         PolyCam(tiny_cnn, LAYERS, "plus").decompose(tiny_inputs, targets)
         passes_of_one_run = len(passes)
         # Every output of the run from one decomposition: no pass more than Poly-CAM alone.
-        before = runs[0].explain(tiny_inputs, targets)
+        before = runs[0].explain(tiny_inputs, targets).maps
         assert list(before) == ["pcam+", "pcam+:no-lnorm", "pcam+:stage1"]
         assert len(passes) == 2 * passes_of_one_run
         # Each call computes anew: the same images again are a new run, which sees the model
         # as it is now.
         with torch.no_grad():
             tiny_cnn.head.bias.add_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
-        after = runs[0].explain(tiny_inputs, targets)
+        after = runs[0].explain(tiny_inputs, targets).maps
     finally:
         hook.remove()
     assert len(passes) == 3 * passes_of_one_run

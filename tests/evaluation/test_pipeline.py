@@ -4,6 +4,7 @@ SIGKILL, torchrun sharding, unreadable images and configuration mismatches."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -887,3 +888,22 @@ def test_a_channels_last_model_read_through_its_reshape_gives_the_cnns_artefacts
     other = _config(methods=methods, reshape="tests.attr.test_reshape:from_channels_last")
     with pytest.raises(EvaluationError, match=r"differs in .*reshape"):
         evaluate(photos, restaged, other, model=channels_last_classifier(), num_workers=0)
+
+
+def test_a_budgeted_run_records_each_maps_estimated_fidelity(photos: Path, tmp_path: Path) -> None:
+    config = _config(methods=("pcam+", "pcam+:auto", "pcam+-:budget0.5"), batch_size=7)
+    evaluate(photos, tmp_path / "out", config, model=tiny_classifier(), num_workers=0)
+    csv = tmp_path / "out" / "csv"
+    assert "fidelity" not in read_csv(csv / "scores_tiny_pcam+.csv")[0]  # the exact method
+    inputs = torch.stack([sample.inputs for sample in ImageFolder(photos, preprocessing=SMALL)])
+    layers = ["block1", "block2", "block3"]
+    for name, variant, budget in (
+        ("pcam+_auto", "plus", "auto"),
+        ("pcam+-_budget0.5", "plusminus", 0.5),
+    ):
+        rows = read_csv(csv / f"scores_tiny_{name}.csv")
+        expected = PolyCam(tiny_classifier(), layers, variant, pass_budget=budget).decompose(inputs)
+        recorded = [float(row["fidelity"]) if row["fidelity"] else math.nan for row in rows]
+        torch.testing.assert_close(
+            torch.tensor(recorded), expected.fidelity, equal_nan=True, atol=1e-6, rtol=0
+        )
