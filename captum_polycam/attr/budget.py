@@ -364,7 +364,7 @@ def estimate_fidelity(
             if len(error) == 0 or len(positions) == 0:
                 continue
             picks = torch.randint(len(error), (len(positions),), generator=generator)
-            drawn[example, positions] += error.cpu()[picks].to(drawn)
+            drawn[example, positions] += error[picks.to(error.device)].to(drawn)
         total += rank_correlation(map_of(drawn), reference)
     return total / _DRAWS
 
@@ -377,7 +377,9 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
     norms = ranks_a.norm(dim=1) * ranks_b.norm(dim=1)
     both_flat = norms == 0
-    return torch.where(both_flat, 1.0, (ranks_a * ranks_b).sum(dim=1) / norms.clamp_min(1e-300))
+    # Rounding can take identical rankings a hair past 1.
+    correlation = ((ranks_a * ranks_b).sum(dim=1) / norms.clamp_min(1e-300)).clamp(-1.0, 1.0)
+    return torch.where(both_flat, 1.0, correlation)
 
 
 def _mean_ranks(values: Tensor) -> Tensor:
