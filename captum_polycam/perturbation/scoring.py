@@ -60,6 +60,9 @@ _TUNER = PassTuner()
 _LOWERED = LoweredPrecisionCheck()
 # How a scorer runs its passes unless told: measured pass size, fp32, eager.
 _DEFAULTS = ScoringOptions()
+# An explicit pass size has its layout measured only in plans of at least this many passes, so
+# that the measurement's 4 passes cost a sixteenth of the plan at most, and only once.
+_LAYOUT_PROBE_PASSES = 64
 
 FillFn = Callable[[int, int, Tensor], None]
 """``fill(start, stop, out)`` writes the perturbed inputs of items ``start .. stop - 1``."""
@@ -221,8 +224,8 @@ class PerturbationScorer:
         check makes sure that no score was NaN or Inf. Without ``perturbations_per_eval``
         (here or in the options), the passes' size and memory layout are measured on the
         first call that scores enough items for this model, input shape, device and precision
-        (:mod:`~captum_polycam.perturbation.tuning`), then reused. A pass that runs out of
-        memory is halved and retried, never failing the call.
+        (:mod:`~captum_polycam.perturbation.tuning`), then reused; with it, the layout alone.
+        A pass that runs out of memory is halved and retried, never failing the call.
 
         Args:
             batch: The prepared batch the plan perturbs.
@@ -341,22 +344,20 @@ class PerturbationScorer:
         """The shape of the passes, how many items choosing it already scored, and whether it
         was measured (rather than given or defaulted).
 
-        An explicit ``perturbations_per_eval`` wins and keeps the caller's memory layout.
-        Otherwise the shape measured for this model, input shape, device and precision, or,
-        the first time, the fastest of a probe on the plan's first items.
+        An explicit ``perturbations_per_eval`` wins; the layout of its passes is still measured
+        (4 passes, once per model, input shape, device, precision and pass size) when the plan
+        holds at least ``_LAYOUT_PROBE_PASSES`` of them. Otherwise the shape measured for this
+        model, input shape, device and precision, or, the first time, the fastest of a probe on
+        the plan's first items.
         """
         inputs = batch.inputs
-        caller_layout = (
-            inputs.dim() == 4
-            and inputs.is_contiguous(memory_format=torch.channels_last)
-            and not inputs.is_contiguous()
-        )
+        caller_layout = _is_channels_last(inputs)
         explicit = perturbations_per_eval or self.perturbations_per_eval
+        if self.compile:  # measuring would compile the model for every shape tried
+            size = explicit or default_perturbations_per_eval(inputs.device, len(batch))
+            return PassShape(size * len(batch), caller_layout), 0, False
         if explicit:
-            return PassShape(explicit * len(batch), caller_layout), 0, False
-        if self.compile:  # measuring would compile the model for every size tried
-            default = default_perturbations_per_eval(inputs.device, len(batch)) * len(batch)
-            return PassShape(default, caller_layout), 0, False
+            return self._explicit_pass_shape(inputs, explicit * len(batch), count, run)
         key = self._tuning_key(inputs)
         remembered = _TUNER.chosen(self._owner, key)
         if remembered is not None:
@@ -369,6 +370,24 @@ class PerturbationScorer:
             return PassShape(default, caller_layout), scored, False
         _TUNER.remember(self._owner, key, probed)
         return probed, scored, True
+
+    def _explicit_pass_shape(
+        self, inputs: Tensor, size: int, count: int, run: Callable[[int, int, PassShape], None]
+    ) -> tuple[PassShape, int, bool]:
+        """Passes of the caller's size, in the layout measured for it (see :meth:`_pass_shape`).
+
+        Not reported as measured: a pass halved after running out of memory is not remembered
+        as the measured shape of this model.
+        """
+        caller_layout = _is_channels_last(inputs)
+        if inputs.dim() != 4:  # channels-last is a layout of 4-d tensors only
+            return PassShape(size, caller_layout), 0, False
+        key = (*self._tuning_key(inputs), size)
+        remembered = _TUNER.chosen(self._owner, key)
+        if remembered is None and count >= _LAYOUT_PROBE_PASSES * size:
+            remembered = PassShape(size, _TUNER.fastest_layout(run, size, inputs.device))
+            _TUNER.remember(self._owner, key, remembered)
+        return remembered or PassShape(size, caller_layout), 0, False
 
     def _check_lowered_precision(self, batch: PreparedBatch) -> None:
         """On a CPU, time a pass of the first input in the lowered precision against fp32,
@@ -465,3 +484,11 @@ def _float32(output: Any) -> Any:
     if isinstance(output, Tensor) and output.dtype in (torch.bfloat16, torch.float16):
         return output.float()
     return output
+
+
+def _is_channels_last(inputs: Tensor) -> bool:
+    return (
+        inputs.dim() == 4
+        and inputs.is_contiguous(memory_format=torch.channels_last)
+        and not inputs.is_contiguous()
+    )

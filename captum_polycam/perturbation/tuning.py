@@ -157,6 +157,24 @@ class PassTuner:
                 layout_best = max(layout_best, rate)
         return best, start
 
+    def fastest_layout(self, run: RunPass, size: int, device: torch.device) -> bool:
+        """Whether passes of ``size`` items run faster channels-last than contiguous.
+
+        Each layout scores the plan's first ``size`` items in a pass that sets its kernels up,
+        then in a timed one. The caller scores those items again in the chosen layout, so that
+        every item of a call comes from passes of one layout.
+        """
+        seconds = {}
+        for channels_last in (False, True):
+            shape = PassShape(size, channels_last)
+            run(0, size, shape)
+            _synchronise(device)
+            began = self.clock()
+            run(0, size, shape)
+            _synchronise(device)
+            seconds[channels_last] = self.clock() - began
+        return seconds[True] < seconds[False]
+
 
 def _synchronise(device: torch.device) -> None:
     # Timing a GPU pass needs its end; only the probe's few passes wait for it.

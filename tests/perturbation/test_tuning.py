@@ -112,6 +112,29 @@ def test_an_explicit_perturbations_per_eval_wins_and_short_plans_use_the_default
     assert [size for size, _ in model.passes] == [4, 4, 4]  # 2 per example on a CPU
 
 
+def test_an_explicit_perturbations_per_eval_still_has_its_layout_measured() -> None:
+    model = Timed()  # contiguous passes are the faster here
+    inputs = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    inputs = inputs.contiguous(memory_format=torch.channels_last)
+    fixed = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=2))
+    batch = fixed.prepare(inputs)
+    model.passes.clear()
+    scores = fixed.score(batch, _plan(inputs, 256))  # 64 passes of 4: enough to measure
+    # Each layout sets up then times one pass on the first items, which are scored again.
+    probe = [(4, False), (4, False), (4, True), (4, True)]
+    assert model.passes == probe + [(4, False)] * 64
+    key = ((3, 4, 4), torch.float32, "cpu", "fp32", 4)
+    assert _TUNER.chosen(model, key) == PassShape(4, channels_last=False)
+    model.passes.clear()
+    again = fixed.score(batch, _plan(inputs, 256))
+    assert model.passes == [(4, False)] * 64  # remembered
+    torch.testing.assert_close(again, scores, rtol=0, atol=0)
+    model.passes.clear()
+    short = PerturbationScorer(model, options=ScoringOptions(perturbations_per_eval=3))
+    short.score(batch, _plan(inputs, 378))  # 63 passes of 6: too short to measure
+    assert model.passes == [(6, True)] * 63  # the caller's layout
+
+
 def test_a_pass_that_runs_out_of_memory_is_halved_and_retried() -> None:
     model = RunsOutOfMemory()
     inputs = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
