@@ -65,7 +65,8 @@ _HIDE_MODES: dict[str, tuple[bool, ...]] = {
 
 
 class PolyCamMaps(NamedTuple):
-    """Everything one Poly-CAM run computes, each ``N x 1 x H x W`` in ``[0, 1]``.
+    """Everything one Poly-CAM run computes, each ``N x 1 x H x W`` in ``[0, 1]`` (``N x 1 x
+    L`` for signals, ``N x 1 x D x H x W`` for volumes).
 
     Attributes:
         maps: The attribution, fusing every layer (what :meth:`PolyCam.attribute` returns).
@@ -352,8 +353,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         r"""Compute the Poly-CAM map of each example.
 
         Args:
-            inputs: ``N x C x H x W`` float tensor, normalised as the model expects, or a
-                1-tuple holding it (Captum's tuple form; the maps then come in a 1-tuple).
+            inputs: ``N x C x H x W`` float tensor (images), ``N x C x L`` (signals) or
+                ``N x C x D x H x W`` (volumes), normalised as the model expects, or a 1-tuple
+                holding it (Captum's tuple form; the maps then come in a 1-tuple). Every layer's
+                output has the inputs' spatial dimensions; masks and maps are resampled
+                linearly, bilinearly or trilinearly (see "Signals and volumes").
             target: The output index explained for each example, as in Captum: an int, a
                 tuple for multi-dimensional outputs, a list or tensor with one entry per
                 example, or ``None`` for each example's top-1 class. A NumPy integer
@@ -372,7 +376,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 left: a bar on a terminal, otherwise a status line every 30 s and a final one.
 
         Returns:
-            The maps, ``N x 1 x H x W`` in ``[0, 1]`` on the inputs' device. With
+            The maps, ``N x 1 x H x W`` in ``[0, 1]`` on the inputs' device (``N x 1 x L``
+            for signals, ``N x 1 x D x H x W`` for volumes). With
             ``return_stages=True``, a pair ``(maps, stages)`` where ``stages`` holds the
             normalised composites deepest first (the deepest layer alone, the deepest two,
             ...), each ``N x 1 x H x W``; the last one equals ``maps``.
@@ -380,8 +385,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         Raises:
             TypeError, ValueError: Malformed inputs or targets (a NumPy integer is taken as an
                 int), or inputs the model cannot take: another dtype or device than its
-                parameters, other channels than its first convolution's (said whether the
-                layers are given or discovered; torch's error is kept as the cause).
+                parameters, other dimensions or channels than its first convolution's (said
+                whether the layers are given or discovered; torch's error is kept as the
+                cause), or layers whose maps have other spatial dimensions than the inputs.
             RuntimeError: Another thread is running the model in training mode (see below).
 
         Warns:
