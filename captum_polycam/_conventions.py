@@ -89,15 +89,22 @@ def unpack_single(value: Any, name: str) -> tuple[Any, bool]:
     return value, False
 
 
-def check_inputs(inputs: Any, *, images: bool = True) -> Tensor:
-    """``inputs`` if it is a non-empty, finite float tensor with a batch dimension, of shape
-    ``N x C x H x W`` where ``images``; otherwise a clear error naming ``inputs``."""
+# The inputs' layouts by number of spatial dimensions: signals, images and volumes.
+_LAYOUTS = {1: "N x C x L", 2: "N x C x H x W", 3: "N x C x D x H x W"}
+# What the method takes: signals, images and volumes.
+SIGNALS_IMAGES_VOLUMES = (1, 2, 3)
+
+
+def check_inputs(inputs: Any, *, spatial_dims: tuple[int, ...] = (2,)) -> Tensor:
+    """``inputs`` if it is a non-empty, finite float tensor with a batch dimension and, unless
+    ``spatial_dims`` is empty, a channel axis and that many spatial dimensions (``(2,)``:
+    ``N x C x H x W`` images); otherwise a clear error naming ``inputs``."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
-    if images and (inputs.dim() != 4 or not inputs.is_floating_point()):
-        raise ValueError(
-            f"inputs must be a 4-D float tensor N x C x H x W; got {inputs.dim()}-D {inputs.dtype}"
-        )
+    if spatial_dims and (inputs.dim() - 2 not in spatial_dims or not inputs.is_floating_point()):
+        forms = [f"{dims + 2}-D float tensor {_LAYOUTS[dims]}" for dims in spatial_dims]
+        expected = ", ".join(forms[:-1]) + (" or " if len(forms) > 1 else "") + forms[-1]
+        raise ValueError(f"inputs must be a {expected}; got {inputs.dim()}-D {inputs.dtype}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a float tensor; got dtype {inputs.dtype}")
     if inputs.dim() == 0:
@@ -128,20 +135,21 @@ def module_of(forward_func: Callable[..., Any]) -> nn.Module | None:
 _CONVOLUTIONS: dict[int, type[nn.Module]] = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
 
 
-def _first_convolution(model: nn.Module, inputs: Tensor) -> tuple[str, nn.Module] | None:
-    """The first convolution registered in ``model`` of the kind that reads ``inputs`` (2-D
-    for images), with its name, where its input channels are known (a lazy one's are not
+def _first_convolution(model: nn.Module) -> tuple[str, nn.Module, int] | None:
+    """The first 1-D, 2-D or 3-D convolution registered in ``model``, with its name and its
+    inputs' number of dimensions, where its input channels are known (a lazy one's are not
     until it has run): where a CNN reads its input."""
-    kind = _CONVOLUTIONS.get(inputs.dim())
     for name, module in model.named_modules():
-        if kind is not None and isinstance(module, kind) and module.in_channels > 0:
-            return name, module
+        for dims, kind in _CONVOLUTIONS.items():
+            if isinstance(module, kind) and module.in_channels > 0:
+                return name, module, dims
     return None
 
 
 def _input_mismatch(forward_func: Callable[..., Any], inputs: Tensor) -> Exception | None:
     """A clear error when ``inputs`` cannot be what the model takes (another dtype or device
-    than its parameters, other channels than its first convolution's), else ``None``."""
+    than its parameters, other dimensions or channels than its first convolution's), else
+    ``None``."""
     model = module_of(forward_func)
     if model is None:
         return None
@@ -157,9 +165,19 @@ def _input_mismatch(forward_func: Callable[..., Any], inputs: Tensor) -> Excepti
             f"inputs are on {inputs.device} but the model's parameters are on "
             f"{parameter.device}: move the inputs with inputs.to('{parameter.device}')"
         )
-    first = _first_convolution(model, inputs)
-    if first is not None and inputs.shape[1] != first[1].in_channels:
-        name, convolution = first
+    first = _first_convolution(model)
+    if first is None:
+        return None
+    name, convolution, dims = first
+    if dims != inputs.dim():
+        layout = _LAYOUTS.get(inputs.dim() - 2, "")
+        hint = " (one example without its batch axis? add it: inputs[None])" if dims == 4 else ""
+        return ValueError(
+            f"inputs are {inputs.dim()}-D {layout} but the model's first convolution, "
+            f"{name or type(convolution).__name__}, a {type(convolution).__name__}, takes "
+            f"{dims}-D {_LAYOUTS[dims - 2]} inputs{hint}"
+        )
+    if inputs.shape[1] != convolution.in_channels:
         given, expected = inputs.shape[1], convolution.in_channels
         hint = " (convert grayscale or RGBA images to RGB)" if expected == 3 else ""
         return ValueError(
@@ -183,12 +201,15 @@ def input_errors_explained(forward_func: Callable[..., Any], inputs: Tensor) -> 
         TypeError: The inputs are of another dtype than the model's parameters.
         ValueError: They are on another device, or have other channels than the model's first
             convolution takes.
+        ValueError: Of other dimensions than the model's first convolution takes.
         RuntimeError: Any other failure, as it was. The explained errors keep torch's as their
             cause.
     """
     try:
         yield
-    except RuntimeError as error:
+    # An image without its batch axis runs through 2-D convolutions as an unbatched one, and
+    # fails later, often on an index.
+    except (RuntimeError, IndexError) as error:
         mismatch = _input_mismatch(forward_func, inputs)
         if mismatch is not None:
             raise mismatch from error

@@ -42,11 +42,17 @@ ChannelReduction = Literal["sum", "abs_sum"]
 _EPS = 1e-12
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of ``(N, C, h, w)`` maps (``align_corners=False``, no antialias)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+# Linear interpolation in each spatial dimension: of signals, images and volumes.
+_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsample(maps: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Linear resize of ``(N, C, *spatial)`` maps in every spatial dimension: linear for
+    signals (``N x C x l``), bilinear for images (``N x C x h x w``), trilinear for volumes
+    (``N x C x d x h x w``); ``align_corners=False``, no antialias."""
+    if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(maps, size=size, mode=_LINEAR_MODES[len(size)], align_corners=False)
 
 
 def percentile(values: Tensor, q: float) -> Tensor:
@@ -68,7 +74,7 @@ def percentile(values: Tensor, q: float) -> Tensor:
 
 
 def robust_normalise(maps: Tensor) -> Tensor:
-    """Percentile normalisation of each 2-D map of ``(..., h, w)``, into ``[0, 1]``.
+    """Percentile normalisation of each map of ``(N, C, *spatial)``, into ``[0, 1]``.
 
     ``N(a) = clip((a - p_0.1(a)) / max(p_99.9(a), 1e-12), 0, 1)``, where ``p_q`` is the
     percentile over the map's positions. The divisor is the high percentile itself, not the
@@ -78,11 +84,13 @@ def robust_normalise(maps: Tensor) -> Tensor:
 
 
 def robust_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """``p_0.1`` and ``max(p_99.9, 1e-12)`` of each 2-D map, shaped ``(..., 1, 1)``: what
-    :func:`robust_normalise` subtracts and divides by, to normalise later, a few maps at a time."""
-    flat = maps.flatten(-2)
-    low = percentile(flat, 0.1)[..., None, None]
-    divisor = percentile(flat, 99.9)[..., None, None].clamp_min(_EPS)
+    """``p_0.1`` and ``max(p_99.9, 1e-12)`` of each map of ``(N, C, *spatial)``, shaped
+    ``(N, C, 1, ...)``: what :func:`robust_normalise` subtracts and divides by, to normalise
+    later, a few maps at a time."""
+    flat = maps.flatten(2)
+    ones = (1,) * (maps.dim() - 2)
+    low = percentile(flat, 0.1).view(*maps.shape[:2], *ones)
+    divisor = percentile(flat, 99.9).clamp_min(_EPS).view(*maps.shape[:2], *ones)
     return low, divisor
 
 

@@ -1,10 +1,12 @@
 """Seeing the maps: a saliency map over its photo, as pytorch-grad-cam's ``show_cam_on_image``
 and torchcam's ``overlay_mask`` do, for any ``N x 1 x H x W`` map in ``[0, 1]``; the paper's
-summary figure (photo, overlay, the map after each fusion stage); and the photo itself, read and
-preprocessed the paper's way."""
+summary figure (photo, overlay, the map after each fusion stage); the photo itself, read and
+preprocessed the paper's way; and a volume's map over its scan, through its maximum
+(:func:`slices`) or slice by slice (:func:`montage`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from captum_polycam._conventions import as_int, check_int
 from captum_polycam.normalisation import upsample
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import SIZE, Preprocessing, normalise, pil_pixels, read_image
@@ -26,7 +29,7 @@ from captum_polycam.resources.images import SIZE, Preprocessing, normalise, pil_
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["figure", "load_image", "overlay", "preprocess", "save"]
+__all__ = ["figure", "load_image", "montage", "overlay", "preprocess", "save", "slices"]
 
 # Integer photos hold 8- or 16-bit pixels, divided by their type's largest value as load_image
 # scales 8- and 16-bit files; wider integer types have no single usual range.
@@ -322,6 +325,183 @@ def figure_format(path: str | Path, *, argument: str = "--out") -> str:
             "(by the file name's suffix)"
         )
     return suffix.lower()[1:]
+
+
+def slices(
+    volume: Tensor | np.ndarray,
+    maps: Tensor | np.ndarray,
+    *,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+) -> Figure:
+    """A volume's map over its scan, on the three planes through the map's maximum.
+
+    The panels are the planes of axes 0, 1 and 2 through the voxel ``(d, h, w)`` where the map
+    is largest (the first such voxel, in index order): ``volume[d]``, ``volume[:, h]`` and
+    ``volume[:, :, w]`` (axial, coronal and sagittal for a scan stored that way; the volume is
+    not reoriented). Each shows the scan in grey with the map over it, blended as
+    :func:`overlay` does, crosshair lines through the maximum, and the title
+    ``"axis A, slice I"``. Voxels are drawn square, whatever the scan's zooms.
+
+    The figure has its own Agg canvas and leaves pyplot alone, as :func:`figure`'s does.
+
+    Args:
+        volume: The scan, ``D x H x W`` (or ``1 x D x H x W``, ``1 x 1 x D x H x W``), with
+            values in ``[0, 1]``: scale a CT with
+            :func:`~captum_polycam.resources.volumes.window` and an MRI with
+            :func:`~captum_polycam.resources.volumes.percentile_scale` first.
+        maps: The map, of the volume's shape (the same leading axes of size 1 allowed), in
+            ``[0, 1]``, as :class:`~captum_polycam.PolyCam` returns it for one scan.
+        alpha: The map's opacity, in ``[0, 1]``.
+        colormap: A matplotlib colormap name, for the map.
+
+    Returns:
+        The figure: three 3-inch panels in a row, at 100 dpi.
+
+    Raises:
+        TypeError: If ``volume`` or ``maps`` is neither a tensor nor an array.
+        ValueError: If either is not 3-D after dropping leading axes of size 1, their shapes
+            differ, either holds values outside ``[0, 1]`` (NaN included), ``alpha`` is outside
+            ``[0, 1]`` or ``colormap`` is unknown.
+
+    Example:
+        >>> scan = read_volume("chest_ct.nii.gz")
+        >>> inputs = window(scan.data, -1000.0, 400.0)
+        >>> maps = polycam.attribute(inputs[None, None], target=1)
+        >>> slices(inputs, maps).savefig("chest_ct_polycam.png")
+    """
+    grey, heat = _volume_and_map(volume, maps, alpha, colormap)
+    peak = tuple(int(index) for index in np.unravel_index(int(heat.argmax()), heat.shape))
+    drawn = Figure(figsize=(_PANEL_INCHES * 3, _PANEL_INCHES), dpi=_DPI, layout="constrained")
+    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
+    FigureCanvasAgg(drawn)
+    for axis, panel in zip(range(3), drawn.subplots(1, 3), strict=True):
+        _draw_slice(panel, grey, heat, axis, peak[axis], alpha, colormap)
+        # The maximum's row and column within this plane: the other two axes, in order.
+        row, column = (peak[other] for other in range(3) if other != axis)
+        panel.axhline(row, color="white", linewidth=0.8, alpha=0.8)
+        panel.axvline(column, color="white", linewidth=0.8, alpha=0.8)
+    return drawn
+
+
+def montage(
+    volume: Tensor | np.ndarray,
+    maps: Tensor | np.ndarray,
+    *,
+    axis: int = 0,
+    count: int = 16,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+) -> Figure:
+    """A volume's map over its scan, slice by slice along one axis, in a near-square grid.
+
+    The ``count`` slices are evenly spaced: slice ``floor((k + 0.5) * n / count)`` for
+    ``k = 0, ..., count - 1`` of the axis's ``n``, the middle of each of ``count`` equal runs
+    (so one slice is the middle one, and the scan's empty edges are skipped); every slice when
+    the axis has no more than ``count``. Each panel shows the slice as :func:`slices` does,
+    without the crosshair, titled ``"axis A, slice I"``, in a grid of ``ceil(sqrt(k))``
+    columns.
+
+    Args:
+        volume: The scan, as :func:`slices` takes it, with values in ``[0, 1]``.
+        maps: The map, as :func:`slices` takes it, of the volume's shape, in ``[0, 1]``.
+        axis: The axis to slice along: 0, 1 or 2.
+        count: How many slices to draw, at least 1.
+        alpha: The map's opacity, in ``[0, 1]``.
+        colormap: A matplotlib colormap name, for the map.
+
+    Returns:
+        The figure: one 3-inch panel per slice, at 100 dpi, row by row.
+
+    Raises:
+        TypeError: As :func:`slices` does.
+        ValueError: As :func:`slices` does, or if ``axis`` is not 0, 1 or 2 or ``count`` is not
+            a positive int.
+
+    Example:
+        >>> inputs = percentile_scale(read_volume("brain_t1.nii.gz").data)
+        >>> maps = polycam.attribute(inputs[None, None], target=1)
+        >>> montage(inputs, maps, axis=2, count=12).savefig("brain_t1_polycam.png")
+    """
+    if as_int(axis) not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (an axis of D x H x W); got {axis!r}")
+    axis = int(axis)
+    count = check_int("count", count)
+    grey, heat = _volume_and_map(volume, maps, alpha, colormap)
+    length = grey.shape[axis]
+    shown = min(count, length)
+    # Runs of length / shown >= 1 voxels: their middles are distinct slices.
+    indices = [int((index + 0.5) * length / shown) for index in range(shown)]
+    columns = math.ceil(math.sqrt(shown))
+    rows = math.ceil(shown / columns)
+    drawn = Figure(
+        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES * rows), dpi=_DPI, layout="constrained"
+    )
+    FigureCanvasAgg(drawn)
+    # Only as many axes as slices: an empty grid cell gets none, so fig.axes are the slices.
+    for position, index in enumerate(indices, 1):
+        panel = drawn.add_subplot(rows, columns, position)
+        _draw_slice(panel, grey, heat, axis, index, alpha, colormap)
+    return drawn
+
+
+def _volume_and_map(
+    volume: Tensor | np.ndarray, maps: Tensor | np.ndarray, alpha: float, colormap: str
+) -> tuple[Tensor, Tensor]:
+    """The scan and its map as ``D x H x W`` float tensors in ``[0, 1]``, on the CPU, checked
+    to have one shape; with the drawing options checked as :func:`overlay` checks them."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+    if colormap not in colormaps:
+        raise ValueError(f"colormap must be a matplotlib colormap name; got {colormap!r}")
+    advice = {
+        "volume": "scale the scan first with window (CT) or percentile_scale (MRI), from "
+        "captum_polycam.resources.volumes",
+        "maps": "normalise the map first, as PolyCam's maps are",
+    }
+    checked = []
+    for name, values in (("volume", volume), ("maps", maps)):
+        if not isinstance(values, (Tensor, np.ndarray)):
+            raise TypeError(f"{name} must be a tensor or an array; got {type(values)}")
+        voxels = torch.as_tensor(values).detach().cpu().float()
+        while voxels.dim() > 3 and voxels.shape[0] == 1:
+            voxels = voxels[0]
+        if voxels.dim() != 3 or not voxels.numel():
+            raise ValueError(
+                f"{name} must be a non-empty D x H x W volume (or 1 x 1 x D x H x W); got "
+                f"{tuple(values.shape)}"
+            )
+        # Clipping would hide a scan in Hounsfield units (drawn white) or in MRI units; NaN
+        # fails both comparisons.
+        if not (voxels.min() >= 0 and voxels.max() <= 1 and bool(voxels.isfinite().all())):
+            raise ValueError(
+                f"{name}: values must be in [0, 1]; got values from {float(voxels.min()):.4g} "
+                f"to {float(voxels.max()):.4g}: {advice[name]}"
+            )
+        checked.append(voxels)
+    grey, heat = checked
+    if grey.shape != heat.shape:
+        raise ValueError(
+            f"maps: shape {tuple(heat.shape)} differs from the volume's {tuple(grey.shape)}; "
+            "a map is drawn over the scan it was computed on, voxel for voxel"
+        )
+    return grey, heat
+
+
+def _draw_slice(
+    panel: Any, grey: Tensor, heat: Tensor, axis: int, index: int, alpha: float, colormap: str
+) -> None:
+    """Draw slice ``index`` along ``axis`` of the scan with its map over it, titled."""
+    plane = grey.select(axis, index)
+    blended = overlay(
+        plane.expand(3, *plane.shape),
+        heat.select(axis, index)[None, None],
+        colormap=colormap,
+        alpha=alpha,
+    )
+    panel.imshow(blended[0], interpolation="nearest")
+    panel.set_title(f"axis {axis}, slice {index}")
+    panel.set_axis_off()
 
 
 def _photos(image: Any) -> Tensor:

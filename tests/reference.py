@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _up(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _up(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Linear resize of a signal, bilinear of an image, trilinear of a volume."""
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    return F.interpolate(t, size=size, mode=mode, align_corners=False)[0, 0].numpy()
 
 
 def normalise(a: np.ndarray) -> np.ndarray:
@@ -36,7 +38,8 @@ def reference_polycam(
     local_normalisation: bool = True,
     with_layer_maps: bool = False,
 ) -> Any:
-    """The stages (deepest first, each H x W) of one example ``x`` (1 x C x H x W); with
+    """The stages (deepest first, each of the input's spatial size) of one example ``x``
+    (1 x C x L, 1 x C x H x W or 1 x C x D x H x W); with
     ``with_layer_maps``, also each layer's own normalised map (shallow to deep)."""
     captured: dict[int, Tensor] = {}
     handles = [
@@ -47,7 +50,7 @@ def reference_polycam(
         b = float(score(model(x))[0, target])
     for h in handles:
         h.remove()
-    size = tuple(x.shape[-2:])
+    size = tuple(x.shape[2:])
     saliencies = []
     for layer in layers:
         acts = captured[id(layer)][0].double().numpy()
@@ -62,7 +65,7 @@ def reference_polycam(
             "minus": [max(b - h, 0.0) for h in hide],
             "plusminus": [max(u + b - h, 0.0) for u, h in zip(unveil, hide, strict=True)],
         }[variant]
-        w = np.array(weights)[:, None, None]
+        w = np.array(weights).reshape(-1, *(1,) * len(size))
         saliencies.append(np.maximum(np.nansum(w * acts, axis=0), 0))
 
     composite = saliencies[-1]

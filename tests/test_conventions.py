@@ -26,28 +26,37 @@ from captum_polycam._conventions import (
 
 
 @pytest.mark.parametrize(
-    ("inputs", "images", "error", "match"),
+    ("inputs", "spatial_dims", "error", "match"),
     [
-        ([[1.0]], True, TypeError, "inputs must be a torch.Tensor; got list"),
-        (torch.rand(3, 4, 4), True, ValueError, "inputs must be a 4-D float tensor"),
-        (torch.ones(1, 3, 4, 4, dtype=torch.long), True, ValueError, "4-D float tensor"),
-        (torch.ones(2, 3, dtype=torch.long), False, TypeError, "inputs must be a float tensor"),
-        (torch.tensor(1.0), False, ValueError, "inputs must have a batch dimension"),
-        (torch.rand(0, 3, 4, 4), True, ValueError, "inputs is an empty batch"),
-        (torch.tensor([[1.0, math.inf]]), False, ValueError, "inputs contains NaN or Inf"),
+        ([[1.0]], (2,), TypeError, "inputs must be a torch.Tensor; got list"),
+        (torch.rand(3, 4, 4), (2,), ValueError, "inputs must be a 4-D float tensor"),
+        (torch.ones(1, 3, 4, 4, dtype=torch.long), (2,), ValueError, "4-D float tensor"),
+        (
+            torch.rand(3, 4),
+            (1, 2, 3),
+            ValueError,
+            r"inputs must be a 3-D float tensor N x C x L, 4-D float tensor N x C x H x W or "
+            r"5-D float tensor N x C x D x H x W; got 2-D",
+        ),
+        (torch.ones(2, 3, dtype=torch.long), (), TypeError, "inputs must be a float tensor"),
+        (torch.tensor(1.0), (), ValueError, "inputs must have a batch dimension"),
+        (torch.rand(0, 3, 4, 4), (2,), ValueError, "inputs is an empty batch"),
+        (torch.tensor([[1.0, math.inf]]), (), ValueError, "inputs contains NaN or Inf"),
     ],
 )
 def test_check_inputs_names_what_is_wrong(
-    inputs: object, images: bool, error: type, match: str
+    inputs: object, spatial_dims: tuple[int, ...], error: type, match: str
 ) -> None:
     with pytest.raises(error, match=match):
-        check_inputs(inputs, images=images)
+        check_inputs(inputs, spatial_dims=spatial_dims)
 
 
 def test_check_inputs_returns_good_inputs_as_they_are() -> None:
     images = torch.rand(2, 3, 4, 4)
     assert check_inputs(images) is images
-    assert check_inputs(torch.rand(2, 5), images=False).shape == (2, 5)
+    assert check_inputs(torch.rand(2, 5), spatial_dims=()).shape == (2, 5)
+    for volumes in (torch.rand(2, 1, 9), torch.rand(2, 1, 3, 4, 5)):
+        assert check_inputs(volumes, spatial_dims=(1, 2, 3)) is volumes
 
 
 def test_unpack_single_takes_a_tensor_or_a_one_tuple() -> None:

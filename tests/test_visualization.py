@@ -23,9 +23,11 @@ from captum_polycam.visualization import (
     figure,
     figure_format,
     load_image,
+    montage,
     overlay,
     preprocess,
     save,
+    slices,
 )
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -450,3 +452,163 @@ def test_the_command_lines_detection_figure_draws_overlays(tmp_path: Path) -> No
     cli_figure.save_detection_figure(out, photo, maps, boxes, ["cat 0.90", "dog 0.80"])
     with Image.open(out) as written:
         assert written.size == (900, 300)
+
+
+# slices and montage: a volume's map over its scan
+
+VOLUME_SHAPE = (6, 7, 8)
+PEAK = (2, 5, 3)
+
+
+def _scan_and_map(
+    shape: tuple[int, int, int] = VOLUME_SHAPE, peak: tuple[int, int, int] = PEAK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A scan in [0, 1] and a map below 0.5 everywhere but 1 at ``peak``."""
+    generator = torch.Generator().manual_seed(6)
+    scan = torch.rand(shape, generator=generator)
+    heat = torch.rand(shape, generator=generator) * 0.5
+    heat[peak] = 1.0
+    return scan, heat
+
+
+def _titles(drawn: Figure) -> list[str]:
+    return [axes.get_title() for axes in drawn.axes]
+
+
+def test_slices_draws_the_three_planes_through_the_maximum() -> None:
+    scan, heat = _scan_and_map()
+    drawn = slices(scan, heat)
+    assert isinstance(drawn, Figure) and isinstance(drawn.canvas, FigureCanvasAgg)
+    assert _titles(drawn) == ["axis 0, slice 2", "axis 1, slice 5", "axis 2, slice 3"]
+    planes = [(scan[2], heat[2]), (scan[:, 5], heat[:, 5]), (scan[:, :, 3], heat[:, :, 3])]
+    for axes, (grey, plane) in zip(drawn.axes, planes, strict=True):
+        expected = overlay(grey.expand(3, *grey.shape), plane, alpha=0.5)[0]
+        np.testing.assert_allclose(np.asarray(axes.images[0].get_array()), expected, atol=1e-6)
+    # The crosshair crosses at the maximum: (h, w) on axis 0, (d, w) on axis 1, (d, h) on 2.
+    for axes, (row, column) in zip(drawn.axes, [(5, 3), (2, 3), (2, 5)], strict=True):
+        lines = [line.get_xydata() for line in axes.get_lines()]
+        assert any(np.all(line[:, 1] == row) for line in lines)
+        assert any(np.all(line[:, 0] == column) for line in lines)
+
+
+@pytest.mark.parametrize("peak", [(0, 0, 0), (5, 6, 7), (4, 1, 6)])
+def test_slices_follow_the_maximum_wherever_it_is(peak: tuple[int, int, int]) -> None:
+    scan, heat = _scan_and_map(peak=peak)
+    drawn = slices(scan.numpy(), heat[None, None])  # an array, and PolyCam's 1 x 1 x D x H x W
+    assert _titles(drawn) == [f"axis {axis}, slice {index}" for axis, index in enumerate(peak)]
+
+
+def test_slices_options_change_the_blend() -> None:
+    scan, heat = _scan_and_map()
+    drawn = slices(scan[None], heat[None], alpha=1.0, colormap="viridis")
+    expected = colormaps["viridis"](heat[2].numpy())[..., :3]
+    np.testing.assert_allclose(np.asarray(drawn.axes[0].images[0].get_array()), expected, atol=1e-6)
+
+
+def test_slices_and_a_montage_save_as_png(tmp_path: Path) -> None:
+    scan, heat = _scan_and_map()
+    slices(scan, heat).savefig(tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes().startswith(PNG)
+    with Image.open(tmp_path / "x.png") as written:
+        assert written.format == "PNG" and written.size == (900, 300)  # 3 panels of 3 inches
+    montage(scan, heat, count=4).savefig(tmp_path / "y.png")
+    with Image.open(tmp_path / "y.png") as written:
+        assert written.format == "PNG" and written.size == (600, 600)  # 2 x 2 panels
+
+
+@pytest.mark.parametrize(
+    ("axis", "count", "indices"),
+    [
+        (0, 16, [0, 1, 2, 3, 4, 5]),  # fewer slices than asked: all of them
+        (2, 4, [1, 3, 5, 7]),  # middles of runs of 2 of the 8
+        (1, 3, [1, 3, 5]),  # runs of 7 / 3
+        (2, 1, [4]),  # the middle slice
+        (1, 7, [0, 1, 2, 3, 4, 5, 6]),
+    ],
+)
+def test_montage_draws_evenly_spaced_slices(axis: int, count: int, indices: list[int]) -> None:
+    scan, heat = _scan_and_map()
+    drawn = montage(scan, heat, axis=axis, count=count)
+    assert _titles(drawn) == [f"axis {axis}, slice {index}" for index in indices]
+    for axes, index in zip(drawn.axes, indices, strict=True):
+        grey, plane = scan.select(axis, index), heat.select(axis, index)
+        expected = overlay(grey.expand(3, *grey.shape), plane, alpha=0.5)[0]
+        np.testing.assert_allclose(np.asarray(axes.images[0].get_array()), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("count", "grid"), [(1, (1, 1)), (3, (2, 2)), (5, (2, 3)), (6, (2, 3))])
+def test_montage_lays_the_slices_in_a_near_square_grid(count: int, grid: tuple[int, int]) -> None:
+    scan, heat = _scan_and_map()
+    drawn = montage(scan, heat, count=count)
+    assert len(drawn.axes) == count  # no empty panels
+    rows, columns = grid
+    assert drawn.axes[0].get_subplotspec().get_gridspec().get_geometry() == (rows, columns)
+    width, height = drawn.get_size_inches()
+    assert (width, height) == (3.0 * columns, 3.0 * rows)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"maps": torch.zeros(6, 7, 9)},
+            ValueError,
+            r"maps: shape \(6, 7, 9\) differs from the volume's \(6, 7, 8\)",
+        ),
+        (
+            {"volume": torch.full((6, 7, 8), 40.0)},
+            ValueError,
+            r"volume: values must be in \[0, 1\]; got values from 40 to 40: scale the scan first "
+            "with window",
+        ),
+        ({"maps": torch.full((6, 7, 8), -0.5)}, ValueError, r"maps: values must be in \[0, 1\]"),
+        (
+            {"maps": torch.full((6, 7, 8), math.nan)},
+            ValueError,
+            r"maps: values must be in \[0, 1\]",
+        ),
+        (
+            {"volume": torch.zeros(6, 7)},
+            ValueError,
+            r"volume must be a non-empty D x H x W volume .*got \(6, 7\)",
+        ),
+        (
+            {"volume": torch.zeros(2, 1, 6, 7, 8)},
+            ValueError,
+            "volume must be a non-empty D x H x W",
+        ),
+        ({"volume": [[[0.5]]]}, TypeError, "volume must be a tensor or an array"),
+        ({"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]; got 1.5"),
+        (
+            {"colormap": "nope"},
+            ValueError,
+            "colormap must be a matplotlib colormap name; got 'nope'",
+        ),
+    ],
+)
+def test_slices_and_montage_name_what_is_wrong(
+    options: dict[str, object], error: type, message: str
+) -> None:
+    scan, heat = _scan_and_map()
+    arguments = {"volume": scan, "maps": heat, **options}
+    volume, maps = arguments.pop("volume"), arguments.pop("maps")
+    for draw in (slices, montage):
+        with pytest.raises(error, match=message):
+            draw(volume, maps, **arguments)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"axis": 3}, "axis must be 0, 1 or 2 .*got 3"),
+        ({"axis": -1}, "axis must be 0, 1 or 2 .*got -1"),
+        ({"axis": True}, "axis must be 0, 1 or 2 .*got True"),
+        ({"count": 0}, "count must be a positive int; got 0"),
+        ({"count": 2.5}, "count must be a positive int; got 2.5"),
+        ({"count": True}, "count must be a positive int; got True"),
+    ],
+)
+def test_montage_names_a_bad_axis_or_count(options: dict[str, object], message: str) -> None:
+    scan, heat = _scan_and_map()
+    with pytest.raises(ValueError, match=message):
+        montage(scan, heat, **options)  # type: ignore[arg-type]

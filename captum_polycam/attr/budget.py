@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_polycam.normalisation import upsample
+
 __all__ = [
     "AUTO",
     "AUTO_BUDGETS",
     "DEFAULT_MIN_FIDELITY",
-    "FEATURE_CELLS",
     "BudgetSpent",
     "allowed_channels",
     "check_min_fidelity",
@@ -47,12 +48,12 @@ AUTO = "auto"
 # PCAM+- maps by up to 0.04 in the replay of 29 photos (at most 0.018 from 0.1 up).
 AUTO_BUDGETS = (0.11, 0.17, 0.25, 0.38, 0.57, 0.85, 1.0)
 DEFAULT_MIN_FIDELITY = 0.99
-# Masks are compared on a 7 x 7 grid of the image: every layer's masks meet there, and it
-# tells the parts of an object apart.
-_GRID = (7, 7)
-FEATURE_CELLS = _GRID[0] * _GRID[1]
+# Masks are compared on a grid of 7 cells a side (7 x 7 for an image, 7 x 7 x 7 for a volume):
+# every layer's masks meet there, and it tells the parts of an object apart.
+_GRID_SIDE = 7
 # Scored channels whose masks are most alike an unscored one, and how sharply the estimate
 # prefers the closest of them (cosine similarity to this power).
+_ADAPTIVE_AVERAGE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _NEIGHBOURS = 8
 _SHARPNESS = 4
 # The deepest layer's priority over the others' (see deepest_first), the share of a round's
@@ -137,15 +138,18 @@ def choose(priority: Tensor, count: Tensor) -> Tensor:
 
 
 def mask_features(masks: Tensor) -> Tensor:
-    """Each ``(h, w)`` mask of ``(M, 1, h, w)`` on a coarse grid of the image, ``(M, 49)``.
+    """Each mask of ``(M, 1, *spatial)`` on a coarse grid of the input, 7 cells a side:
+    ``(M, 7 ** len(spatial))`` (``(M, 49)`` for images).
 
-    Area averages for masks finer than the grid, bilinear resampling for coarser ones, so that
-    a channel's features say how much of each cell of the image its mask unveils.
+    Area averages for masks finer than the grid in every dimension, (bi/tri)linear resampling
+    otherwise, so that a channel's features say how much of each cell of the input its mask
+    unveils.
     """
-    if masks.shape[-2] >= _GRID[0] and masks.shape[-1] >= _GRID[1]:
-        pooled = F.adaptive_avg_pool2d(masks, _GRID)
+    grid = (_GRID_SIDE,) * (masks.dim() - 2)
+    if min(masks.shape[2:]) >= _GRID_SIDE:
+        pooled = _ADAPTIVE_AVERAGE[len(grid)](masks, grid)
     else:
-        pooled = F.interpolate(masks, size=_GRID, mode="bilinear", align_corners=False)
+        pooled = upsample(masks, grid)
     return pooled.flatten(1)
 
 

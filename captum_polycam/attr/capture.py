@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_polycam._conventions import check_inputs, is_per_example
+from captum_polycam._conventions import SIGNALS_IMAGES_VOLUMES, check_inputs, is_per_example
 from captum_polycam.resources.names import import_callable
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "LayerLike",
     "Reshape",
     "capture_activations",
+    "check_dimensions",
     "check_shallow_to_deep",
     "first_example",
     "hooks",
@@ -204,7 +205,7 @@ def capture_activations(
     forward: Callable[[], Any], layers: Sequence[LayerCall], reshape: Reshape | None = None
 ) -> tuple[Any, list[Tensor]]:
     """Run ``forward()`` once and return its output with a copy of each layer's output, made
-    ``N x C x h x w`` by ``reshape`` (see :func:`reshape_function`).
+    ``N x C x *spatial`` by ``reshape`` (see :func:`reshape_function`).
 
     The copy is taken when the module returns, so in-place operations later in the forward
     pass (residual sums, in-place activations) do not alter it. Hooks belong to the modules,
@@ -213,7 +214,8 @@ def capture_activations(
 
     Raises:
         ValueError: If a layer is never called, asks for a call its module does not make, is
-            not an ``N x C x h x w`` tensor once reshaped, or names the same call as another
+            not an ``N x C x l``, ``N x C x h x w`` or ``N x C x d x h x w`` tensor once
+            reshaped, or names the same call as another
             layer (``"act:1"`` and ``"act"`` of a module called twice).
     """
     transform = reshape_function(reshape)
@@ -261,7 +263,7 @@ def capture_activations(
                 activation = transform(activation)
             except Exception as error:  # a user's reshape: say whose it is
                 raise ValueError(f"reshape failed on the output of {layer}: {error}") from None
-        if not isinstance(activation, Tensor) or activation.dim() != 4:
+        if not isinstance(activation, Tensor) or not 3 <= activation.dim() <= 5:
             shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation)
             hint = (
                 "; pass reshape='nhwc' for channels-last stages or reshape='tokens' for a "
@@ -270,7 +272,8 @@ def capture_activations(
                 else ""
             )
             raise ValueError(
-                f"layers: the output of {layer} must be an N x C x h x w tensor; got {shape}{hint}"
+                f"layers: the output of {layer} must be an N x C x l, N x C x h x w or "
+                f"N x C x d x h x w tensor; got {shape}{hint}"
             )
         activations.append(activation.contiguous())
     return output, activations
@@ -282,35 +285,60 @@ class LayerInfo:
 
     Attributes:
         name: The layer as ``PolyCam(layers=...)`` takes it, ``"name"`` or ``"name:k"``.
-        channels: Number of channels ``C`` of the ``N x C x h x w`` output.
-        height: Its height ``h``.
-        width: Its width ``w``.
+        channels: Number of channels ``C`` of the ``N x C x *spatial`` output.
+        size: Its spatial size: ``(l,)`` for a signal, ``(h, w)`` for an image, ``(d, h, w)``
+            for a volume.
     """
 
     name: str
     channels: int
-    height: int
-    width: int
+    size: tuple[int, ...]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.channels}@{self.height}x{self.width})"
+        return f"{self.name} ({self.channels}@{'x'.join(map(str, self.size))})"
 
 
 def layer_info(name: str, output: Tensor) -> LayerInfo:
-    """The :class:`LayerInfo` of the layer ``name`` from its ``N x C x h x w`` ``output``."""
-    channels, height, width = output.shape[1:]
-    return LayerInfo(name, channels, height, width)
+    """The :class:`LayerInfo` of the layer ``name`` from its ``N x C x *spatial`` ``output``."""
+    return LayerInfo(name, output.shape[1], tuple(output.shape[2:]))
+
+
+_SPATIAL_NAMES = {1: "1-D (N x C x l)", 2: "2-D (N x C x h x w)", 3: "3-D (N x C x d x h x w)"}
+
+
+def check_dimensions(layers: Sequence[LayerInfo], inputs: Tensor) -> None:
+    """Check that every layer's maps have as many spatial dimensions as ``inputs``: the masks
+    are upsampled to the input's size, so a 2-D layer cannot mask a volume.
+
+    Raises:
+        ValueError: Naming the first layer whose maps are of another dimensionality.
+    """
+    spatial = inputs.dim() - 2
+    for layer in layers:
+        if len(layer.size) != spatial:
+            hint = (
+                "; pass reshape='nhwc' for channels-last stages or reshape='tokens' for a "
+                "sequence of tokens"
+                if len(layer.size) < spatial
+                else ""
+            )
+            raise ValueError(
+                f"layers: {layer} gives {_SPATIAL_NAMES[len(layer.size)]} maps, but the inputs "
+                f"are {_SPATIAL_NAMES.get(spatial, f'{spatial}-D')} of shape "
+                f"{tuple(inputs.shape)}; every layer must have the inputs' spatial "
+                f"dimensions{hint}"
+            )
 
 
 def check_shallow_to_deep(layers: Sequence[LayerInfo]) -> None:
     """Check that ``layers`` go shallow to deep, as Poly-CAM's backward recursion needs: each
-    map no larger than the one before it, on both sides.
+    map no larger than the one before it, in every dimension.
 
     Raises:
         ValueError: Naming the first layer that is larger than the one before it.
     """
     for shallow, deep in pairwise(layers):
-        if deep.height > shallow.height or deep.width > shallow.width:
+        if any(d > s for d, s in zip(deep.size, shallow.size, strict=True)):
             raise ValueError(
                 "layers: must go shallow to deep, by non-increasing resolution; "
                 f"{deep} comes after {shallow}"
@@ -326,7 +354,7 @@ def first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor,
     Raises:
         ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor.
     """
-    check_inputs(inputs)
+    check_inputs(inputs, spatial_dims=SIGNALS_IMAGES_VOLUMES)
     args = () if additional_forward_args is None else additional_forward_args
     args = args if isinstance(args, tuple) else (args,)
     return inputs[:1], tuple(arg[:1] if is_per_example(arg, len(inputs)) else arg for arg in args)

@@ -106,11 +106,13 @@ class _Choice(NamedTuple):
 
 def _shallow_to_deep(choice: _Choice) -> tuple[int, int]:
     """Sort key: decreasing spatial size, then computation order."""
-    return -math.prod(choice.call.output.shape[-2:]), choice.preference.order
+    return -math.prod(choice.call.output.shape[2:]), choice.preference.order
 
 
-def _spatial(value: Any) -> tuple[int, ...] | None:
-    return tuple(value.shape[-2:]) if isinstance(value, Tensor) and value.dim() == 4 else None
+def _spatial(value: Any, dims: int) -> tuple[int, ...] | None:
+    """The spatial size of ``value`` if it is a ``dims``-D tensor (the inputs' ``N x C x
+    *spatial``), else ``None``."""
+    return tuple(value.shape[2:]) if isinstance(value, Tensor) and value.dim() == dims else None
 
 
 def _is_activation(module: nn.Module) -> bool:
@@ -159,7 +161,7 @@ def _record_calls(
             block = next(
                 (c for c in reversed(stack) if not isinstance(c.module, nn.Sequential)), None
             )
-            size = _spatial(_read(args[0], transform)) if args else None
+            size = _spatial(_read(args[0], transform), inputs.dim()) if args else None
             stack.append(_Call(0, name, module, index, size, block=block))
 
         return hook
@@ -195,7 +197,7 @@ def _hands_on_maps(call: _Call, made: set[int]) -> bool:
     return isinstance(output, dict) and any(id(v) in made for v in output.values())
 
 
-def _feature_extractor(records: list[_Call], examples: int) -> _Call:
+def _feature_extractor(records: list[_Call], inputs: Tensor) -> _Call:
     """The call that closes the feature extractor: the first to hand on maps in a container.
 
     Detection and segmentation models gather their backbone's maps in a dict (torchvision's
@@ -209,7 +211,7 @@ def _feature_extractor(records: list[_Call], examples: int) -> _Call:
     for call in records:
         if _hands_on_maps(call, made):
             return call
-        if _spatial(call.output) is not None and call.output.shape[0] == examples:
+        if _spatial(call.output, inputs.dim()) is not None and len(call.output) == len(inputs):
             made.add(call.made)
     return records[-1]
 
@@ -222,33 +224,37 @@ def _choose(records: list[_Call], inputs: Tensor, reshaped: bool = False) -> lis
     the activations are inside the MLPs, four times wider and off the residual stream, so
     the blocks' outputs are preferred instead.
     """
-    extractor = _feature_extractor(records, len(inputs))
+    extractor = _feature_extractor(records, inputs)
     records = records[: extractor.order + 1]
-    height, width = inputs.shape[-2:]
+    dims = inputs.dim()
+    image = tuple(inputs.shape[2:])
     # A detector resizes its images before the backbone, often to a larger size than the input:
     # maps are then measured against the image the feature extractor sees.
     seen = extractor.in_size
-    if seen is not None and seen[0] >= height and seen[1] >= width:
-        height, width = seen
+    if seen is not None and all(s >= i for s, i in zip(seen, image, strict=True)):
+        image = seen
 
     def map_size(size: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        """``size`` if it can be a map's ``h x w``: within the image's size and aspect ratio.
+        """``size`` if it can be a map's: within the input's size and aspect ratio.
 
         The last two sizes of a channels-last ``N x h x w x C`` tensor are not ``h x w``.
         """
         if size is None:
             return None
-        h, w = size
-        fits = h <= height and w <= width and abs(math.log((h / height) / (w / width))) < 0.5
+        scales = [math.log(s / i) for s, i in zip(size, image, strict=True)]
+        fits = max(scales) <= 0 and max(scales) - min(scales) < 0.5
         return size if fits else None
 
+    def spatial(value: Any) -> tuple[int, ...] | None:
+        return _spatial(value, dims)
+
     def is_candidate(call: _Call) -> bool:
-        size = map_size(_spatial(call.output))
+        size = map_size(spatial(call.output))
         if size is None or math.prod(size) <= 1 or isinstance(call.module, _PADDINGS):
             return False
         # Transformer stages tile the image in patches: a reshaped tensor whose grid does not
         # divide the image is something else (Swin V2's table of relative positions, say).
-        if reshaped and (height % size[0] or width % size[1]):
+        if reshaped and any(i % s for s, i in zip(size, image, strict=True)):
             return False
         # One map per example: RoI pooling, for one, returns one map per box.
         return call.output.shape[0] == len(inputs)
@@ -257,11 +263,11 @@ def _choose(records: list[_Call], inputs: Tensor, reshaped: bool = False) -> lis
         block = call.block
         if block is None or block.block is None:  # the model itself
             return True
-        block_out = map_size(_spatial(block.output))
+        block_out = map_size(spatial(block.output))
         return (
             block_out is None
             or map_size(block.in_size) == block_out
-            or _spatial(call.output) == block_out
+            or spatial(call.output) == block_out
         )
 
     # A tensor returned by nested modules is one candidate: the first call made it, the last
@@ -277,7 +283,7 @@ def _choose(records: list[_Call], inputs: Tensor, reshaped: bool = False) -> lis
         producers = [call for call in members if not call.passes_through]
         if not producers:  # the model's input, handed on unchanged
             continue
-        size = _spatial(members[0].output)
+        size = spatial(members[0].output)
         preference = _Preference(
             on_main_path=any(is_main_path(call) for call in members),
             post_activation=not reshaped and any(_is_activation(c.module) for c in members),
@@ -297,7 +303,7 @@ def _shown(reshape: Reshape) -> str:
 
 
 def _side_shrink(shallow: LayerInfo, deep: LayerInfo) -> float:
-    return max(shallow.height / deep.height, shallow.width / deep.width)
+    return max(s / d for s, d in zip(shallow.size, deep.size, strict=True))
 
 
 def _discover(

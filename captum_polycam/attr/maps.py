@@ -3,8 +3,8 @@
 The robust normalisation is one of the package's map normalisers, which live together in
 :mod:`captum_polycam.normalisation`; it is re-exported here with the rest of the method.
 
-Pure tensor functions on ``(N, C, h, w)`` maps, free of models and hooks, so that each step of
-the method can be checked on hand-computed values.
+Pure tensor functions on ``(N, C, *spatial)`` maps (signals, images or volumes), free of
+models and hooks, so that each step of the method can be checked on hand-computed values.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ __all__ = [
 _EPS = 1e-12
 
 
-def local_normalise(saliency: Tensor, size: tuple[int, int]) -> Tensor:
-    """Divide a map by its own bilinear down-then-up resampling through ``size``.
+def local_normalise(saliency: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Divide a map by its own (bi/tri)linear down-then-up resampling through ``size``.
 
     ``LNorm(S, s) = S / max(Up(Down(S, s), size(S)), 1e-12)``: each position is compared with
     its neighbourhood at the coarser resolution ``s``, so that the finer layer contributes
     where, not how much.
     """
-    native = tuple(saliency.shape[-2:])
+    native = tuple(saliency.shape[2:])
     smoothed = upsample(upsample(saliency, size), native)
     return saliency / smoothed.clamp_min(_EPS)
 
@@ -58,8 +58,8 @@ def backward_recursion(layer_maps: list[Tensor], local_normalisation: bool = Tru
     composite = layer_maps[-1].relu()
     composites = [composite]
     for saliency in reversed(layer_maps[:-1]):
-        native = tuple(saliency.shape[-2:])
-        coarse = tuple(composite.shape[-2:])
+        native = tuple(saliency.shape[2:])
+        coarse = tuple(composite.shape[2:])
         detail = local_normalise(saliency, coarse) if local_normalisation else saliency
         composite = (detail * upsample(composite, native)).relu()
         composites.append(composite)

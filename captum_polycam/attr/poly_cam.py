@@ -13,11 +13,16 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import buffers_kept, check_inputs, module_of, unpack_single
+from captum_polycam._conventions import (
+    SIGNALS_IMAGES_VOLUMES,
+    buffers_kept,
+    check_inputs,
+    module_of,
+    unpack_single,
+)
 from captum_polycam._repr import settings_repr
 from captum_polycam.attr.budget import (
     AUTO,
-    FEATURE_CELLS,
     check_min_fidelity,
     check_pass_budget,
     mask_features,
@@ -27,6 +32,7 @@ from captum_polycam.attr.capture import (
     LayerLike,
     Reshape,
     capture_activations,
+    check_dimensions,
     check_shallow_to_deep,
     layer_info,
     reshape_function,
@@ -59,7 +65,8 @@ _HIDE_MODES: dict[str, tuple[bool, ...]] = {
 
 
 class PolyCamMaps(NamedTuple):
-    """Everything one Poly-CAM run computes, each ``N x 1 x H x W`` in ``[0, 1]``.
+    """Everything one Poly-CAM run computes, each ``N x 1 x H x W`` in ``[0, 1]`` (``N x 1 x
+    L`` for signals, ``N x 1 x D x H x W`` for volumes).
 
     Attributes:
         maps: The attribution, fusing every layer (what :meth:`PolyCam.attribute` returns).
@@ -100,7 +107,7 @@ class PolyCamMaps(NamedTuple):
             >>> result = PolyCam(model).decompose(inputs)
             >>> ablation = result.recomposed(local_normalisation=False).maps
         """
-        stages = _stages(list(self.saliencies), local_normalisation, tuple(self.maps.shape[-2:]))
+        stages = _stages(list(self.saliencies), local_normalisation, tuple(self.maps.shape[2:]))
         return self._replace(maps=stages[-1], stages=stages)
 
 
@@ -108,8 +115,8 @@ class _LayerMasks(NamedTuple):
     """One layer's channels as masks, normalised a chunk at a time when their inputs are
     built, so that a batch holds its activations once rather than twice."""
 
-    activations: Tensor  # (N * K, 1, h, w), example-major: K channels per example
-    low: Tensor  # (N * K, 1, 1, 1): the mask is normalise_within(activations, low, divisor)
+    activations: Tensor  # (N * K, 1, *spatial), example-major: K channels per example
+    low: Tensor  # (N * K, 1, 1, ...): the mask is normalise_within(activations, low, divisor)
     divisor: Tensor
     live: Tensor  # (N, K): the mask is not all zero, so the channel needs a pass of its own
 
@@ -118,7 +125,7 @@ class _LayerMasks(NamedTuple):
         flat = activation.flatten(0, 1)[:, None]
         low, divisor = robust_bounds(flat)
         # Normalising is monotone: a mask's largest value is that of its largest activation.
-        peak = normalise_within(flat.amax(dim=(2, 3), keepdim=True), low, divisor)
+        peak = normalise_within(flat.flatten(2).amax(dim=2).view_as(low), low, divisor)
         return cls(flat, low, divisor, peak.view(activation.shape[:2]).gt(0))
 
     def masks(self, indices: Tensor | slice) -> Tensor:
@@ -346,8 +353,11 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         r"""Compute the Poly-CAM map of each example.
 
         Args:
-            inputs: ``N x C x H x W`` float tensor, normalised as the model expects, or a
-                1-tuple holding it (Captum's tuple form; the maps then come in a 1-tuple).
+            inputs: ``N x C x H x W`` float tensor (images), ``N x C x L`` (signals) or
+                ``N x C x D x H x W`` (volumes), normalised as the model expects, or a 1-tuple
+                holding it (Captum's tuple form; the maps then come in a 1-tuple). Every layer's
+                output has the inputs' spatial dimensions; masks and maps are resampled
+                linearly, bilinearly or trilinearly (see "Signals and volumes").
             target: The output index explained for each example, as in Captum: an int, a
                 tuple for multi-dimensional outputs, a list or tensor with one entry per
                 example, or ``None`` for each example's top-1 class. A NumPy integer
@@ -366,7 +376,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 left: a bar on a terminal, otherwise a status line every 30 s and a final one.
 
         Returns:
-            The maps, ``N x 1 x H x W`` in ``[0, 1]`` on the inputs' device. With
+            The maps, ``N x 1 x H x W`` in ``[0, 1]`` on the inputs' device (``N x 1 x L``
+            for signals, ``N x 1 x D x H x W`` for volumes). With
             ``return_stages=True``, a pair ``(maps, stages)`` where ``stages`` holds the
             normalised composites deepest first (the deepest layer alone, the deepest two,
             ...), each ``N x 1 x H x W``; the last one equals ``maps``.
@@ -374,8 +385,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         Raises:
             TypeError, ValueError: Malformed inputs or targets (a NumPy integer is taken as an
                 int), or inputs the model cannot take: another dtype or device than its
-                parameters, other channels than its first convolution's (said whether the
-                layers are given or discovered; torch's error is kept as the cause).
+                parameters, other dimensions or channels than its first convolution's (said
+                whether the layers are given or discovered; torch's error is kept as the
+                cause), or layers whose maps have other spatial dimensions than the inputs.
             RuntimeError: Another thread is running the model in training mode (see below).
 
         Warns:
@@ -439,7 +451,8 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         show_progress: bool,
         warning_stacklevel: int,
     ) -> PolyCamMaps:
-        check_inputs(inputs)  # before any forward pass, discovery's included
+        # Before any forward pass, discovery's included.
+        check_inputs(inputs, spatial_dims=SIGNALS_IMAGES_VOLUMES)
         perturbations_per_eval = check_perturbations_per_eval(perturbations_per_eval)
         if self.model is not None and self.model.training:
             warnings.warn(
@@ -465,9 +478,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
                 layers,
                 self.reshape,
             )
-            check_shallow_to_deep(
-                [layer_info(str(layer), a) for layer, a in zip(layers, activations, strict=True)]
-            )
+            infos = [layer_info(str(n), a) for n, a in zip(layers, activations, strict=True)]
+            check_dimensions(infos, inputs)
+            check_shallow_to_deep(infos)
             result, weights = self._maps(batch, activations, perturbations_per_eval, show_progress)
         blank = _blank_maps(result, weights, [str(layer) for layer in layers])
         if blank is not None:
@@ -520,7 +533,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         else:
             scored, weights, fidelity = spend_budget(
                 self.pass_budget,
-                [activation.relu().sum(dim=(2, 3)) for activation in activations],
+                [activation.relu().flatten(2).sum(dim=2) for activation in activations],
                 [layer.live for layer in layers],
                 weights_of,
                 composite,
@@ -531,7 +544,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         layer_weights = list(weights.split([a.shape[1] for a in activations], dim=1))
         layer_maps = _layer_maps(weights, activations)
 
-        size = tuple(batch.inputs.shape[-2:])
+        size = tuple(batch.inputs.shape[2:])
         stages = _stages(layer_maps, self.local_normalisation, size)
         singles = [upsample(robust_normalise(m), size) for m in layer_maps]
         modes = len(_HIDE_MODES[self.variant])
@@ -585,7 +598,7 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
         example_of = torch.cat(
             [torch.arange(blacks, device=inputs.device), *(run.examples for run in runs)]
         )
-        size = tuple(inputs.shape[-2:])
+        size = tuple(inputs.shape[2:])
 
         def fill(start: int, stop: int, out: Tensor) -> None:
             if start < blacks:
@@ -626,8 +639,9 @@ class PolyCam(LayerAttribution, PerturbationAttribution):
 def _layer_maps(weights: Tensor, activations: list[Tensor]) -> list[Tensor]:
     """Each layer's ``S_l = relu(sum_k w_k A_{l,k})`` from every channel's weight ``(N, K)``."""
     layer_weights = weights.split([a.shape[1] for a in activations], dim=1)
+    ones = (1,) * (activations[0].dim() - 2)
     return [
-        (w[:, :, None, None] * activation).nansum(dim=1, keepdim=True).relu()
+        (w.view(*w.shape, *ones) * activation).nansum(dim=1, keepdim=True).relu()
         for w, activation in zip(layer_weights, activations, strict=True)
     ]
 
@@ -680,7 +694,7 @@ def _features(layers: list[_LayerMasks]) -> Tensor:
     count = len(layers[0].live)
     return torch.cat(
         [
-            mask_features(layer.masks(slice(None))).view(count, -1, FEATURE_CELLS)
+            mask_features(layer.masks(slice(None))).view(count, layer.live.shape[1], -1)
             for layer in layers
         ],
         dim=1,

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         model, inputs, layer_names(args.layers), args.reshape, argument="--layers"
     )
     layers = [layer.name for layer in found]
-    sizes = [f"{layer.height}x{layer.width}" for layer in found]
+    sizes = ["x".join(map(str, layer.size)) for layer in found]
 
     # Report the classes before the attribution, which takes a while on a CPU.
     method = VARIANTS[args.variant]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import unpack_single
+from captum_polycam._conventions import check_inputs, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
@@ -187,6 +187,7 @@ class ConfidenceChange:
             Per-example scores, drops and increases, on the inputs' device, with their
             protocol.
         """
+        check_inputs(unpack_single(inputs, "inputs")[0])  # images: N x C x H x W
         batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
         attributions = unpack_single(attributions, "attributions")[0]

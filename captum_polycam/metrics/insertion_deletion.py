@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_int, unpack_single
+from captum_polycam._conventions import check_inputs, check_int, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
@@ -244,9 +244,7 @@ class InsertionDeletion:
         The blur pads each side by reflection, ``blur_kernel_size // 2`` pixels, which needs
         more pixels than that on each side (torch's padding fails otherwise).
         """
-        images = unpack_single(inputs, "inputs")[0]
-        if not isinstance(images, Tensor) or images.dim() < 2:
-            return  # the scorer's checks say what is wrong with them
+        images = check_inputs(unpack_single(inputs, "inputs")[0])
         height, width = images.shape[-2:]
         if self.n_steps > height * width:
             raise ValueError(

@@ -331,7 +331,7 @@ class Sensitivity:
 
     @staticmethod
     def _check_inputs(inputs: Any) -> Tensor:
-        return check_inputs(unpack_single(inputs, "inputs")[0], images=False)
+        return check_inputs(unpack_single(inputs, "inputs")[0], spatial_dims=())
 
     @staticmethod
     def _repeat_kwargs(kwargs: dict[str, Any], inputs: Tensor, samples: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from captum_polycam._compat import TargetType
 from captum_polycam._conventions import (
+    SIGNALS_IMAGES_VOLUMES,
     buffers_kept,
     check_inputs,
     input_errors_explained,
@@ -160,7 +161,7 @@ class PerturbationScorer:
                 (found when the clean pass fails, whose error is kept as the cause).
         """
         inputs = unpack_single(inputs, "inputs")[0]
-        check_inputs(inputs)
+        check_inputs(inputs, spatial_dims=SIGNALS_IMAGES_VOLUMES)
         if additional_forward_args is None:
             forward_args: tuple[Any, ...] = ()
         elif isinstance(additional_forward_args, tuple):

@@ -1,6 +1,6 @@
 """What every command and the evaluation share: reading images, ground-truth boxes and masks,
-loading models and detectors by name, ``"package.module:callable"`` names, artefact file stems,
-and the one usage error."""
+NIfTI and NumPy volumes, loading models and detectors by name, ``"package.module:callable"``
+names, artefact file stems, and the one usage error."""
 
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.ground_truth import (
@@ -23,6 +23,13 @@ from captum_polycam.resources.images import (
 )
 from captum_polycam.resources.models import DEFAULT_MODEL, load_detector, load_model
 from captum_polycam.resources.names import file_stem, import_callable, unique_file_stems
+from captum_polycam.resources.volumes import (
+    Volume,
+    percentile_scale,
+    read_volume,
+    window,
+    write_volume,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -34,6 +41,7 @@ __all__ = [
     "ImageFolder",
     "Preprocessing",
     "Sample",
+    "Volume",
     "boxes_for_class",
     "bundled_boxes",
     "bundled_image",
@@ -44,6 +52,10 @@ __all__ = [
     "in_input_frame",
     "load_detector",
     "load_model",
+    "percentile_scale",
     "read_ground_truth",
+    "read_volume",
     "unique_file_stems",
+    "window",
+    "write_volume",
 ]

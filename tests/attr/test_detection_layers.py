@@ -112,7 +112,7 @@ def _build(name: str, **kwargs: Any) -> nn.Module:
 
 
 def _described(model: nn.Module, inputs: Tensor) -> Expected:
-    return [(layer.name, layer.channels, layer.height) for layer in describe_layers(model, inputs)]
+    return [(layer.name, layer.channels, layer.size[0]) for layer in describe_layers(model, inputs)]
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # no resolution skipped
@@ -122,8 +122,8 @@ def test_discovery_on_detectors_reads_the_backbone_only(name: str) -> None:
     inputs = _image(side)
     layers = describe_layers(_build(name, **kwargs), inputs)
     # Square maps: the detectors keep the input's aspect ratio.
-    assert all(layer.height == layer.width for layer in layers)
-    assert [(layer.name, layer.channels, layer.height) for layer in layers] == expected
+    assert all(layer.size[0] == layer.size[1] for layer in layers)
+    assert [(layer.name, layer.channels, layer.size[0]) for layer in layers] == expected
     # Neither the feature pyramid (backbone.fpn) nor a head (rpn, roi_heads, head).
     assert all(
         layer.name.startswith(("backbone.body.", "backbone.features.", "backbone.extra."))

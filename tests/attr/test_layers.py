@@ -308,8 +308,8 @@ def test_discovery_accepts_a_stem_that_quarters_the_side() -> None:
 
 
 def test_layer_info_reads_as_channels_at_resolution() -> None:
-    assert str(LayerInfo("layer1", 256, 56, 56)) == "layer1 (256@56x56)"
-    assert str(LayerInfo("act:0", 4, 8, 6)) == "act:0 (4@8x6)"
+    assert str(LayerInfo("layer1", 256, (56, 56))) == "layer1 (256@56x56)"
+    assert str(LayerInfo("act:0", 4, (8, 6))) == "act:0 (4@8x6)"
 
 
 def test_what_the_attr_modules_take_from_capture_is_public() -> None:
@@ -323,7 +323,7 @@ def test_what_the_attr_modules_take_from_capture_is_public() -> None:
             for alias in node.names
         }
         assert taken and taken <= set(capture.__all__), (module, taken - set(capture.__all__))
-    assert capture.layer_info("act:0", torch.zeros(2, 4, 8, 6)) == LayerInfo("act:0", 4, 8, 6)
+    assert capture.layer_info("act:0", torch.zeros(2, 4, 8, 6)) == LayerInfo("act:0", 4, (8, 6))
     first, args = capture.first_example(torch.zeros(3, 1, 2, 2), (torch.arange(3), 7))
     assert first.shape == (1, 1, 2, 2) and args[0].tolist() == [0] and args[1] == 7
 
@@ -341,10 +341,10 @@ def test_describe_layers_on_resnet50() -> None:
     # Bottleneck.relu runs three times per block: after conv1, after conv2, after the sum.
     explicit = ["layer2.0.relu:0", (model.layer2[0].relu, 1), "layer2.0.relu", model.layer4]
     assert describe_layers(model, IMAGE, explicit) == [
-        LayerInfo("layer2.0.relu:0", 128, 56, 56),
-        LayerInfo("layer2.0.relu:1", 128, 28, 28),
-        LayerInfo("layer2.0.relu", 512, 28, 28),
-        LayerInfo("layer4", 2048, 7, 7),
+        LayerInfo("layer2.0.relu:0", 128, (56, 56)),
+        LayerInfo("layer2.0.relu:1", 128, (28, 28)),
+        LayerInfo("layer2.0.relu", 512, (28, 28)),
+        LayerInfo("layer4", 2048, (7, 7)),
     ]
 
 
@@ -365,12 +365,12 @@ class _TwoStages(nn.Module):
 @pytest.mark.parametrize(
     ("layers", "expected"),
     [
-        (None, [LayerInfo("stage1", 4, 16, 16), LayerInfo("stage2", 6, 8, 8)]),
+        (None, [LayerInfo("stage1", 4, (16, 16)), LayerInfo("stage2", 6, (8, 8))]),
         (
             ["stage2.0", ("stage1", -1)],
-            [LayerInfo("stage2.0", 6, 8, 8), LayerInfo("stage1", 4, 16, 16)],
+            [LayerInfo("stage2.0", 6, (8, 8)), LayerInfo("stage1", 4, (16, 16))],
         ),
-        ("stage1.2", [LayerInfo("stage1.2", 4, 16, 16)]),
+        ("stage1.2", [LayerInfo("stage1.2", 4, (16, 16))]),
     ],
 )
 def test_describe_layers_runs_the_first_example_and_leaves_the_model_untouched(
@@ -390,11 +390,12 @@ def test_describe_layers_runs_the_first_example_and_leaves_the_model_untouched(
 def test_describe_layers_reports_bad_arguments(tiny_cnn: nn.Module) -> None:
     with pytest.raises(TypeError, match=re.escape("model must be an nn.Module; got function")):
         describe_layers(lambda x: x, IMAGE, ["block1"])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="inputs must be a 4-D float tensor"):
+    told = "inputs are 3-D N x C x L but the model's first convolution, block1.0, a Conv2d, takes"
+    with pytest.raises(ValueError, match=told):
         describe_layers(tiny_cnn, torch.rand(3, 16, 16), ["block1"])
     with pytest.raises(ValueError, match="no module named 'block9'"):
         describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["block9"])
-    with pytest.raises(ValueError, match=re.escape("must be an N x C x h x w tensor; got (1, 5)")):
+    with pytest.raises(ValueError, match=re.escape("or N x C x d x h x w tensor; got (1, 5)")):
         describe_layers(tiny_cnn, torch.rand(1, 3, 16, 16), ["head"])
 
 

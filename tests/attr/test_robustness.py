@@ -21,7 +21,7 @@ LAYERS = ["block1", "block2", "block3"]
     ("inputs", "error", "match"),
     [
         ([[1.0]], TypeError, "inputs must be a torch.Tensor"),
-        (torch.rand(3, 16, 16), ValueError, "inputs must be a 4-D float tensor"),
+        (torch.rand(3, 16, 16), ValueError, r"inputs are 3-D .* \(one example without its batch"),
         (torch.ones(1, 3, 16, 16, dtype=torch.long), ValueError, "4-D float"),
         (torch.rand(0, 3, 16, 16), ValueError, "inputs is an empty batch"),
         (torch.full((1, 3, 16, 16), float("nan")), ValueError, "inputs contains NaN or Inf"),
@@ -63,7 +63,7 @@ def test_layer_never_called(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
 
 
 def test_layer_output_not_a_map(tiny_cnn: nn.Module, tiny_inputs: Tensor) -> None:
-    with pytest.raises(ValueError, match=r"layers: the output of head must be an N x C x h x w"):
+    with pytest.raises(ValueError, match=r"layers: the output of head must be an N x C x l, N x"):
         PolyCam(tiny_cnn, ["block1", "head"]).attribute(tiny_inputs)
     assert hooked_modules(tiny_cnn) == []
 

@@ -86,7 +86,7 @@ def test_one_stage_per_resolution_is_found(family: str) -> None:
     with torch.no_grad():
         assert discover_layers(model, IMAGE, reshape=reshape) == names
         found = describe_layers(model, IMAGE, names, reshape=reshape)
-    assert [f"{x.channels}@{x.height}x{x.width}" for x in found] == shapes
+    assert [f"{x.channels}@{x.size[0]}x{x.size[1]}" for x in found] == shapes
     assert hooked_modules(model) == []
 
 

@@ -1,0 +1,363 @@
+"""Scans as a radiologist opens them: NIfTI files (through nibabel, the ``medical`` extra) and
+NumPy ``.npy`` arrays, read as one ``D x H x W`` volume, a map written back in the scan's space,
+and the intensity scalings (CT windows, percentiles) that bring a scan to ``[0, 1]`` for drawing.
+
+A volume keeps the file's voxel order: its axes are nibabel's array axes ``i, j, k`` as stored,
+never reoriented, so that a map computed on it and written with :func:`write_volume` lies voxel
+for voxel on the scan, and the scan's affine places both in the scanner's space.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_polycam._repr import settings_repr
+from captum_polycam.normalisation import percentile
+from captum_polycam.resources.errors import EvaluationError
+
+__all__ = ["SUFFIXES", "Volume", "percentile_scale", "read_volume", "window", "write_volume"]
+
+# The file types read and written, by the end of the file's name (case aside).
+SUFFIXES = (".nii", ".nii.gz", ".npy")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """One scan: its voxels, and where they lie in the scanner's space.
+
+    Compared by identity (``eq=False``): element-wise equality of tensors has no single truth
+    value.
+
+    Attributes:
+        data: The voxels, a ``D x H x W`` float32 tensor in the file's voxel order (nibabel's
+            array axes ``i, j, k``, not reoriented).
+        affine: The ``4 x 4`` float64 matrix from voxel indices ``(i, j, k, 1)`` to scanner
+            coordinates in millimetres; the identity for a ``.npy`` file, which has none.
+        header: The file's nibabel header (zooms, units, description), or ``None`` for a
+            ``.npy`` file.
+        path: The file the volume was read from.
+
+    Raises:
+        TypeError: If ``data`` is not a tensor.
+        ValueError: If ``data`` is not 3-D or ``affine`` is not ``4 x 4``.
+    """
+
+    data: Tensor
+    affine: np.ndarray
+    header: Any
+    path: Path
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, Tensor):
+            raise TypeError(f"data must be a D x H x W tensor; got {type(self.data)}")
+        if self.data.dim() != 3:
+            raise ValueError(f"data must be a 3-D D x H x W tensor; got {tuple(self.data.shape)}")
+        if np.shape(self.affine) != (4, 4):
+            raise ValueError(f"affine must be a 4 x 4 matrix; got shape {np.shape(self.affine)}")
+        # Frozen: the checked fields are set once, here, to their documented types.
+        object.__setattr__(self, "affine", np.asarray(self.affine, dtype=np.float64))
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __repr__(self) -> str:
+        # The header's own repr runs to forty lines; its zooms say what matters for a map.
+        zooms = None if self.header is None else tuple(float(z) for z in self.header.get_zooms())
+        return settings_repr("Volume", data=self.data, zooms=zooms, path=str(self.path))
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read one 3-D scan from a NIfTI (``.nii``, ``.nii.gz``) or NumPy (``.npy``) file.
+
+    Args:
+        path: The file. Its suffix picks the reader: NIfTI files are read with nibabel (the
+            ``medical`` extra), with their scaling (``scl_slope``, ``scl_inter``) applied;
+            ``.npy`` files with NumPy, without pickled objects.
+
+    Returns:
+        The :class:`Volume`: ``D x H x W`` float32 voxels in the file's order, the file's affine
+        (the identity for ``.npy``) and header (``None`` for ``.npy``). A 4-D file with one
+        volume (a last axis of size 1) gives that volume.
+
+    Raises:
+        EvaluationError: (a ``ValueError``) The suffix is not ``.nii``, ``.nii.gz`` or ``.npy``;
+            the file does not exist or cannot be read (damaged, truncated, or not of its
+            suffix's type); it holds several volumes (a 4-D series: pick one) or is not 3-D;
+            it holds NaN or Inf voxels, or values beyond float32; or nibabel, needed for
+            NIfTI files, is not installed.
+
+    Example:
+        >>> scan = read_volume("chest_ct.nii.gz")
+        >>> scan.data.shape, scan.header.get_zooms()
+        (torch.Size([512, 512, 120]), (0.8, 0.8, 2.5))
+        >>> inputs = window(scan.data, -1000.0, 400.0)[None, None]  # N x C x D x H x W
+    """
+    path = Path(path)
+    suffix = _suffix(path, "path")
+    if not path.is_file():
+        raise EvaluationError(f"{str(path)!r}: no such file")
+    if suffix in _NIFTI_SUFFIXES:
+        array, affine, header = _read_nifti(path, suffix)
+    else:
+        array, affine, header = _read_npy(path), np.eye(4), None
+    voxels = _three_dimensional(array, path, nifti=suffix in _NIFTI_SUFFIXES)
+    # Cast first: a float64 value beyond float32's range becomes Inf here, and is refused below.
+    with np.errstate(over="ignore"):
+        voxels = np.ascontiguousarray(voxels, dtype=np.float32)
+    finite = np.isfinite(voxels)
+    if not finite.all():
+        raise EvaluationError(
+            f"{str(path)!r}: {int((~finite).sum())} voxels are NaN or Inf (or beyond float32); "
+            "a scan needs finite values"
+        )
+    return Volume(torch.from_numpy(voxels), np.array(affine, dtype=np.float64), header, path)
+
+
+def write_volume(path: str | Path, values: Tensor | np.ndarray, like: Volume) -> None:
+    """Write a map computed on a scan, in the scan's space, as NIfTI or ``.npy``.
+
+    A NIfTI file gets ``like``'s affine and a copy of its header (zooms, units, orientation
+    codes), with float32 data, so that a viewer draws it over the scan. A ``.npy`` file has no
+    affine, so it is written only for a scan whose affine is the identity (one read from
+    ``.npy``): anything else would lose where the map lies.
+
+    Args:
+        path: The file to write, ``.nii``, ``.nii.gz`` or ``.npy``; an existing file is
+            replaced.
+        values: The map, ``D x H x W`` (or ``1 x D x H x W``, ``1 x 1 x D x H x W`` as
+            :class:`~captum_polycam.PolyCam` returns it for one scan), of ``like``'s shape.
+        like: The scan the map was computed on, as :func:`read_volume` returns it. A scan read
+            from ``.npy`` gives NIfTI files the identity affine.
+
+    Raises:
+        TypeError: If ``values`` is neither a tensor nor an array, or ``like`` not a
+            :class:`Volume`.
+        ValueError: If ``values`` has another shape than ``like.data`` (after dropping the
+            leading axes of size 1), or holds NaN or Inf.
+        EvaluationError: (a ``ValueError``) The suffix is not ``.nii``, ``.nii.gz`` or
+            ``.npy``; ``.npy`` is asked for a scan whose affine is not the identity; the file
+            cannot be written; or nibabel is not installed.
+
+    Example:
+        >>> scan = read_volume("chest_ct.nii.gz")
+        >>> maps = polycam.attribute(window(scan.data, -1000.0, 400.0)[None, None], target=1)
+        >>> write_volume("chest_ct_polycam.nii.gz", maps, like=scan)
+    """
+    path = Path(path)
+    suffix = _suffix(path, "path")
+    if not isinstance(like, Volume):
+        raise TypeError(f"like must be a Volume, as read_volume returns; got {type(like)}")
+    if not isinstance(values, (Tensor, np.ndarray)):
+        raise TypeError(f"values must be a tensor or an array; got {type(values)}")
+    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.shape != tuple(like.data.shape):
+        raise ValueError(
+            f"values: shape {tuple(np.shape(values))} does not fit the volume's "
+            f"{tuple(like.data.shape)}; give D x H x W (or 1 x 1 x D x H x W) of the scan's shape"
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("values: holds NaN or Inf; only finite maps are written")
+    if suffix == ".npy":
+        if not np.array_equal(like.affine, np.eye(4)):
+            raise EvaluationError(
+                f"{str(path)!r}: a .npy file has no affine, and the scan's is not the identity, "
+                "so the map would lose where it lies; write .nii.gz instead"
+            )
+        _write(path, lambda: np.save(path, array, allow_pickle=False))
+        return
+    nibabel = _nibabel(suffix)
+    header = None if like.header is None else like.header.copy()
+    try:
+        image = nibabel.Nifti1Image(array, like.affine, header=header)
+        # A CT header says int16 with a slope and intercept; the map is float32, unscaled.
+        image.set_data_dtype(np.float32)
+    except (nibabel.spatialimages.HeaderDataError, TypeError, ValueError) as error:
+        raise EvaluationError(
+            f"{str(path)!r}: cannot write the map with the scan's header ({error})"
+        ) from error
+    _write(path, lambda: nibabel.save(image, path))
+
+
+def window(data: Tensor, low: float, high: float) -> Tensor:
+    """CT windowing: clip to ``[low, high]`` and scale that range to ``[0, 1]``.
+
+    Args:
+        data: The voxels (any shape), in the scan's units (Hounsfield units for CT).
+        low: The window's bottom, drawn black: for CT, ``level - width / 2``.
+        high: The window's top, drawn white: for CT, ``level + width / 2``.
+
+    Returns:
+        ``(clip(data, low, high) - low) / (high - low)``, of ``data``'s shape, float (float32
+        for integer voxels).
+
+    Raises:
+        TypeError: If ``data`` is not a tensor.
+        ValueError: If ``low`` is not below ``high``, either is not finite, or ``data`` holds
+            NaN or Inf.
+
+    Example:
+        >>> window(torch.tensor([-1000.0, 0.0, 40.0, 80.0, 3000.0]), 0.0, 80.0)  # a brain window
+        tensor([0.0000, 0.0000, 0.5000, 1.0000, 1.0000])
+        >>> lung = window(scan.data, -1350.0, 150.0)  # level -600, width 1500
+    """
+    voxels = _float_voxels(data, "window")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"window: LOW and HIGH must be finite; got LOW={low!r}, HIGH={high!r}")
+    if not low < high:
+        raise ValueError(f"window: LOW must be below HIGH; got LOW={low!r}, HIGH={high!r}")
+    return (voxels.clamp(low, high) - low) / (high - low)
+
+
+def percentile_scale(data: Tensor, low: float = 0.5, high: float = 99.5) -> Tensor:
+    """Scale so that the ``low``-th percentile of the voxels maps to 0 and the ``high``-th to 1,
+    clipped: MRI's usual display scaling, whose units vary from scan to scan.
+
+    Percentiles interpolate linearly between voxels, as ``numpy.percentile`` does. When the two
+    percentiles coincide (a scan that is mostly one value), the minimum and maximum are used
+    instead, so that the few other voxels still show; a constant volume gives zeros.
+
+    Args:
+        data: The voxels (any shape).
+        low: The percentile drawn black, in ``[0, 100)``.
+        high: The percentile drawn white, in ``(low, 100]``.
+
+    Returns:
+        The scaled voxels in ``[0, 1]``, of ``data``'s shape, float (float32 for integer
+        voxels).
+
+    Raises:
+        TypeError: If ``data`` is not a tensor.
+        ValueError: If not ``0 <= low < high <= 100``, or ``data`` is empty or holds NaN or
+            Inf.
+
+    Example:
+        >>> scan = read_volume("brain_t1.nii.gz")
+        >>> inputs = percentile_scale(scan.data)[None, None]  # N x C x D x H x W in [0, 1]
+    """
+    voxels = _float_voxels(data, "percentile_scale")
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(
+            f"percentile_scale: percentiles must satisfy 0 <= low < high <= 100; got "
+            f"low={low!r}, high={high!r}"
+        )
+    if voxels.numel() == 0:
+        raise ValueError("percentile_scale: data is empty; there are no voxels to scale")
+    flat = voxels.flatten()
+    bottom, top = percentile(flat, low), percentile(flat, high)
+    if not bool(top > bottom):
+        bottom, top = flat.min(), flat.max()
+    if not bool(top > bottom):
+        return torch.zeros_like(voxels)
+    return ((voxels - bottom) / (top - bottom)).clamp(0.0, 1.0)
+
+
+def _suffix(path: Path, argument: str) -> str:
+    """The file type of ``path`` from the end of its name (``.nii.gz`` counts as one)."""
+    name = path.name.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    raise EvaluationError(
+        f"{argument}: cannot read or write {str(path)!r}: use {', '.join(SUFFIXES)} "
+        "(by the file name's suffix)"
+    )
+
+
+def _nibabel(suffix: str) -> ModuleType:
+    try:
+        return importlib.import_module("nibabel")
+    except ImportError:
+        raise EvaluationError(
+            f'{suffix} files need nibabel: pip install "captum-polycam[medical]"'
+        ) from None
+
+
+def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The voxels, affine and header of a NIfTI file."""
+    nibabel = _nibabel(suffix)
+    # nibabel reads lazily: a damaged or truncated file may pass load and fail in get_fdata, as
+    # an ImageFileError, a gzip error (an OSError), an EOFError or a zlib error.
+    unreadable = (
+        nibabel.filebasedimages.ImageFileError,
+        nibabel.spatialimages.HeaderDataError,
+        OSError,
+        EOFError,
+        zlib.error,
+        ValueError,
+        TypeError,
+    )
+    try:
+        image = nibabel.load(path)
+        # A float64 voxel beyond float32's range becomes Inf, which read_volume refuses.
+        with np.errstate(over="ignore"):
+            array = image.get_fdata(dtype=np.float32)
+    except unreadable as error:
+        raise EvaluationError(f"{str(path)!r}: not a readable NIfTI file ({error})") from error
+    return array, image.affine, image.header
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as error:
+        raise EvaluationError(f"{str(path)!r}: not a readable .npy file ({error})") from error
+    if not isinstance(array, np.ndarray) or not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+        or array.dtype == np.bool_
+    ):
+        kind = getattr(array, "dtype", type(array))
+        raise EvaluationError(f"{str(path)!r}: holds {kind} values; a scan needs real numbers")
+    return array
+
+
+def _three_dimensional(array: np.ndarray, path: Path, *, nifti: bool) -> np.ndarray:
+    """The one 3-D volume of ``array``: trailing axes of size 1 (a 4-D file with one volume)
+    dropped, a series of several volumes refused."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    shape = "x".join(str(side) for side in array.shape)
+    if array.ndim == 4:
+        how = "nibabel's image.slicer[..., 0]" if nifti else "array[..., 0]"
+        raise EvaluationError(
+            f"{str(path)!r} is 4-D ({shape}): the model takes one 3-D volume; pick one volume "
+            f"of axis 3, e.g. with {how}"
+        )
+    if array.ndim != 3:
+        raise EvaluationError(
+            f"{str(path)!r} is {array.ndim}-D ({shape}): a 3-D volume (D x H x W) is expected"
+        )
+    return array
+
+
+def _float_voxels(data: Tensor, function: str) -> Tensor:
+    """``data`` as a float tensor (float32 for integer voxels), checked to be finite."""
+    if not isinstance(data, Tensor):
+        raise TypeError(f"{function}: data must be a tensor; got {type(data)}")
+    voxels = data if data.is_floating_point() else data.float()
+    if voxels.numel() and not bool(voxels.isfinite().all()):
+        raise ValueError(f"{function}: data holds NaN or Inf; scale finite voxels only")
+    return voxels
+
+
+def _write(path: Path, write: Callable[[], object]) -> None:
+    """Run ``write``, turning an unwritable path into an error naming it."""
+    try:
+        write()
+    except OSError as error:
+        raise EvaluationError(
+            f"{str(path)!r}: cannot write the file ({error.strerror or error})"
+        ) from error
