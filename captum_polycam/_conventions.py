@@ -199,9 +199,8 @@ def input_errors_explained(forward_func: Callable[..., Any], inputs: Tensor) -> 
 
     Raises:
         TypeError: The inputs are of another dtype than the model's parameters.
-        ValueError: They are on another device, or have other channels than the model's first
-            convolution takes.
-        ValueError: Of other dimensions than the model's first convolution takes.
+        ValueError: They are on another device, or have other dimensions or channels than the
+            model's first convolution takes.
         RuntimeError: Any other failure, as it was. The explained errors keep torch's as their
             cause.
     """

@@ -51,9 +51,9 @@ DEFAULT_MIN_FIDELITY = 0.99
 # Masks are compared on a grid of 7 cells a side (7 x 7 for an image, 7 x 7 x 7 for a volume):
 # every layer's masks meet there, and it tells the parts of an object apart.
 _GRID_SIDE = 7
+_ADAPTIVE_AVERAGE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 # Scored channels whose masks are most alike an unscored one, and how sharply the estimate
 # prefers the closest of them (cosine similarity to this power).
-_ADAPTIVE_AVERAGE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _NEIGHBOURS = 8
 _SHARPNESS = 4
 # The deepest layer's priority over the others' (see deepest_first), the share of a round's

@@ -215,8 +215,8 @@ def capture_activations(
     Raises:
         ValueError: If a layer is never called, asks for a call its module does not make, is
             not an ``N x C x l``, ``N x C x h x w`` or ``N x C x d x h x w`` tensor once
-            reshaped, or names the same call as another
-            layer (``"act:1"`` and ``"act"`` of a module called twice).
+            reshaped, or names the same call as another layer (``"act:1"`` and ``"act"`` of a
+            module called twice).
     """
     transform = reshape_function(reshape)
     calls: dict[int, int] = {}
@@ -352,7 +352,8 @@ def first_example(inputs: Tensor, additional_forward_args: Any) -> tuple[Tensor,
     as they are.
 
     Raises:
-        ValueError: If ``inputs`` is not a non-empty ``N x C x H x W`` tensor.
+        ValueError: If ``inputs`` is not a non-empty ``N x C x L``, ``N x C x H x W`` or
+            ``N x C x D x H x W`` tensor.
     """
     check_inputs(inputs, spatial_dims=SIGNALS_IMAGES_VOLUMES)
     args = () if additional_forward_args is None else additional_forward_args
