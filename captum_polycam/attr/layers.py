@@ -7,9 +7,11 @@ Naming and reading the layers is :mod:`captum_polycam.attr.capture`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -81,11 +83,14 @@ class _Call:
     module: nn.Module
     index: int  # how many times this module ran before
     in_size: tuple[int, ...] | None = None
-    output: Any = None  # as Poly-CAM reads it: reshaped when a reshape is given
+    # The output as Poly-CAM reads it (reshaped when a reshape is given), as a tensor on the
+    # meta device: its shape without its values, which a recording of every module of a
+    # dense 3D network would hold by the hundreds of megabytes.
+    output: Any = None
     block: _Call | None = None  # innermost enclosing call that is not a plain Sequential
     passes_through: bool = False  # returned its input unchanged (Identity, eval-mode Dropout)
-    made: int = 0  # id of the object the module returned, shared by nested modules
-    returned: Any = None  # that object, kept alive so that its id is not reused
+    made: int = 0  # the object the module returned, numbered: shared by nested modules
+    hands_on: frozenset[int] = frozenset()  # the numbers of the maps a returned dict holds
 
 
 class _Preference(NamedTuple):
@@ -134,6 +139,37 @@ def _read(value: Any, transform: Callable[[Tensor], Tensor] | None) -> Any:
         return None
 
 
+def _shape_only(value: Any) -> Any:
+    """A tensor's shape, as a tensor on the meta device; anything else is not a map (``None``)."""
+    if not isinstance(value, Tensor):
+        return None
+    return torch.empty(value.shape, dtype=value.dtype, device="meta")
+
+
+class _Numbering:
+    """Numbers the objects that modules return, one number per object, without keeping them.
+
+    Nested modules (a Sequential and its last child) return the same tensor, which must count
+    as one candidate. ``id()`` alone cannot tell: once a tensor is freed, a later one may get
+    its id. A weak reference can: it dies with its object.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._count = 0
+
+    def number(self, value: Any) -> int:
+        seen = self._live.get(id(value))
+        if seen is not None and seen[0]() is value:
+            return seen[1]
+        self._count += 1
+        # Tuples and dicts cannot be weakly referenced; they are never candidates, so a number
+        # of their own is all they need.
+        with contextlib.suppress(TypeError):
+            self._live[id(value)] = (weakref.ref(value), self._count)
+        return self._count
+
+
 def _record_calls(
     model: nn.Module,
     inputs: Tensor,
@@ -149,6 +185,7 @@ def _record_calls(
     records: list[_Call] = []
     stack: list[_Call] = []
     counts: dict[int, int] = {}
+    numbering = _Numbering()
     # The hooks run on every thread's passes through the model: only this one's are recorded.
     thread = threading.get_ident()
 
@@ -170,8 +207,10 @@ def _record_calls(
         if threading.get_ident() != thread:
             return
         call = stack.pop()
-        call.order, call.output = len(records), _read(output, transform)
-        call.made, call.returned = id(output), output
+        call.order, call.output = len(records), _shape_only(_read(output, transform))
+        call.made = numbering.number(output)
+        if isinstance(output, dict):
+            call.hands_on = frozenset(numbering.number(value) for value in output.values())
         # An in-place activation also returns its input, but it changed it.
         call.passes_through = bool(args) and args[0] is output and not _is_activation(module)
         records.append(call)
@@ -193,8 +232,7 @@ def _hands_on_maps(call: _Call, made: set[int]) -> bool:
     Tuples do not count: the blocks of Hugging Face models return their hidden states in
     tuples, inside the feature extractor, where a backbone hands its maps on in a dict.
     """
-    output = call.returned
-    return isinstance(output, dict) and any(id(v) in made for v in output.values())
+    return not call.hands_on.isdisjoint(made)
 
 
 def _feature_extractor(records: list[_Call], inputs: Tensor) -> _Call:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
+import weakref
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from captum_polycam import discover_layers
 from captum_polycam.attr import capture
 from captum_polycam.attr.capture import LayerInfo, capture_activations, resolve_layers
-from captum_polycam.attr.layers import describe_layers
+from captum_polycam.attr.layers import _Numbering, describe_layers
 from tests.conftest import ReusedReLU, hooked_modules
 
 IMAGE = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -489,3 +490,50 @@ def test_a_call_index_the_module_does_not_have_is_refused() -> None:
         capture_activations(
             lambda: model(torch.rand(1, 3, 16, 16)), resolve_layers(model, ["act:0", "act:99"])
         )
+
+
+class _FreedWhileRunning(nn.Module):
+    """Three stages; the last one notes whether the first stage's output is still alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.second = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.third = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.first_output: weakref.ref[Tensor] | None = None
+        self.first_output_alive: bool | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        first = self.first(x)
+        self.first_output = weakref.ref(first)
+        second = self.second(first)
+        del first  # from here on, only a recording could keep it alive
+        self.first_output_alive = self.first_output() is not None
+        return self.third(second).mean(dim=(2, 3))
+
+
+def test_discovery_keeps_no_module_output_alive() -> None:
+    # A recording of every module's output of a dense 3D network held hundreds of megabytes;
+    # discovery needs the outputs' shapes only, so a map is freed when the model frees it.
+    model = _FreedWhileRunning().eval()
+    with torch.no_grad():
+        model(IMAGE[:, :, :32, :32])
+    assert model.first_output_alive is False  # the model alone frees it
+    found = discover_layers(model, IMAGE[:, :, :32, :32])
+    assert found == ["first", "second", "third"]
+    assert model.first_output_alive is False
+
+
+def test_discovery_tells_a_new_output_from_a_freed_one_with_its_id() -> None:
+    # CPython reuses a freed object's id at once; nested modules returning one tensor must
+    # share a number, and a new tensor that happens to get a freed one's id must not.
+    numbering = _Numbering()
+    first = torch.zeros(1)
+    number, first_id = numbering.number(first), id(first)
+    assert numbering.number(first) == number
+    del first
+    candidates = (torch.zeros(1) for _ in range(1000))
+    second = next((t for t in candidates if id(t) == first_id), None)
+    if second is None:
+        pytest.skip("no new tensor took the freed one's id")
+    assert numbering.number(second) != number
