@@ -35,3 +35,23 @@ class LinearModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1) @ self.weight
+
+
+_CONVOLUTIONS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class TinyNet(nn.Module):
+    """Two convolutions (the second of stride 2), ReLU, a global average and 3 classes, in
+    ``dims`` spatial dimensions, on 2-channel inputs; seeded."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        torch.manual_seed(dims)
+        conv = _CONVOLUTIONS[dims]
+        self.block1 = nn.Sequential(conv(2, 4, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(conv(4, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(6, 3)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.block2(self.block1(x)).flatten(2).mean(dim=2))

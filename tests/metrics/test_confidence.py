@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from captum_polycam import PolyCam
 from captum_polycam.metrics.confidence import (
     AverageDrop,
     ConfidenceChange,
@@ -17,7 +18,7 @@ from captum_polycam.metrics.confidence import (
 )
 from captum_polycam.normalisation import min_max_mask
 from tests.conftest import BatchSizes, SumModel
-from tests.metrics.nd_models import TotalModel
+from tests.metrics.nd_models import TinyNet, TotalModel
 
 
 def sigmoid(value: float) -> float:
@@ -303,3 +304,18 @@ def test_bad_signal_and_volume_calls_are_refused_before_any_forward_pass(
     with pytest.raises(ValueError, match=match):
         ConfidenceChange(counting)(inputs, attributions)
     assert counting.sizes == []
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_poly_cam_maps_of_a_signal_or_volume_model(dims: int) -> None:
+    # O is the model's probability of the inputs times the min-max normalised map, computed
+    # here from the map at the inputs' size.
+    model = TinyNet(dims)
+    inputs = torch.rand(2, 2, *[8] * dims, generator=torch.Generator().manual_seed(dims))
+    maps = PolyCam(model, ["block1", "block2"]).attribute(inputs, target=[1, 2])
+    flat = maps.flatten(1)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    mask = ((flat - low) / (high - low)).view_as(maps)
+    result = ConfidenceChange(model)(inputs, maps, target=[1, 2])
+    expected = model(inputs * mask).softmax(dim=1)[[0, 1], [1, 2]].detach()
+    torch.testing.assert_close(result.masked, expected)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_polycam import PolyCam
 from captum_polycam.metrics import Deletion, Insertion, InsertionDeletion
 from tests.conftest import BatchSizes, SumModel
-from tests.metrics.nd_models import EveryValueModel, LinearModel, TotalModel
+from tests.metrics.nd_models import EveryValueModel, LinearModel, TinyNet, TotalModel
 
 X = torch.tensor([[[[4.0, 3.0], [2.0, 1.0]]]])  # score = sum of the pixels
 
@@ -516,3 +517,19 @@ def test_bad_signal_and_volume_calls(inputs: Tensor, attributions: Tensor, match
     with pytest.raises(ValueError, match=match):
         InsertionDeletion(counting, n_steps=1, baseline="zeros")(inputs, attributions, 0)
     assert counting.sizes == []
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_poly_cam_maps_of_a_signal_or_volume_model(dims: int) -> None:
+    # The curves end at the model's probability of the full inputs (insertion) and of the
+    # baseline (deletion), whatever the map.
+    model = TinyNet(dims)
+    inputs = torch.rand(2, 2, *[8] * dims, generator=torch.Generator().manual_seed(dims))
+    maps = PolyCam(model, ["block1", "block2"]).attribute(inputs, target=[0, 2])
+    assert maps.shape == (2, 1, *[8] * dims)
+    result = InsertionDeletion(model, n_steps=8, baseline="zeros")(inputs, maps, target=[0, 2])
+    probabilities = model(inputs).softmax(dim=1)[[0, 1], [0, 2]]
+    blank = model(torch.zeros_like(inputs)).softmax(dim=1)[[0, 1], [0, 2]]
+    torch.testing.assert_close(result.insertion.curve[:, -1], probabilities.detach())
+    torch.testing.assert_close(result.deletion.curve[:, -1], blank.detach())
+    assert result.insertion.curve.shape == (2, 8)
