@@ -13,8 +13,9 @@ masks, and runs no forward pass:
   best threshold of an accuracy curve (MaxBoxAcc).
 
 **Maps.** ``N x 1 x H x W`` float tensors in the input's frame (Poly-CAM's maps, or any
-attribution reduced to one channel and resized to the input), at any scale. The metrics work
-on the maps' device, and give their values in the maps' dtype, float32 at least.
+attribution reduced to one channel and resized to the input), at any scale; or, the same way,
+``N x 1 x L`` maps of signals and ``N x 1 x D x H x W`` maps of volumes. The metrics work on
+the maps' device, and give their values in the maps' dtype, float32 at least.
 
 **Pixel convention.** Rows are ``y`` and columns ``x``: pixel ``(y, x)`` of a map covers the
 square ``[x, x + 1) x [y, y + 1)`` of the input, so that its centre is ``(x + 0.5, y + 0.5)``.
@@ -26,10 +27,22 @@ holds), and a box that holds no pixel centre at all, such as ``(0.2, 0.2, 0.4, 0
 no pixel: its area counts as empty. The other way round, the pixels ``x0 .. x1`` of columns
 and ``y0 .. y1`` of rows make the box ``(x0, y0, x1 + 1, y1 + 1)``.
 
+**Signals and volumes.** The same rule holds along every axis, ``x`` always the last one (the
+columns ``W``), then ``y`` (the rows ``H``), then ``z`` (the slices ``D``, the first spatial
+axis of a volume): voxel ``(z, y, x)`` covers ``[x, x + 1) x [y, y + 1) x [z, z + 1)``, and a
+volume's box ``(x1, y1, z1, x2, y2, z2)`` covers the voxels whose centres lie in
+``[x1, x2] x [y1, y2] x [z1, z2]``; a signal's box ``(x1, x2)`` covers the samples whose
+centres lie in ``[x1, x2]``. The voxels ``x0 .. x1``, ``y0 .. y1``, ``z0 .. z1`` make the box
+``(x0, y0, z0, x1 + 1, y1 + 1, z1 + 1)``. MONAI orders the axes the other way round: its
+boxes (``"xyzxyz"``, and those of ``convert_mask_to_box``) take their ``x`` along the first
+spatial axis, so that its ``(a1, b1, c1, a2, b2, c2)`` of a ``D x H x W`` volume is
+``(c1, b1, a1, c2, b2, a2)`` here.
+
 **Ground truth.** Each call takes exactly one of ``boxes=`` (per example, ``K x 4`` boxes of
-the class, ``K >= 0``; their union is the object) and ``masks=`` (``N x 1 x H x W``, bool or
-0/1). An example whose ground truth covers no pixel (no box, boxes that cover no pixel centre,
-an empty mask) is undefined.
+the class, ``K x 6`` for volumes, ``K x 2`` for signals, ``K >= 0``; their union is the object)
+and ``masks=`` (``N x 1 x H x W`` like the maps, bool or 0/1: ``N x 1 x D x H x W`` for
+volumes, as MONAI's channel-first labels come). An example whose ground truth covers no pixel
+(no box, boxes that cover no pixel centre, an empty mask) is undefined.
 
 **Undefined examples.** An example without ground truth, or whose map cannot single anything
 out (a constant map for the pointing game and the box accuracy, an all-zero map for the
@@ -74,7 +87,14 @@ __all__ = [
 ]
 
 BoxesLike = Sequence[Any]
-"""Per example, a ``K x 4`` tensor, array or nested list of boxes ``(x1, y1, x2, y2)``."""
+"""Per example, a ``K x 4`` tensor, array or nested list of boxes ``(x1, y1, x2, y2)``
+(``K x 6`` boxes ``(x1, y1, z1, x2, y2, z2)`` for volumes, ``K x 2`` ``(x1, x2)`` for
+signals)."""
+
+# The corners of a box, by number of spatial dimensions, as the errors name them.
+_CORNERS = {1: "x1, x2", 2: "x1, y1, x2, y2", 3: "x1, y1, z1, x2, y2, z2"}
+# The maps' layouts, by number of spatial dimensions.
+_MAP_LAYOUTS = {1: "N x 1 x L", 2: "N x 1 x H x W", 3: "N x 1 x D x H x W"}
 
 # Threshold-regions labelled in one go: bounds the memory of BoxAccuracy (a few int64 arrays
 # of this length) whatever the batch. A smooth 224 x 224 map has about 50,000 regions over the
@@ -92,7 +112,8 @@ class PointingGameResult:
     Attributes:
         values: ``(N,)`` 1.0 for a hit, 0.0 for a miss, NaN where undefined.
         points: ``(N, 2)`` the pixel each map points at, as ``(x, y)`` (column, row): the
-            first of its maximal pixels in row-major order.
+            first of its maximal pixels in row-major order. ``(N, 3)``, ``(x, y, z)``, for
+            volumes, and ``(N, 1)``, ``(x,)``, for signals.
         undefined: ``(N,)`` bool, the examples without a value: a constant map, or no
             ground-truth pixel.
         protocol: The settings that decide the numbers: ``tolerance`` and ``ground_truth``
@@ -152,7 +173,8 @@ class BoxAccuracyResult:
             of undefined examples.
         ious: ``(N, T)`` the IoU of that box with its best-matching ground-truth box; NaN on
             the rows of undefined examples.
-        map_boxes: ``(N, T, 4)`` that box, ``(x1, y1, x2, y2)`` in input pixels; NaN on the
+        map_boxes: ``(N, T, 4)`` that box, ``(x1, y1, x2, y2)`` in input pixels (``(N, T, 6)``,
+            ``(x1, y1, z1, x2, y2, z2)``, for volumes, ``(N, T, 2)`` for signals); NaN on the
             rows of undefined examples.
         thresholds: ``(T,)`` float64 on the CPU, the fractions of each map's maximum.
         undefined: ``(N,)`` bool, the examples without a value: a constant map, or no
@@ -276,17 +298,19 @@ class PointingGame(_LocalisationMetric):
 
     With ``p`` the map's maximal pixel and ``G`` the ground-truth pixels, an example is a hit
     when ``min_{g in G} ||g - p|| <= tolerance``, the Euclidean distance between the pixels'
-    indices (row, column): a hit when ``p`` is in ``G`` whatever the tolerance, and, for
-    ``tolerance = 15``, when ``G`` comes within 15 pixels of it. This is the definition of
-    Zhang et al. (ECCV 2016) and TorchRay's benchmark (its default tolerance of 15, and its
-    pointing at the first maximal pixel), but for the boundary: TorchRay accepts distances
-    strictly below the tolerance (so that ``tolerance = 0`` never hits), this one up to it.
+    indices (row, column; slice, row, column for the voxels of a volume): a hit when ``p`` is
+    in ``G`` whatever the tolerance, and, for ``tolerance = 15``, when ``G`` comes within 15
+    pixels of it. This is the definition of Zhang et al. (ECCV 2016) and TorchRay's benchmark
+    (its default tolerance of 15, and its pointing at the first maximal pixel), but for the
+    boundary: TorchRay accepts distances strictly below the tolerance (so that
+    ``tolerance = 0`` never hits), this one up to it.
 
     The accuracy over a dataset is the mean of the per-example hits, what
     :class:`~captum_polycam.metrics.MetricSummary` computes from ``as_dict()``.
 
     Ties: when several pixels hold the maximum, the map points at the first in row-major
-    order (the smallest row, then the smallest column), as TorchRay's ``argmax`` of the
+    order (the smallest row, then the smallest column; for a volume the smallest slice
+    first), as TorchRay's ``argmax`` of the
     flattened map does. The pointing game scores one point, the one a user would read off the
     map; hitting when *any* maximal pixel is near would reward a map for a wide plateau at its
     maximum. (Maps clipped at the top have such plateaus: Poly-CAM's normalisation saturates
@@ -327,12 +351,15 @@ class PointingGame(_LocalisationMetric):
 
         Args:
             attributions: ``N x 1 x H x W`` float maps in the input's frame (or a 1-tuple
-                holding them).
+                holding them); ``N x 1 x D x H x W`` for volumes, ``N x 1 x L`` for signals.
             boxes: Per example, ``K x 4`` boxes ``(x1, y1, x2, y2)`` of the object in input
-                pixels (tensors, arrays or nested lists; ``K`` may be 0); see the module's
-                pixel convention.
-            masks: ``N x 1 x H x W`` bool or 0/1 masks of the object. Give ``boxes`` or
-                ``masks``, not both.
+                pixels (tensors, arrays or nested lists; ``K`` may be 0): ``K x 6`` boxes
+                ``(x1, y1, z1, x2, y2, z2)`` for volumes (``x`` along ``W``, ``y`` along
+                ``H``, ``z`` along ``D``), ``K x 2`` boxes ``(x1, x2)`` for signals; see the
+                module's pixel convention.
+            masks: Bool or 0/1 masks of the object shaped as the maps, ``N x 1 x H x W``
+                (``N x 1 x D x H x W``, ``N x 1 x L``). Give ``boxes`` or ``masks``, not
+                both.
 
         Returns:
             The hits, the pointed pixels and the undefined examples, on the maps' device.
@@ -340,8 +367,10 @@ class PointingGame(_LocalisationMetric):
         Raises:
             TypeError: ``attributions`` is not a float tensor, or not exactly one of ``boxes``
                 and ``masks`` is given.
-            ValueError: A map is not ``N x 1 x H x W`` or not finite, a box is malformed, or a
-                mask is not binary or not of the maps' size.
+            ValueError: A map is not ``N x 1 x H x W`` (or a signal's or volume's) or not
+                finite, a box is malformed or of another width than the maps' (4 numbers for
+                images, 6 for volumes, 2 for signals), or a mask is not binary or not of the
+                maps' size.
 
         Warns:
             UserWarning: Some examples are undefined (a constant map, or no ground-truth
@@ -349,30 +378,39 @@ class PointingGame(_LocalisationMetric):
         """
         maps = _check_maps(attributions)
         truth = _GroundTruth.read(maps, boxes, masks)
-        height, width = maps.shape[1:]
+        size = maps.shape[1:]
         flat = maps.flatten(1)
         peak = flat.amax(dim=1)
         constant = peak == flat.amin(dim=1)
         first = _first_true(flat == peak[:, None], dim=1)
-        rows, columns = first // width, first % width
-        device = maps.device
-        row_distance = (torch.arange(height, device=device) - rows[:, None]) ** 2
-        column_distance = (torch.arange(width, device=device) - columns[:, None]) ** 2
-        near = row_distance[:, :, None] + column_distance[:, None, :] <= self.tolerance**2
+        # The maximal position's index along each axis (slice, row, column).
+        indices = []
+        for side in reversed(size):
+            indices.insert(0, first % side)
+            first = first // side
+        distance = torch.zeros(len(maps), *size, dtype=torch.long, device=maps.device)
+        for axis, (side, index) in enumerate(zip(size, indices, strict=True)):
+            along = (torch.arange(side, device=maps.device) - index[:, None]) ** 2
+            shape = [len(maps)] + [1] * len(size)
+            shape[axis + 1] = side
+            distance = distance + along.view(shape)
+        near = distance <= self.tolerance**2
         hit = (truth.inside & near).flatten(1).any(dim=1)
         empty = truth.empty
         undefined = constant | empty
         values = torch.where(undefined, math.nan, hit.to(_value_dtype(maps)))
         self._warn_undefined(constant, empty, "a constant map (no maximum to point at)")
         protocol = {**self.protocol, "ground_truth": truth.kind}
-        return PointingGameResult(values, torch.stack([columns, rows], 1), undefined, protocol)
+        points = torch.stack(indices[::-1], 1)  # (x, y, z): the last axis first
+        return PointingGameResult(values, points, undefined, protocol)
 
 
 class EnergyPointingGame(_LocalisationMetric):
     r"""The energy-based pointing game: the fraction of the map's mass inside the object.
 
     For a non-negative map ``m`` and the ground-truth indicator ``1_G`` (the union of the
-    example's boxes, or its mask),
+    example's boxes, or its mask), summed over the pixels (the voxels of a volume, the samples
+    of a signal),
 
     .. math:: E = \frac{\sum_{(y, x)} m_{y,x} \, 1_G(y, x)}{\sum_{(y, x)} m_{y,x}},
 
@@ -430,16 +468,20 @@ class BoxAccuracy(_LocalisationMetric):
     1. the foreground is ``{pixel: m >= t * max(m)}`` (``>=``, so that ``t = 0`` keeps the
        whole frame and ``t = 1`` the maximal pixels);
     2. its largest 8-connected region, by pixel count, is kept; of several regions of that
-       size, the one holding the first foreground pixel in row-major order;
+       size, the one holding the first foreground pixel in row-major order (for volumes the
+       largest 26-connected region, whose voxels touch by a face, an edge or a corner, as
+       8-connected pixels touch by a side or a corner; for signals, the longest run);
     3. the region's tight box (pixels ``x0 .. x1``, ``y0 .. y1`` give the box
-       ``(x0, y0, x1 + 1, y1 + 1)``) is compared with every ground-truth box, and the
-       example is a hit when its best IoU is ``iou`` or more.
+       ``(x0, y0, x1 + 1, y1 + 1)``; voxels the box ``(x0, y0, z0, x1 + 1, y1 + 1, z1 + 1)``)
+       is compared with every ground-truth box, and the example is a hit when its best IoU
+       is ``iou`` or more.
 
     IoU is measured in pixels under the module's pixel convention: a ground-truth box is
     replaced by the tight box of the pixels it covers (clipped to the frame; a box covering
     none is dropped), so that both boxes have whole-pixel sides and
-    ``IoU = area(A and B) / area(A or B)`` counts pixels. With ``masks``, the ground-truth
-    boxes are the tight boxes of each mask's 8-connected components.
+    ``IoU = area(A and B) / area(A or B)`` counts pixels (volumes: voxels). With ``masks``, the
+    ground-truth boxes are the tight boxes of each mask's 8-connected components (26-connected
+    for volumes).
 
     Over a dataset, the accuracy at ``t`` is the fraction of examples hit, and MaxBoxAcc its
     maximum over the thresholds, one threshold for the whole dataset
@@ -453,7 +495,8 @@ class BoxAccuracy(_LocalisationMetric):
     follow them exactly. A constant map singles out no region: it is undefined.
 
     Connected regions are labelled in torch on the maps' device, for all the examples and
-    thresholds at once, from each row's runs of foreground (no SciPy): about 0.3 s for 16
+    thresholds at once, from each row's runs of foreground (a volume's rows are those of every
+    slice; no SciPy): about 0.3 s for 16
     smooth maps of 224 x 224 at the 100 default thresholds on two CPU cores. The time grows
     with the number of runs: maps of pixel noise take about twenty times longer.
 
@@ -510,7 +553,7 @@ class BoxAccuracy(_LocalisationMetric):
         """
         maps = _check_maps(attributions, non_negative=type(self).__name__)
         truth = _GroundTruth.read(maps, boxes, masks)
-        count, height, width = maps.shape
+        count, *size = maps.shape
         device, dtype = maps.device, _value_dtype(maps)
         thresholds = self.thresholds.to(device)
         flat = maps.flatten(1)
@@ -521,7 +564,7 @@ class BoxAccuracy(_LocalisationMetric):
         steps = len(thresholds)
         hits = torch.full((count, steps), math.nan, dtype=dtype, device=device)
         ious = torch.full((count, steps), math.nan, dtype=dtype, device=device)
-        map_boxes = torch.full((count, steps, 4), math.nan, dtype=dtype, device=device)
+        map_boxes = torch.full((count, steps, 2 * len(size)), math.nan, dtype=dtype, device=device)
         rows = (~undefined).nonzero().squeeze(1)
         if len(rows):
             # A pixel is foreground at the thresholds t_j with t_j * max <= m, the first
@@ -529,7 +572,7 @@ class BoxAccuracy(_LocalisationMetric):
             values = flat[rows].double()
             bounds = thresholds[None, :] * peak[rows].double()[:, None]
             levels = torch.searchsorted(bounds.contiguous(), values.contiguous(), right=True)
-            found = _largest_region_boxes(levels.view(-1, height, width), steps)
+            found = _largest_region_boxes(levels.view(-1, *size), steps)
             truth_boxes, valid = truth.pixel_boxes()
             overlap = _iou(found[:, :, None, :], truth_boxes[rows][:, None, :, :])
             best = torch.where(valid[rows][:, None, :], overlap, -1.0).amax(dim=2)
@@ -547,25 +590,29 @@ class BoxAccuracy(_LocalisationMetric):
 
 
 def _check_maps(attributions: Any, non_negative: str | None = None) -> Tensor:
-    """The ``N x H x W`` maps of ``N x 1 x H x W`` attributions, or a clear error."""
+    """The ``N x *spatial`` maps of ``N x 1 x *spatial`` attributions (``N x 1 x H x W``,
+    ``N x 1 x D x H x W`` or ``N x 1 x L``), or a clear error."""
     attributions = unpack_single(attributions, "attributions")[0]
     if not isinstance(attributions, Tensor):
         raise TypeError(f"attributions must be a torch.Tensor; got {type(attributions).__name__}")
     if not attributions.is_floating_point():
         raise TypeError(f"attributions must be a float tensor; got dtype {attributions.dtype}")
     shape = tuple(attributions.shape)
-    if attributions.dim() != 4 or shape[1] != 1:
+    if attributions.dim() - 2 not in _MAP_LAYOUTS or shape[1] != 1:
         hint = ""
-        if attributions.dim() == 3:
-            hint = ": add the channel dimension (attributions[:, None])"
-        elif attributions.dim() == 4:
-            hint = (
-                ": reduce the channels to one first (their sum, or the sum of their absolute "
-                "values, as captum_polycam.normalisation.pixel_saliency does)"
-            )
+        reduce = (
+            "reduce the channels to one first (their sum, or the sum of their absolute "
+            "values, as captum_polycam.normalisation.pixel_saliency does)"
+        )
+        if attributions.dim() == 3:  # N x H x W maps, or N x C x L attributions
+            hint = f": add the channel dimension (attributions[:, None]), or {reduce}"
+        elif attributions.dim() == 4:  # N x C x H x W attributions, or N x D x H x W maps
+            hint = f": {reduce}, or add the channel dimension (attributions[:, None])"
+        elif attributions.dim() == 5:
+            hint = f": {reduce}"
         raise ValueError(
-            f"attributions must be N x 1 x H x W maps (one channel, in the input's frame); "
-            f"got shape {shape}{hint}"
+            f"attributions must be N x 1 x H x W maps (one channel, in the input's frame), "
+            f"N x 1 x D x H x W for volumes or N x 1 x L for signals; got shape {shape}{hint}"
         )
     if attributions.numel() == 0:
         raise ValueError(f"attributions must hold at least one pixel of one map; got {shape}")
@@ -620,7 +667,7 @@ class _GroundTruth:
         boxes: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.kind = kind
-        self.inside = inside  # (N, H, W) bool
+        self.inside = inside  # (N, *spatial) bool
         self._boxes = boxes
 
     @property
@@ -629,59 +676,69 @@ class _GroundTruth:
         return ~self.inside.flatten(1).any(dim=1)
 
     def pixel_boxes(self) -> tuple[Tensor, Tensor]:
-        """``(N, K, 4)`` long boxes in whole pixels and their ``(N, K)`` validity: the pixels
-        each given box covers, or each mask's 8-connected components."""
+        """``(N, K, 2 d)`` long boxes in whole pixels, for ``d`` spatial dimensions, and their
+        ``(N, K)`` validity: the pixels each given box covers, or each mask's connected
+        components."""
         if self._boxes is None:
             self._boxes = _component_boxes(self.inside)
         return self._boxes
 
     @classmethod
     def read(cls, maps: Tensor, boxes: Any, masks: Any) -> _GroundTruth:
+        dims = maps.dim() - 1
         if (boxes is None) == (masks is None):
             raise TypeError(
-                "give the ground truth as boxes=... (per example, K x 4 boxes x1, y1, x2, y2) "
-                "or masks=... (N x 1 x H x W), exactly one of them"
+                f"give the ground truth as boxes=... (per example, K x {2 * dims} boxes "
+                f"{_CORNERS[dims]}) or masks=... ({_MAP_LAYOUTS[dims]}), exactly one of them"
             )
         if masks is not None:
             return cls("masks", _check_masks(masks, maps))
-        return cls._from_boxes(_check_boxes(boxes, len(maps)), maps)
+        return cls._from_boxes(_check_boxes(boxes, len(maps), dims), maps)
 
     @classmethod
     def _from_boxes(cls, per_example: list[Tensor], maps: Tensor) -> _GroundTruth:
-        count, height, width = maps.shape
-        device = maps.device
+        count, *size = maps.shape
+        dims, device = len(size), maps.device
         counts = [len(boxes) for boxes in per_example]
         most = max(counts)
-        # Padded to (N, K, 4); padding boxes cover nothing.
-        padded = torch.zeros(count, most, 4, dtype=torch.float64)
+        # Padded to (N, K, 2 d); padding boxes cover nothing.
+        padded = torch.zeros(count, most, 2 * dims, dtype=torch.float64)
         for index, boxes in enumerate(per_example):
             padded[index, : len(boxes)] = boxes
         padded = padded.to(device)
-        x1, y1, x2, y2 = padded.unbind(dim=2)
-        # Pixel centres inside the closed box: the module's pixel rule.
-        column_centres = torch.arange(width, device=device, dtype=torch.float64) + 0.5
-        row_centres = torch.arange(height, device=device, dtype=torch.float64) + 0.5
-        columns = (column_centres >= x1[..., None]) & (column_centres <= x2[..., None])
-        rows = (row_centres >= y1[..., None]) & (row_centres <= y2[..., None])
         given = torch.arange(most, device=device) < torch.tensor(counts, device=device)[:, None]
-        columns &= given[..., None]
-        rows &= given[..., None]
-        # The union of the boxes: a pixel is inside when some box covers its row and column.
-        covered = torch.bmm(rows.transpose(1, 2).float(), columns.float())
-        inside = covered > 0
-        valid = columns.any(dim=2) & rows.any(dim=2)
-        x0, x_last = _first_true(columns, dim=2), _last_true(columns, dim=2)
-        y0, y_last = _first_true(rows, dim=2), _last_true(rows, dim=2)
-        pixel_boxes = torch.stack([x0, y0, x_last + 1, y_last + 1], dim=2)
-        return cls("boxes", inside, (pixel_boxes, valid))
+        # Per coordinate x, y, z (the axes from the last), the positions whose centres lie in
+        # the closed box: the module's pixel rule. (N, K, side) each.
+        covers = []
+        for coordinate in range(dims):
+            side = size[dims - 1 - coordinate]
+            centres = torch.arange(side, device=device, dtype=torch.float64) + 0.5
+            low, high = padded[..., coordinate, None], padded[..., dims + coordinate, None]
+            covers.append((centres >= low) & (centres <= high) & given[..., None])
+        # The union of the boxes: a position is inside when some box covers it along every axis.
+        inside = torch.zeros(count, *size, dtype=torch.bool, device=device)
+        for box in range(most):
+            along = [cover[:, box] for cover in reversed(covers)]  # in the axes' order
+            covered = along[0].view(count, -1, *[1] * (dims - 1))
+            for axis in range(1, dims):
+                shape = [count] + [1] * dims
+                shape[axis + 1] = size[axis]
+                covered = covered & along[axis].view(shape)
+            inside |= covered
+        valid = torch.stack([cover.any(dim=2) for cover in covers]).all(dim=0)
+        starts = [_first_true(cover, dim=2) for cover in covers]
+        ends = [_last_true(cover, dim=2) + 1 for cover in covers]
+        return cls("boxes", inside, (torch.stack(starts + ends, dim=2), valid))
 
 
-def _check_boxes(boxes: Any, count: int) -> list[Tensor]:
-    """Each example's boxes as a ``K x 4`` float64 CPU tensor, checked."""
+def _check_boxes(boxes: Any, count: int, dims: int) -> list[Tensor]:
+    """Each example's boxes as a ``K x 2 dims`` float64 CPU tensor, checked: ``K x 4`` for
+    images, ``K x 6`` for volumes, ``K x 2`` for signals."""
+    width, corners = 2 * dims, _CORNERS[dims]
     if not isinstance(boxes, (list, tuple)):
         raise TypeError(
-            "boxes must be a list with one entry per example, each a K x 4 tensor or nested "
-            f"list of boxes x1, y1, x2, y2; got {type(boxes).__name__}"
+            f"boxes must be a list with one entry per example, each a K x {width} tensor or "
+            f"nested list of boxes {corners}; got {type(boxes).__name__}"
         )
     if len(boxes) != count:
         raise ValueError(
@@ -693,43 +750,48 @@ def _check_boxes(boxes: Any, count: int) -> list[Tensor]:
             tensor = _float64(entry)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
-                f"boxes[{index}] must be a K x 4 tensor, array or nested list of numbers; got "
-                f"{type(entry).__name__}"
+                f"boxes[{index}] must be a K x {width} tensor, array or nested list of numbers; "
+                f"got {type(entry).__name__}"
             ) from None
         if tensor.numel() == 0:
-            checked.append(tensor.reshape(0, 4))
+            checked.append(tensor.reshape(0, width))
             continue
-        if tensor.dim() != 2 or tensor.shape[1] != 4:
+        if tensor.dim() != 2 or tensor.shape[1] != width:
+            maps = _MAP_LAYOUTS[dims]
             raise ValueError(
-                f"boxes[{index}] must be K x 4, one box x1, y1, x2, y2 a row (one box is "
-                f"[[x1, y1, x2, y2]]); got shape {tuple(tensor.shape)}"
+                f"boxes[{index}] must be K x {width}, one box {corners} a row (one box is "
+                f"[[{corners}]]) for {maps} maps; got shape {tuple(tensor.shape)}"
             )
-        x1, y1, x2, y2 = tensor.unbind(dim=1)
-        good = torch.isfinite(tensor).all(dim=1) & (x1 < x2) & (y1 < y2)
+        good = torch.isfinite(tensor).all(dim=1) & (tensor[:, :dims] < tensor[:, dims:]).all(dim=1)
         if not bool(good.all()):
             box = _first_true(~good)
+            names = [f"{axis}1 < {axis}2" for axis in "xyz"[:dims]]
+            ordered = " and ".join([", ".join(names[:-1]), names[-1]] if dims > 1 else names)
             raise ValueError(
-                f"boxes[{index}][{box}] is {tensor[box].tolist()}: a box x1, y1, x2, y2 must "
-                "be finite with x1 < x2 and y1 < y2"
+                f"boxes[{index}][{box}] is {tensor[box].tolist()}: a box {corners} must "
+                f"be finite with {ordered}"
             )
         checked.append(tensor)
     return checked
 
 
 def _check_masks(masks: Any, maps: Tensor) -> Tensor:
-    """``N x 1 x H x W`` binary masks as ``(N, H, W)`` bool on the maps' device."""
+    """``N x 1 x *spatial`` binary masks as ``(N, *spatial)`` bool on the maps' device."""
+    layout = _MAP_LAYOUTS[maps.dim() - 1]
     if not isinstance(masks, Tensor):
         try:
             masks = torch.as_tensor(masks)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
-                f"masks must be an N x 1 x H x W tensor; got {type(masks).__name__}"
+                f"masks must be an {layout} tensor; got {type(masks).__name__}"
             ) from None
     expected = (len(maps), 1, *maps.shape[1:])
     if tuple(masks.shape) != expected:
+        # Labels without their channel axis (N x D x H x W): the one thing to add.
+        hint = " (add the channel axis: masks[:, None])" if masks.shape == maps.shape else ""
         raise ValueError(
-            f"masks must be N x 1 x H x W like the attributions, {expected}; got "
-            f"{tuple(masks.shape)}"
+            f"masks must be {layout} like the attributions, {expected}; got "
+            f"{tuple(masks.shape)}{hint}"
         )
     masks = masks.detach().to(maps.device)[:, 0]
     if masks.dtype != torch.bool:
@@ -790,17 +852,19 @@ def _last_true(flags: Tensor, dim: int) -> Tensor:
 
 
 def _iou(first: Tensor, second: Tensor) -> Tensor:
-    """IoU of boxes ``(..., 4)`` with whole-pixel corners, broadcast, in float64."""
+    """IoU of boxes ``(..., 2 d)`` with whole-pixel corners, broadcast, in float64: the
+    intersection and the areas (volumes) are products of the sides, ``x`` first."""
     first, second = first.double(), second.double()
-    width = (
-        torch.minimum(first[..., 2], second[..., 2]) - torch.maximum(first[..., 0], second[..., 0])
-    ).clamp(min=0)
-    height = (
-        torch.minimum(first[..., 3], second[..., 3]) - torch.maximum(first[..., 1], second[..., 1])
-    ).clamp(min=0)
-    inter = width * height
-    area_first = (first[..., 2] - first[..., 0]) * (first[..., 3] - first[..., 1])
-    area_second = (second[..., 2] - second[..., 0]) * (second[..., 3] - second[..., 1])
+    dims = first.shape[-1] // 2
+    low = torch.maximum(first[..., :dims], second[..., :dims])
+    sides = (torch.minimum(first[..., dims:], second[..., dims:]) - low).clamp(min=0)
+    first_sides = first[..., dims:] - first[..., :dims]
+    second_sides = second[..., dims:] - second[..., :dims]
+    inter, area_first, area_second = sides[..., 0], first_sides[..., 0], second_sides[..., 0]
+    for axis in range(1, dims):
+        inter = inter * sides[..., axis]
+        area_first = area_first * first_sides[..., axis]
+        area_second = area_second * second_sides[..., axis]
     union = area_first + area_second - inter
     return inter / union.clamp(min=1)
 
@@ -815,19 +879,31 @@ def _iou(first: Tensor, second: Tensor) -> Tensor:
 # over the pixels, and smooth maps have few runs. Runs on adjacent rows whose columns overlap,
 # or touch diagonally, are 8-connected; a union-find on those links, with pointer jumping,
 # labels each region by its first run, which holds its first pixel in row-major order.
+#
+# A volume's rows are those of every slice, in row-major order (slice, then row); a run links
+# to the runs of the 8 rows around its own (the next and previous row of its slice, and the
+# three rows facing it in each neighbouring slice) whose columns overlap or touch diagonally:
+# 26-connectivity, every voxel touching by a face, an edge or a corner, as 8-connectivity is
+# for pixels. A signal is one row: its regions are its runs.
 
 
 class _Runs(NamedTuple):
-    """Every run of foreground, sorted by group (an image at one threshold), row and column."""
+    """Every run of foreground, sorted by group (a map at one threshold), row and column."""
 
     group: Tensor
-    row: Tensor
+    row: Tensor  # the row's index among the map's rows, in row-major order
     start: Tensor  # first column
     end: Tensor  # last column
 
 
+def _rows_of(levels: Tensor) -> Tensor:
+    """``(n, *spatial)`` maps as ``(n, R, W)``: their rows, every slice's for a volume, one for
+    a signal."""
+    return levels.reshape(len(levels), -1, levels.shape[-1])
+
+
 def _runs(levels: Tensor, steps: int) -> _Runs:
-    """The runs of ``levels`` (``n x H x W`` ints in ``[0, steps]``, a pixel foreground at the
+    """The runs of ``levels`` (``n x R x W`` ints in ``[0, steps]``, a pixel foreground at the
     thresholds ``j < level``) at each threshold, group ``example * steps + j``."""
     height, width = levels.shape[1:]
     device = levels.device
@@ -852,26 +928,61 @@ def _runs(levels: Tensor, steps: int) -> _Runs:
     )
 
 
-def _label_runs(runs: _Runs, height: int, width: int) -> Tensor:
-    """Each run's region, as the index of the region's first run."""
+def _row_indices(rows: Tensor, shape: Sequence[int]) -> list[Tensor]:
+    """The index of each row along each axis of ``shape`` (the spatial axes but the last)."""
+    indices = []
+    for side in reversed(shape):
+        indices.insert(0, rows % side)
+        rows = rows // side
+    return indices
+
+
+def _row_steps(shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """The steps from a row to the rows of the following half of its neighbours, which touch
+    it (the other half link to it): every step of -1, 0 or 1 along each axis of ``shape``
+    whose first non-zero step is 1. ``[(1,)]`` for images, the next row; 4 steps for volumes."""
+    found = [()]
+    for _ in shape:
+        found = [(*step, move) for step in found for move in (-1, 0, 1)]
+    return [step for step in found if any(step) and next(m for m in step if m) == 1]
+
+
+def _label_runs(runs: _Runs, shape: Sequence[int], width: int) -> Tensor:
+    """Each run's region, as the index of the region's first run; ``shape`` is the maps'
+    spatial shape but the last axis, ``width`` the last axis's length."""
     count = len(runs.group)
     device = runs.group.device
+    rows = math.prod(shape)
     stride = width + 2  # columns shifted by one, so that -1 and width fit in a row's keys
-    row_key = runs.group * height + runs.row
+    row_key = runs.group * rows + runs.row
     start_key = row_key * stride + runs.start + 1
     end_key = row_key * stride + runs.end + 1
-    below = (row_key + 1) * stride
-    # The runs of the next row that overlap [start - 1, end + 1] are consecutive: from the
-    # first that ends at start - 1 or later to the last that starts at end + 1 or earlier.
-    first = torch.searchsorted(end_key, below + runs.start, side="left")
-    last = torch.searchsorted(start_key, below + runs.end + 2, side="right") - 1
-    links = torch.where(runs.row < height - 1, (last - first + 1).clamp(min=0), 0)
-    upper = torch.repeat_interleave(torch.arange(count, device=device), links)
-    lower = torch.repeat_interleave(first, links) + (
-        torch.arange(len(upper), device=device)
-        - torch.repeat_interleave(links.cumsum(0) - links, links)
-    )
+    indices = _row_indices(runs.row, shape)
+    uppers, lowers = [], []
+    for step in _row_steps(shape):
+        # The runs of the row ``step`` away that overlap [start - 1, end + 1] are consecutive:
+        # from the first that ends at start - 1 or later to the last that starts at end + 1 or
+        # earlier.
+        offset = sum(move * math.prod(shape[axis + 1 :]) for axis, move in enumerate(step))
+        below = (row_key + offset) * stride
+        first = torch.searchsorted(end_key, below + runs.start, side="left")
+        last = torch.searchsorted(start_key, below + runs.end + 2, side="right") - 1
+        inside = torch.ones_like(runs.row, dtype=torch.bool)
+        for index, move, side in zip(indices, step, shape, strict=True):
+            inside &= (index + move >= 0) & (index + move < side)
+        links = torch.where(inside, (last - first + 1).clamp(min=0), 0)
+        uppers.append(torch.repeat_interleave(torch.arange(count, device=device), links))
+        lowers.append(
+            torch.repeat_interleave(first, links)
+            + (
+                torch.arange(len(uppers[-1]), device=device)
+                - torch.repeat_interleave(links.cumsum(0) - links, links)
+            )
+        )
     label = torch.arange(count, device=device)
+    if not uppers:  # a signal: every run is a region
+        return label
+    upper, lower = torch.cat(uppers), torch.cat(lowers)
     while True:
         # Hook the larger label of each link under the smaller; when no hook changes a label
         # (the labels being roots), every link joins runs of one label.
@@ -895,8 +1006,9 @@ def _label_runs(runs: _Runs, height: int, width: int) -> Tensor:
 
 
 def _largest_region_boxes(levels: Tensor, steps: int) -> Tensor:
-    """``(n, steps, 4)`` long: the tight box of the largest 8-connected region of each map at
-    each threshold (every map has foreground at every threshold), a few maps at a time."""
+    """``(n, steps, 2 d)`` long: the tight box of the largest connected region (8-connected
+    pixels, 26-connected voxels) of each of the ``n x *spatial`` maps at each threshold (every
+    map has foreground at every threshold), a few maps at a time."""
     count = len(levels)
     left = F.pad(levels, (1, 0))[..., :-1]
     per_map = (levels - left).clamp(min=0).flatten(1).sum(dim=1).tolist()
@@ -912,22 +1024,35 @@ def _largest_region_boxes(levels: Tensor, steps: int) -> Tensor:
     return torch.cat(boxes)
 
 
+def _box_reducers(runs: _Runs, shape: Sequence[int], width: int) -> list[tuple[Tensor, int, str]]:
+    """What the tight box of runs reduces: per corner ``x1, y1, (z1,) x2, y2, (z2)``, the runs'
+    values along that axis, the reduction's starting value and the reduction."""
+    indices = _row_indices(runs.row, shape)[::-1]  # y, then z
+    sides = list(shape)[::-1]
+    lows = [(runs.start, width, "amin")] + [
+        (index, side, "amin") for index, side in zip(indices, sides, strict=True)
+    ]
+    highs = [(runs.end, -1, "amax")] + [(index, -1, "amax") for index in indices]
+    return lows + highs
+
+
 def _largest_in_chunk(levels: Tensor, steps: int) -> Tensor:
-    count, height, width = levels.shape
+    count, *size = levels.shape
+    shape, width = size[:-1], size[-1]
     device = levels.device
-    runs = _runs(levels, steps)
-    label = _label_runs(runs, height, width)
+    runs = _runs(_rows_of(levels), steps)
+    label = _label_runs(runs, shape, width)
     groups = count * steps
     lengths = runs.end - runs.start + 1
     total = len(label)
     index = torch.arange(total, device=device)
     # Each region's pixel count, at its first run (0 at the others).
-    size = torch.zeros(total, dtype=torch.long, device=device).scatter_add_(0, label, lengths)
+    size_of = torch.zeros(total, dtype=torch.long, device=device).scatter_add_(0, label, lengths)
     largest = torch.zeros(groups, dtype=torch.long, device=device).scatter_reduce_(
-        0, runs.group, size, "amax"
+        0, runs.group, size_of, "amax"
     )
     # Of the largest regions, the first: its first run (its label) comes first.
-    tied = size == largest.index_select(0, runs.group)
+    tied = size_of == largest.index_select(0, runs.group)
     chosen = torch.full((groups,), total, dtype=torch.long, device=device).scatter_reduce_(
         0, runs.group, torch.where(tied, index, total), "amin"
     )
@@ -937,47 +1062,36 @@ def _largest_in_chunk(levels: Tensor, steps: int) -> Tensor:
         out = torch.full((groups,), initial, dtype=torch.long, device=device)
         return out.scatter_reduce_(0, runs.group, torch.where(member, values, initial), how)
 
-    box = torch.stack(
-        [
-            reduce(runs.start, width, "amin"),
-            reduce(runs.row, height, "amin"),
-            reduce(runs.end, -1, "amax") + 1,
-            reduce(runs.row, -1, "amax") + 1,
-        ],
-        dim=1,
-    )
-    return box.view(count, steps, 4)
+    corners = [reduce(*reducer) for reducer in _box_reducers(runs, shape, width)]
+    dims = len(size)
+    box = torch.stack(corners[:dims] + [corner + 1 for corner in corners[dims:]], dim=1)
+    return box.view(count, steps, 2 * dims)
 
 
 def _component_boxes(masks: Tensor) -> tuple[Tensor, Tensor]:
-    """``(N, K, 4)`` long: the tight boxes of each mask's 8-connected components, padded, with
-    their ``(N, K)`` validity."""
-    count, height, width = masks.shape
+    """``(N, K, 2 d)`` long: the tight boxes of each mask's connected components (8-connected
+    pixels, 26-connected voxels), padded, with their ``(N, K)`` validity."""
+    count, *size = masks.shape
+    shape, width = size[:-1], size[-1]
     device = masks.device
-    runs = _runs(masks.long(), 1)
-    label = _label_runs(runs, height, width)
+    runs = _runs(_rows_of(masks.long()), 1)
+    label = _label_runs(runs, shape, width)
     total = len(label)
 
     def reduce(values: Tensor, initial: int, how: str) -> Tensor:
         out = torch.full((total,), initial, dtype=torch.long, device=device)
         return out.scatter_reduce_(0, label, values, how)
 
-    box = torch.stack(
-        [
-            reduce(runs.start, width, "amin"),
-            reduce(runs.row, height, "amin"),
-            reduce(runs.end, -1, "amax") + 1,
-            reduce(runs.row, -1, "amax") + 1,
-        ],
-        dim=1,
-    )
+    corners = [reduce(*reducer) for reducer in _box_reducers(runs, shape, width)]
+    dims = len(size)
+    box = torch.stack(corners[:dims] + [corner + 1 for corner in corners[dims:]], dim=1)
     roots = (label == torch.arange(total, device=device)).nonzero().squeeze(1)
     example = runs.group[roots]
     per_example = torch.bincount(example, minlength=count)
     most = int(per_example.max()) if count else 0
     # Roots come sorted by example: each one's place among its example's components.
     place = torch.arange(len(roots), device=device) - (per_example.cumsum(0) - per_example)[example]
-    padded = torch.zeros(count, most, 4, dtype=torch.long, device=device)
+    padded = torch.zeros(count, most, 2 * dims, dtype=torch.long, device=device)
     valid = torch.zeros(count, most, dtype=torch.bool, device=device)
     padded[example, place] = box[roots]
     valid[example, place] = True

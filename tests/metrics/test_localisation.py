@@ -19,6 +19,7 @@ from captum_polycam.metrics import (
     PointingGame,
     ScoreDirection,
     best_threshold,
+    localisation,
 )
 
 NAN = math.nan
@@ -622,3 +623,243 @@ def test_on_cuda() -> None:
     gpu = BoxAccuracy()(maps, boxes=boxes)
     torch.testing.assert_close(gpu.hits.cpu(), cpu.hits)
     torch.testing.assert_close(gpu.map_boxes.cpu(), cpu.map_boxes)
+
+
+# --- Signals and volumes ---------------------------------------------------------------------
+
+
+def volume_with(depth: int, height: int, width: int, **voxels: float) -> Tensor:
+    """A 1 x 1 x D x H x W float64 map of zeros with ``z{slice}y{row}x{column}=value`` voxels."""
+    volume = torch.zeros(1, 1, depth, height, width, dtype=torch.float64)
+    for name, value in voxels.items():
+        z, rest = name[1:].split("y")
+        y, x = rest.split("x")
+        volume[0, 0, int(z), int(y), int(x)] = value
+    return volume
+
+
+# 3 slices x 4 rows x 5 columns, the maximum at slice 2, row 1, column 3 (x = 3, y = 1, z = 2).
+PEAK_Z2_Y1_X3 = volume_with(3, 4, 5, z2y1x3=2.0, z0y3x0=1.0)
+
+
+@pytest.mark.parametrize(
+    ("box", "tolerance", "hit"),
+    [
+        ([3, 1, 2, 4, 2, 3], 0, 1.0),  # exactly the maximal voxel: x, y, z then x, y, z
+        ([2, 1, 3, 3, 2, 4], 0, NAN),  # x and z swapped: past the last slice, no voxel
+        ([3, 1, 1, 4, 2, 2], 0, 0.0),  # the voxel one slice before
+        ([3, 1, 1, 4, 2, 2], 1, 1.0),  # ... one voxel away
+        ([3.5, 1.5, 2.5, 3.6, 1.6, 2.6], 0, 1.0),  # a sliver holding the voxel's centre
+        ([0, 0, 0, 5, 4, 2.4], 0, 0.0),  # every row and column of slices 0 and 1
+        ([0, 0, 0, 5, 4, 2.5], 0, 1.0),  # ... and slice 2, whose centre is at z = 2.5
+    ],
+)
+def test_pointing_game_in_a_volume_by_hand(box: list[float], tolerance: int, hit: float) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = PointingGame(tolerance)(PEAK_Z2_Y1_X3, boxes=[[box]])
+    assert_values(result.values, [hit])
+    assert result.points.tolist() == [[3, 1, 2]]
+
+
+@pytest.mark.parametrize(("tolerance", "hit"), [(0, 0.0), (2, 0.0), (3, 1.0)])
+def test_pointing_game_distance_in_a_volume(tolerance: int, hit: float) -> None:
+    # The object is voxel (z 0, y 3, x 3): sqrt(2^2 + 2^2 + 0^2) = 2.83 voxels from the peak.
+    masks = volume_with(3, 4, 5, z0y3x3=1.0) > 0
+    result = PointingGame(tolerance)(PEAK_Z2_Y1_X3, masks=masks)
+    assert_values(result.values, [hit])
+
+
+def test_pointing_game_ties_in_a_volume_point_at_the_first_slice() -> None:
+    # Maxima at (z 1, y 0, x 0) and (z 0, y 3, x 4): row-major order takes slice 0 first.
+    volume = volume_with(2, 4, 5, z1y0x0=3.0, z0y3x4=3.0)
+    result = PointingGame(0)(volume, boxes=[[[0, 0, 1, 1, 1, 2]]])
+    assert result.points.tolist() == [[4, 3, 0]]
+    assert_values(result.values, [0.0])
+
+
+# 2 x 2 x 2 voxels: slice 0 holds 3, 8 / 1, 6 and slice 1 holds 5, 2 / 7, 4 (total 36).
+MASS_VOLUME = torch.tensor([[[3.0, 8.0], [1.0, 6.0]], [[5.0, 2.0], [7.0, 4.0]]])[None, None]
+
+
+@pytest.mark.parametrize(
+    ("box", "mask", "energy"),
+    [
+        ([0, 0, 0, 2, 2, 1], [[[1, 1], [1, 1]], [[0, 0], [0, 0]]], 18 / 36),  # slice 0
+        ([1, 0, 0, 2, 2, 2], [[[0, 1], [0, 1]], [[0, 1], [0, 1]]], 20 / 36),  # column 1
+        ([0, 1, 1, 1, 2, 2], [[[0, 0], [0, 0]], [[0, 0], [1, 0]]], 7 / 36),  # one voxel
+    ],
+)
+def test_energy_in_a_volume_by_hand(box: list[float], mask: list[Any], energy: float) -> None:
+    from_box = EnergyPointingGame()(MASS_VOLUME, boxes=[[box]])
+    from_mask = EnergyPointingGame()(MASS_VOLUME, masks=torch.tensor(mask)[None, None])
+    assert_values(from_box.values, [energy])
+    assert_values(from_mask.values, [energy])
+
+
+def test_box_accuracy_in_a_volume_with_two_blobs_by_hand() -> None:
+    # Blob A: the 8 voxels of slices 0-1, rows 0-1, columns 0-1, at 1. Blob B: the one voxel
+    # (z 3, y 4, x 5) at 2. At t = 0 the whole 4 x 5 x 6 frame is foreground, at t = 0.4 (0.8
+    # and up) both blobs and A is the larger, at t = 0.6 (1.2 and up) B alone.
+    volume = torch.zeros(1, 1, 4, 5, 6, dtype=torch.float64)
+    volume[0, 0, :2, :2, :2] = 1.0
+    volume[0, 0, 3, 4, 5] = 2.0
+    result = BoxAccuracy(thresholds=[0.0, 0.4, 0.6])(volume, boxes=[[[0, 0, 0, 2, 2, 2]]])
+    assert result.map_boxes.tolist() == [
+        [[0, 0, 0, 6, 5, 4], [0, 0, 0, 2, 2, 2], [5, 4, 3, 6, 5, 4]]
+    ]
+    assert_values(result.ious, [[8 / 120, 1.0, 0.0]])
+    assert_values(result.hits, [[0.0, 1.0, 0.0]])
+    assert result.best() == BestThreshold(threshold=0.4, accuracy=1.0, index=1)
+    # Blob B's box as the object, given as a mask of its one voxel: hit at t = 0.6 only.
+    masks = volume == 2.0
+    by_mask = BoxAccuracy(thresholds=[0.0, 0.4, 0.6])(volume, masks=masks)
+    assert_values(by_mask.ious, [[1 / 120, 0.0, 1.0]])
+
+
+def test_box_accuracy_regions_of_voxels_touching_by_a_corner_are_one() -> None:
+    # Voxels (0, 0, 0), (1, 1, 1), (2, 2, 2) touch by their corners: one region of 3 under
+    # 26-connectivity (three regions of 1 under 6-connectivity), larger than the 2 face
+    # neighbours (z 3, y 0, x 3) and (z 3, y 0, x 4), two rows away from (2, 2, 2).
+    volume = volume_with(4, 4, 5, z0y0x0=1.0, z1y1x1=1.0, z2y2x2=1.0, z3y0x3=1.0, z3y0x4=1.0)
+    result = BoxAccuracy(thresholds=[0.5])(volume, boxes=[[[0, 0, 0, 3, 3, 3]]])
+    assert result.map_boxes.tolist() == [[[0, 0, 0, 3, 3, 3]]]
+    assert_values(result.hits, [[1.0]])
+    # Touching by an edge: (0, 0, 0) and (0, 1, 1); by a face: (1, 1, 1) below (0, 1, 1).
+    edge = volume_with(2, 3, 3, z0y0x0=1.0, z0y1x1=1.0, z1y1x1=1.0)
+    found = BoxAccuracy(thresholds=[0.5])(edge, boxes=[[[0, 0, 0, 1, 1, 1]]]).map_boxes
+    assert found.tolist() == [[[0, 0, 0, 2, 2, 2]]]
+
+
+def test_volume_mask_components_are_26_connected_boxes() -> None:
+    # The mask: a corner-linked pair (z 0, y 0, x 0) - (z 1, y 1, x 1), one component whose
+    # box is (0, 0, 0, 2, 2, 2), and the voxel (z 3, y 3, x 4) alone. The map's region at
+    # t = 0.5 is that voxel: IoU 1 with the second component, 1/8 at most with the first.
+    masks = volume_with(4, 4, 5, z0y0x0=1.0, z1y1x1=1.0, z3y3x4=1.0) > 0
+    volume = volume_with(4, 4, 5, z3y3x4=1.0)
+    result = BoxAccuracy(thresholds=[0.5])(volume, masks=masks)
+    assert_values(result.ious, [[1.0]])
+    # The pair as the map: its box is the first component's.
+    pair = volume_with(4, 4, 5, z0y0x0=1.0, z1y1x1=1.0)
+    assert_values(BoxAccuracy(thresholds=[0.5])(pair, masks=masks).ious, [[1.0]])
+
+
+def test_box_accuracy_in_volumes_matches_scipy_labelling() -> None:
+    # SciPy (a test extra only) labels 26-connected regions with a 3 x 3 x 3 structure.
+    ndimage = pytest.importorskip("scipy.ndimage")
+    import numpy as np
+
+    generator = torch.Generator().manual_seed(1)
+    thresholds = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    metric = BoxAccuracy(thresholds=thresholds)
+    for trial in range(10):
+        depth, height, width = (int(v) for v in torch.randint(1, 9, (3,), generator=generator))
+        maps = torch.rand(2, 1, depth, height, width, generator=generator, dtype=torch.float64)
+        if trial % 2:
+            coarse = maps[..., :3, :3, :3]
+            maps = torch.nn.functional.interpolate(
+                coarse, size=(depth, height, width), mode="trilinear"
+            )
+        flat = maps.flatten(1)
+        if bool((flat.amax(1) == flat.amin(1)).any()):
+            continue
+        result = metric(maps, boxes=[[[0, 0, 0, 1, 1, 1]]] * 2)
+        for example in range(2):
+            volume = maps[example, 0].numpy()
+            for step, threshold in enumerate(thresholds):
+                foreground = volume >= threshold * volume.max()
+                labels, _ = ndimage.label(foreground, np.ones((3, 3, 3)))
+                sizes = np.bincount(labels.ravel())[1:]
+                # SciPy numbers regions in row-major order of their first voxel.
+                z, y, x = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+                expected = [x.min(), y.min(), z.min(), x.max() + 1, y.max() + 1, z.max() + 1]
+                assert result.map_boxes[example, step].tolist() == expected, (trial, example)
+        # The masks' components, against SciPy's.
+        masks = maps > 0.5
+        boxes, valid = localisation._component_boxes(masks[:, 0])
+        for example in range(2):
+            labels, found = ndimage.label(masks[example, 0].numpy(), np.ones((3, 3, 3)))
+            expected = sorted(
+                [s[2].start, s[1].start, s[0].start, s[2].stop, s[1].stop, s[0].stop]
+                for s in ndimage.find_objects(labels)
+            )
+            assert sorted(boxes[example][valid[example]].tolist()) == expected
+            assert int(valid[example].sum()) == found
+
+
+def test_signals_by_hand() -> None:
+    # 8 samples: a run of 3 at 0.6 (samples 1-3), a run of 1 at 1.0 (sample 6).
+    signal = torch.tensor([0.0, 0.6, 0.6, 0.6, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    maps = signal[None, None]
+    pointing = PointingGame(0)(maps, boxes=[[[6, 7]]])
+    assert pointing.points.tolist() == [[6]]
+    assert_values(pointing.values, [1.0])
+    assert_values(PointingGame(1)(maps, boxes=[[[4, 5.5]]]).values, [1.0])  # samples 4, 5
+    assert_values(PointingGame(0)(maps, boxes=[[[4, 5.5]]]).values, [0.0])
+    # The mass in samples 1-3: 1.8 of 2.8.
+    assert_values(EnergyPointingGame()(maps, boxes=[[[1, 4]]]).values, [1.8 / 2.8])
+    assert_values(EnergyPointingGame()(maps, masks=(maps == 0.6)).values, [1.8 / 2.8])
+    # t = 0.5: the runs 1-3 and 6, the longer kept; t = 0.7: sample 6 alone.
+    result = BoxAccuracy(thresholds=[0.5, 0.7])(maps, boxes=[[[1, 4]]])
+    assert result.map_boxes.tolist() == [[[1, 4], [6, 7]]]
+    assert_values(result.ious, [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    ("maps", "boxes", "match"),
+    [
+        (PEAK_Z2_Y1_X3, [[[0, 0, 1, 1]]], r"boxes\[0\] must be K x 6, one box x1, y1, z1, x2, "),
+        (PEAK_Z2_Y1_X3, [[[0, 0, 1, 1]]], r"for N x 1 x D x H x W maps; got shape \(1, 4\)"),
+        (PEAK_Z2_Y1_X3, [[[0, 0, 2, 1, 1, 2]]], r"x1 < x2, y1 < y2 and z1 < z2"),
+        (torch.ones(1, 1, 5), [[[0, 0, 1, 1]]], r"boxes\[0\] must be K x 2, one box x1, x2 a row"),
+        (torch.ones(1, 1, 5), [[[3, 1]]], r"boxes\[0\]\[0\] is \[3.0, 1.0\].*with x1 < x2$"),
+    ],
+)
+def test_boxes_of_another_width_than_the_maps_are_refused(
+    maps: Tensor, boxes: Any, match: str
+) -> None:
+    for metric in (PointingGame(), EnergyPointingGame(), BoxAccuracy()):
+        with pytest.raises(ValueError, match=match):
+            metric(maps, boxes=boxes)
+
+
+def test_volume_masks_need_the_channel_axis() -> None:
+    masks = torch.zeros(1, 3, 4, 5, dtype=torch.bool)
+    with pytest.raises(
+        ValueError,
+        match=r"masks must be N x 1 x D x H x W like the attributions, \(1, 1, 3, 4, 5\); got "
+        r"\(1, 3, 4, 5\) \(add the channel axis: masks\[:, None\]\)",
+    ):
+        PointingGame()(PEAK_Z2_Y1_X3, masks=masks)
+    with pytest.raises(TypeError, match=r"K x 6 boxes x1, y1, z1, x2, y2, z2.*N x 1 x D x H x W"):
+        PointingGame()(PEAK_Z2_Y1_X3)
+
+
+@pytest.mark.parametrize(
+    ("attributions", "match"),
+    [
+        (torch.ones(1, 2, 3, 4, 5), "reduce the channels to one"),
+        (torch.ones(1, 3, 4, 5), r"reduce the channels.*or add the channel dimension"),
+        (torch.ones(1, 1, 1, 2, 3, 4), r"N x 1 x D x H x W for volumes or N x 1 x L for signals"),
+    ],
+)
+def test_bad_volume_maps_are_refused(attributions: Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PointingGame()(attributions, boxes=[[[0, 0, 0, 1, 1, 1]]])
+
+
+def test_an_image_as_a_volume_of_one_slice_gives_the_images_values() -> None:
+    maps = maps_of(PEAK_Y1_X4, MASS)
+    boxes = [[[4, 1, 5, 2]], [[0, 0, 3, 2]]]
+    volume_boxes = [[[x1, y1, 0, x2, y2, 1] for x1, y1, x2, y2 in entry] for entry in boxes]
+    pointing = PointingGame(1)(maps, boxes=boxes)
+    lifted = PointingGame(1)(maps[:, :, None], boxes=volume_boxes)
+    assert lifted.values.equal(pointing.values)
+    assert lifted.points.tolist() == [[x, y, 0] for x, y in pointing.points.tolist()]
+    energy = EnergyPointingGame()(maps, boxes=boxes)
+    assert EnergyPointingGame()(maps[:, :, None], boxes=volume_boxes).values.equal(energy.values)
+    thresholds = [0.0, 0.3, 0.6, 0.9]
+    image = BoxAccuracy(thresholds=thresholds)(maps, boxes=boxes)
+    volume = BoxAccuracy(thresholds=thresholds)(maps[:, :, None], boxes=volume_boxes)
+    assert volume.hits.equal(image.hits) and volume.ious.equal(image.ious)
+    assert volume.map_boxes[..., [0, 1, 3, 4]].equal(image.map_boxes)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from captum_polycam import PolyCam
 from captum_polycam.metrics.sensitivity import Sensitivity, SensitivityResult
+from tests.metrics.nd_models import TinyNet
 
 LAYERS = ["block1", "block2", "block3"]
 
@@ -374,3 +375,54 @@ def test_non_finite_explanations_are_refused(explain: Any, message: str) -> None
         f"explanation_func returned NaN or Inf values for the {message}; Sensitivity needs "
         "finite explanations"
     )
+
+
+# --- Signals and volumes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 7), (2, 3, 4, 5)], ids=["signal", "volume"])
+@pytest.mark.parametrize(("max_examples_per_batch", "chunk"), [(None, 4), (4, 2)])
+def test_analytic_explanation_of_signals_and_volumes(
+    shape: tuple[int, ...], max_examples_per_batch: int | None, chunk: int
+) -> None:
+    # E(x) = 2 x, so s_ij = ||2 u_ij|| / ||2 x_i|| = ||u_ij|| / ||x_i||: the noise has the
+    # inputs' shape, N x C x L or N x C x D x H x W.
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.rand(2, *shape, generator=generator, dtype=torch.float64) + 0.5
+    torch.manual_seed(6)
+    noise = _noise_by_sample(2, 4, shape, chunk).double()
+    expected = noise.norm(dim=2) / inputs.flatten(1).norm(dim=1, keepdim=True)
+    seen = []
+
+    def explain(x: Tensor) -> Tensor:
+        seen.append(tuple(x.shape[1:]))
+        return 2 * x
+
+    result = _ours(explain, inputs, 6, 4, 0.02, "fro", max_examples_per_batch)
+    torch.testing.assert_close(result.avg, expected.mean(dim=1))
+    torch.testing.assert_close(result.max, expected.amax(dim=1))
+    assert set(seen) == {shape}
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_max_equals_captum_for_poly_cam_on_signals_and_volumes(dims: int) -> None:
+    model = TinyNet(dims)
+    inputs = torch.rand(2, 2, *[8] * dims, generator=torch.Generator().manual_seed(dims))
+    explain = functools.partial(
+        PolyCam(model, ["block1", "block2"]).attribute, perturbations_per_eval=4
+    )
+    expected = _captum(explain, inputs, 1, target=[1, 2], n_perturb_samples=3)
+    result = _ours(explain, inputs, 1, n_perturb_samples=3, target=[1, 2])
+    torch.testing.assert_close(result.max, expected, rtol=0, atol=0)
+    assert bool((result.max > 0).all()) and bool((result.avg <= result.max).all())
+
+
+def test_max_equals_captum_for_integrated_gradients_on_volumes() -> None:
+    # Per-example volume baselines (5-D, N rows) follow their example into the samples.
+    model = TinyNet(3)
+    inputs = torch.rand(3, 2, 4, 6, 6, generator=torch.Generator().manual_seed(3))
+    explain = IntegratedGradients(model).attribute
+    kwargs = {"target": torch.tensor([0, 1, 2]), "baselines": torch.rand(3, 2, 4, 6, 6)}
+    expected = _captum(explain, inputs, 7, n_perturb_samples=3, n_steps=4, **kwargs)
+    result = _ours(explain, inputs, 7, n_perturb_samples=3, n_steps=4, **kwargs)
+    torch.testing.assert_close(result.max, expected, rtol=0, atol=0)

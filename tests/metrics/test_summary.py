@@ -15,6 +15,7 @@ from matplotlib import pyplot as plt
 from torch import Tensor, nn
 
 from captum_polycam.metrics import (
+    BoxAccuracy,
     ConfidenceChange,
     CurveResult,
     Deletion,
@@ -28,6 +29,7 @@ from captum_polycam.metrics import (
     plot_insertion_deletion,
 )
 from tests.conftest import SumModel
+from tests.metrics.nd_models import TotalModel
 
 
 def test_statistics_by_hand() -> None:
@@ -403,3 +405,32 @@ def test_a_drop_relative_to_a_negative_score_is_refused() -> None:
     assert result.clean.tolist() == [-6.0] and result.masked.tolist() == [-8.0]
     with pytest.raises(ValueError, match=r"^average_drop: the value of example 0 .* is nan;"):
         MetricSummary().update(result)
+
+
+def test_summary_of_volume_results_by_hand() -> None:
+    # Insertion/deletion of the 2 x 2 x 2 volume of voxels 1 .. 8, ranked by itself and by its
+    # opposite, then the box accuracy of two volume maps: results of N-D runs go in as any.
+    volume = torch.arange(1.0, 9.0).view(1, 1, 2, 2, 2)
+    metric = InsertionDeletion(TotalModel(), n_steps=4, baseline="zeros", score_fn="logit")
+    summary = MetricSummary()
+    summary.update(metric(volume, volume, 0))  # insertion 15, 26, 33, 36: mean 27.5
+    summary.update(metric(volume, -volume, 0))  # insertion 3, 10, 21, 36: mean 17.5
+    maps = torch.zeros(2, 1, 2, 3, 3)
+    maps[0, 0, 0, 0, 0] = 1.0  # boxes (0, 0, 0, 1, 1, 1) at both thresholds
+    maps[1, 0, :, 1:, 1:] = 1.0  # (1, 1, 0, 3, 3, 2)
+    maps[1, 0, 1, 2, 2] = 2.0  # ... and at t = 0.6 (1, 2, 2), the box (2, 2, 1, 3, 3, 2)
+    boxes = [[[0, 0, 0, 1, 1, 1]], [[2, 2, 1, 3, 3, 2]]]
+    summary.update(BoxAccuracy(thresholds=[0.4, 0.6])(maps, boxes=boxes))
+    result = summary.compute()
+    assert result["insertion"].mean == pytest.approx(22.5)
+    assert result["deletion"].mean == pytest.approx(36 - 22.5)
+    torch.testing.assert_close(
+        result["insertion_curve"].mean,
+        torch.tensor([9.0, 18.0, 27.0, 36.0], dtype=torch.float64),
+    )
+    torch.testing.assert_close(result["insertion_curve"].fractions, torch.arange(1, 5) / 4)
+    # Example 1's box at t = 0.4 holds 8 voxels, 1 of them the object's: IoU 1/8, a miss.
+    torch.testing.assert_close(
+        result["box_accuracy"].mean, torch.tensor([0.5, 1.0], dtype=torch.float64)
+    )
+    assert result["box_accuracy"].count == 2
