@@ -85,7 +85,7 @@ def holds_scans(images: str | Path, image_list: str | Path | Sequence[str] | Non
         return False
     # A list is read, and checked, as a photo folder's is.
     names = (
-        [entry.name for entry in folder.iterdir()]
+        sorted(entry.name for entry in folder.iterdir())
         if image_list is None
         else ImageFolder(folder, image_list).names
     )
