@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import platform
 import sys
@@ -278,18 +279,7 @@ def evaluate(
                 reshape=config.reshape,
                 spatial_dims=first.dim() - 2,
             )
-            run = _Run(
-                out,
-                config,
-                dataset,
-                model,
-                runs,
-                described,
-                device,
-                ranks,
-                first.shape[1:],
-                localisation,
-            )
+            run = _Run(out, config, dataset, model, runs, described, device, ranks, localisation)
             with run.folder.claim(run.configuration()):
                 run.check_finished_images()
                 merged = run.merged()
@@ -340,11 +330,9 @@ class _Run:
         layers: list[LayerInfo],
         device: torch.device,
         ranks: _distributed.Ranks,
-        input_shape: torch.Size,
         localisation: Localisation | None = None,
     ) -> None:
         self.out = out
-        self.input_shape = input_shape
         self.localisation = localisation
         self.config = config
         self.dataset = dataset
@@ -362,6 +350,12 @@ class _Run:
         self.model_stem = model_file_stem(config.model)
         self.model_digest = model_digest(model)
         self.folder = OutputFolder(out, ranks)
+
+    @functools.cached_property
+    def input_shape(self) -> torch.Size:
+        """The shape of every input of the run, ``C x *spatial``: the first readable image's,
+        whichever batches this process computes."""
+        return first_input(self.dataset).shape[1:]
 
     def shard(self, method: Method, batch: int) -> Path:
         return self.out / "shards" / method_file_stem(method.name) / f"{batch:06d}.npz"

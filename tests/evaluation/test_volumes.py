@@ -72,6 +72,7 @@ def _config(**changes: object) -> EvaluationConfig:
         "methods": ("pcam+", "gradcam"),
         "n_steps": 8,
         "batch_size": 2,
+        "sensitivity_images": 1,
         "preprocessing": WINDOW,
     }
     settings.update(changes)
@@ -242,6 +243,9 @@ def test_the_metrics_are_finite_and_equal_the_metric_classes(scans: Path, finish
             recorded = torch.tensor([float(row[key]) for row in scores])
             assert bool(recorded.isfinite().all())
             torch.testing.assert_close(recorded, expected.float(), atol=1e-6, rtol=1e-5)
+        # Max-sensitivity on the first scan only: its 10 noisy copies explained in 3D.
+        sensitivity = [row["sensitivity_max"] for row in scores]
+        assert math.isfinite(float(sensitivity[0])) and sensitivity[1:] == ["", ""]
 
 
 def test_an_unreadable_scan_goes_to_errors_csv_and_the_run_goes_on(finished: Path) -> None:
