@@ -118,17 +118,31 @@ def scale_to_unit(maps: Tensor) -> Tensor:
     return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
 
 
+# The spatial axes of maps at any resolution, and at the inputs', by number of dimensions.
+_LOWER_LAYOUTS = {1: "l", 2: "h x w", 3: "d x h x w"}
+_UPPER_LAYOUTS = {1: "L", 2: "H x W", 3: "D x H x W"}
+
+
+def _by(size: list[int]) -> str:
+    return " x ".join(str(side) for side in size)
+
+
 def pixel_saliency(
     inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
 ) -> Tensor:
-    """An ``N x H x W`` saliency map at the inputs' resolution.
+    """An ``N x *spatial`` saliency map at the inputs' resolution: ``N x L`` for signals
+    ``N x C x L``, ``N x H x W`` for images ``N x C x H x W``, ``N x D x H x W`` for volumes
+    ``N x C x D x H x W``.
 
-    - ``N x 1 x h x w`` (a CAM at layer resolution, like Poly-CAM's stages or Grad-CAM) and
-      ``N x h x w``: upsampled bilinearly (``align_corners=False``) when ``h x w`` is not the
-      input size; the aspect ratio must match the input's.
-    - ``N x C x H x W`` with the inputs' ``C``: pixel-wise attributions (Integrated
-      Gradients, Occlusion, ...), reduced over channels by ``channel_reduction``: ``"sum"``
-      (signed, the default) or ``"abs_sum"`` (the sum of absolute values).
+    - ``N x 1 x *s`` (a CAM at layer resolution, like Poly-CAM's stages or Grad-CAM: ``N x 1 x
+      h x w`` for images) and ``N x *s`` (without the channel axis): upsampled linearly,
+      bilinearly or trilinearly (:func:`upsample`, ``align_corners=False``) when ``s`` is not
+      the inputs' size; every pair of axes must keep the inputs' aspect ratio (within 10%),
+      but an axis of one position in both (a volume of one slice), which has no scale and is
+      left out of the resize (the map of a one-slice volume is its image's).
+    - ``N x C x *spatial`` with the inputs' ``C`` and size: position-wise attributions
+      (Integrated Gradients, Occlusion, ...), reduced over channels by ``channel_reduction``:
+      ``"sum"`` (signed, the default) or ``"abs_sum"`` (the sum of absolute values).
 
     Raises:
         ValueError: The attributions cannot match the inputs, or contain NaN.
@@ -137,26 +151,48 @@ def pixel_saliency(
         raise TypeError(f"attributions must be a tensor; got {type(attributions).__name__}")
     if channel_reduction not in ("sum", "abs_sum"):
         raise ValueError(f"channel_reduction must be 'sum' or 'abs_sum'; got {channel_reduction!r}")
-    count, channels, height, width = inputs.shape
-    if attributions.dim() == 3:
+    count, channels, *size = inputs.shape
+    if attributions.dim() == inputs.dim() - 1:
         attributions = attributions[:, None]
-    if attributions.dim() != 4 or len(attributions) != count:
+    if attributions.dim() == inputs.dim() + 1 and attributions.dim() - 2 in _UPPER_LAYOUTS:
+        # Maps of more dimensions than the inputs': most likely an example without its batch
+        # axis, which would read as a batch of signals (or images).
+        dims = attributions.dim()
         raise ValueError(
-            f"attributions must be N x 1 x h x w, N x h x w or N x C x H x W with N = {count}; "
-            f"got shape {tuple(attributions.shape)} for inputs {tuple(inputs.shape)}"
+            f"inputs must be {dims}-D, N x C x {_UPPER_LAYOUTS[dims - 2]}, for the {dims}-D "
+            f"attributions of shape {tuple(attributions.shape)}; got {inputs.dim()}-D inputs "
+            f"{tuple(inputs.shape)} (one example without its batch axis? add it: inputs[None])"
+        )
+    if attributions.dim() != inputs.dim() or len(attributions) != count:
+        small = _LOWER_LAYOUTS.get(len(size), "*s")
+        large = _UPPER_LAYOUTS.get(len(size), "*S")
+        raise ValueError(
+            f"attributions must be N x 1 x {small}, N x {small} or N x C x {large} with "
+            f"N = {count}; got shape {tuple(attributions.shape)} for inputs {tuple(inputs.shape)}"
         )
     if bool(torch.isnan(attributions).any()):
         raise ValueError("attributions contain NaN values")
     attributions = attributions.to(device=inputs.device, dtype=inputs.dtype)
-    map_channels, map_height, map_width = attributions.shape[1:]
+    map_channels, *map_size = attributions.shape[1:]
     if map_channels == 1:
-        if abs(math.log((map_height / map_width) / (height / width))) > 0.1:
-            raise ValueError(
-                f"attributions of size {map_height} x {map_width} cannot be resized to the "
-                f"inputs' {height} x {width}: the aspect ratios differ"
-            )
-        return upsample(attributions, (height, width))[:, 0]
-    if map_channels != channels or (map_height, map_width) != (height, width):
+        # An axis of one position in the map and in the inputs (a volume of one slice) has no
+        # scale to compare: the map cannot be smaller along it.
+        scaled = [axis for axis in range(len(size)) if (map_size[axis], size[axis]) != (1, 1)]
+        for index, first in enumerate(scaled):
+            for second in scaled[index + 1 :]:
+                ratio = (map_size[first] / map_size[second]) / (size[first] / size[second])
+                if abs(math.log(ratio)) > 0.1:
+                    raise ValueError(
+                        f"attributions of size {_by(map_size)} cannot be resized to the "
+                        f"inputs' {_by(size)}: the aspect ratios differ"
+                    )
+        if map_size == size or len(scaled) == len(size):
+            return upsample(attributions, tuple(size))[:, 0]
+        # Resized along the other axes alone, so that a volume of one slice gives its image's
+        # bilinear map, bit for bit (a trilinear resize rounds otherwise).
+        flat = attributions.reshape(count, 1, *(map_size[axis] for axis in scaled))
+        return upsample(flat, tuple(size[axis] for axis in scaled)).reshape(count, *size)
+    if map_channels != channels or map_size != size:
         raise ValueError(
             f"attributions with {map_channels} channels must have the inputs' shape "
             f"{tuple(inputs.shape[1:])}; got {tuple(attributions.shape[1:])}"
@@ -167,11 +203,13 @@ def pixel_saliency(
 def min_max_mask(
     inputs: Tensor, attributions: Tensor, channel_reduction: ChannelReduction = "sum"
 ) -> Tensor:
-    """The saliency map as an ``N x H x W`` mask in ``[0, 1]``, min-max normalised per example.
+    """The saliency map as an ``N x *spatial`` mask in ``[0, 1]`` (``N x H x W`` for images),
+    min-max normalised per example.
 
     With ``m`` the map brought to the inputs' resolution by :func:`pixel_saliency`,
     ``M = (m - min(m)) / (max(m) - min(m))``, the minimum and maximum taken over the example's
-    pixels. A constant map (``max(m) = min(m)``) gives ``M = 0``: it singles out no region.
+    positions (pixels, or the samples of a signal, the voxels of a volume). A constant map
+    (``max(m) = min(m)``) gives ``M = 0``: it singles out no region.
 
     Raises:
         ValueError: The attributions cannot match the inputs, or are not finite.

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_inputs, unpack_single
+from captum_polycam._conventions import SIGNALS_IMAGES_VOLUMES, check_inputs, unpack_single
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
@@ -80,6 +80,10 @@ class ConfidenceChange:
     - average drop (%) ``= (100 / N) sum_i max(0, Y_i - O_i) / Y_i``; lower is better;
     - increase in confidence (%) ``= (100 / N) sum_i [O_i > Y_i]``; higher is better.
 
+    Signals ``N x C x L`` and volumes ``N x C x D x H x W`` are masked in the same way: the map
+    brought to the inputs' size (linearly or trilinearly, when at a lower resolution), min-max
+    normalised over the example's samples or voxels, multiplies every channel.
+
     Each call returns the per-example terms, ``drop_i = 100 * max(0, Y_i - O_i) / Y_i`` and
     ``increase_i = [O_i > Y_i]``, so that the metrics over a dataset are their means (what
     :class:`~captum_polycam.metrics.MetricSummary` computes from ``as_dict()``). The drop is
@@ -101,8 +105,8 @@ class ConfidenceChange:
         score_fn: ``"softmax"`` (the paper's class probability; a sigmoid for a single output
             unit), ``"logit"``, or a callable from the model output to per-example scores (or
             to an array the target indexes into).
-        channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
-            ``"sum"`` or ``"abs_sum"``.
+        channel_reduction: How ``N x C x *spatial`` attributions become one value per
+            position: ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Masked inputs **per example** in one forward pass; each
             example has one masked input, so any value of 1 or more scores the whole batch in
             one pass. ``None`` (the default) is measured. The results do not depend on it.
@@ -170,10 +174,12 @@ class ConfidenceChange:
         """The clean and masked scores of a batch; see the class docstring for definitions.
 
         Args:
-            inputs: ``N x C x H x W`` float tensor, as the model expects it (or a 1-tuple
-                holding it, Captum's tuple form).
-            attributions: ``N x 1 x h x w`` (upsampled bilinearly), ``N x h x w`` or
-                ``N x C x H x W`` saliency (or a 1-tuple holding it).
+            inputs: ``N x C x *spatial`` float tensor, as the model expects it: signals
+                ``N x C x L``, images ``N x C x H x W`` or volumes ``N x C x D x H x W`` (or a
+                1-tuple holding it, Captum's tuple form).
+            attributions: ``N x 1 x *s`` (upsampled linearly, bilinearly or trilinearly to
+                the inputs' size: ``N x 1 x h x w`` for images), ``N x *s`` or
+                ``N x C x *spatial`` saliency (or a 1-tuple holding it).
             target: Captum ``TargetType``; ``None`` for each example's top-1 class on the
                 clean inputs.
             additional_forward_args: Extra arguments of the model after the inputs; tensors
@@ -187,11 +193,13 @@ class ConfidenceChange:
             Per-example scores, drops and increases, on the inputs' device, with their
             protocol.
         """
-        check_inputs(unpack_single(inputs, "inputs")[0])  # images: N x C x H x W
+        examples = unpack_single(inputs, "inputs")[0]
+        check_inputs(examples, spatial_dims=SIGNALS_IMAGES_VOLUMES)
+        attributions = unpack_single(attributions, "attributions")[0]
+        # The mask first, so that malformed attributions are refused before any forward pass.
+        mask = min_max_mask(examples, attributions, self.channel_reduction)
         batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
-        attributions = unpack_single(attributions, "attributions")[0]
-        mask = min_max_mask(inputs, attributions, self.channel_reduction)
 
         def fill(start: int, stop: int, out: Tensor) -> None:
             torch.mul(inputs[start:stop], mask[start:stop, None], out=out)

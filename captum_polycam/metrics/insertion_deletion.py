@@ -4,6 +4,7 @@ Pixels are ranked by decreasing saliency. Insertion starts from a baseline image
 the input by default) and copies the input's pixels back, most salient first; deletion starts
 from the input and replaces its pixels by the baseline's. After each step the model scores the
 image: a faithful map makes insertion rise fast (high area) and deletion fall fast (low area).
+Signals and volumes go the same way, by samples and by voxels, blurred in every dimension.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ from numbers import Real
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from captum_polycam._compat import TargetType
-from captum_polycam._conventions import check_inputs, check_int, unpack_single
+from captum_polycam._conventions import (
+    SIGNALS_IMAGES_VOLUMES,
+    check_inputs,
+    check_int,
+    unpack_single,
+)
 from captum_polycam._repr import settings_repr
 from captum_polycam.metrics._part import MetricPart
 from captum_polycam.metrics._protocol import protocol_value
@@ -54,7 +61,8 @@ class CurveResult:
         kind: ``"insertion"`` or ``"deletion"``.
         auc: ``(N,)`` area under each curve.
         curve: ``(N, S)`` score after each step.
-        fractions: ``(S,)`` fraction of the pixels moved at each step (``1`` at the last),
+        fractions: ``(S,)`` fraction of the positions (pixels, samples or voxels) moved at
+            each step (``1`` at the last),
             the x-axis of the curves.
         protocol: The metric's settings that decide the numbers: ``n_steps``, ``baseline``
             (``"tensor"`` for a tensor, a callable's name), ``blur_kernel_size`` and
@@ -123,6 +131,15 @@ class InsertionDeletion:
     sigma 5 (reflect padding, torchvision's ``gaussian_blur``) as the baseline of both curves,
     scored by the softmax probability of the target.
 
+    Signals ``N x C x L`` and volumes ``N x C x D x H x W`` are ranked and moved by samples
+    and by voxels in the same way: ``P = L`` or ``P = D * H * W`` positions, ties to the later
+    position in row-major order (the last axis fastest). The blur is the same Gaussian in every
+    dimension (separable: the 1-D kernel of ``blur_kernel_size`` taps and ``blur_sigma`` along
+    each axis, reflect padding): along ``L`` for signals; for volumes, each slice blurred as an
+    image (``gaussian_blur``, as above), then along ``D``. A volume of one slice is not blurred
+    along ``D`` (reflecting one slice gives it back, and the kernel sums to 1), so that it
+    gives its image's curves exactly.
+
     Every result carries the settings that decide its numbers (:attr:`CurveResult.protocol`),
     so that :class:`MetricSummary` never averages curves of different protocols;
     ``perturbations_per_eval`` and ``compile`` change only how the steps are run, and are not
@@ -134,22 +151,23 @@ class InsertionDeletion:
 
     Args:
         forward_func: The model, or a function of ``(inputs, *additional_forward_args)``.
-        n_steps: Number of steps ``n``, at most the number of pixels ``H * W`` of the inputs
-            (more would only repeat the last state); a call with more raises ``ValueError``
-            before any forward pass.
-        baseline: ``"blur"``, ``"zeros"``, ``"mean"`` (each channel's mean over the image), a
-            tensor broadcastable to the inputs, or a callable from inputs to baselines.
+        n_steps: Number of steps ``n``, at most the number of positions ``P`` of the inputs
+            (``H * W`` pixels, ``L`` samples, ``D * H * W`` voxels; more would only repeat the
+            last state); a call with more raises ``ValueError`` before any forward pass.
+        baseline: ``"blur"``, ``"zeros"``, ``"mean"`` (each channel's mean over the image,
+            signal or volume), a tensor broadcastable to the inputs, or a callable from inputs
+            to baselines.
         score_fn: ``"softmax"`` (a sigmoid for a single output unit), ``"logit"`` or a
             callable from the model output to per-example scores.
         auc: ``"mean"`` or ``"trapezoid"``.
-        channel_reduction: How ``N x C x H x W`` attributions become one value per pixel:
-            ``"sum"`` or ``"abs_sum"``.
+        channel_reduction: How ``N x C x *spatial`` attributions become one value per
+            position: ``"sum"`` or ``"abs_sum"``.
         perturbations_per_eval: Step images **per example** in one forward pass, possibly
             of several examples and curves; ``None`` (the default) is measured. The results do
             not depend on it.
         blur_kernel_size: Side of the blur kernel, an odd positive int; a call refuses inputs
-            of a side of ``blur_kernel_size // 2`` pixels or fewer, which its reflect padding
-            cannot cover.
+            of a side of ``blur_kernel_size // 2`` positions or fewer, which its reflect
+            padding cannot cover (but a volume's depth of 1, which is not blurred).
         blur_sigma: Standard deviation of the blur, a positive finite number.
         precision: ``"fp32"`` (the paper's), or ``"bf16"`` or ``"fp16"`` to score the step
             images under ``torch.autocast``; the ranking and the step images stay float32.
@@ -235,28 +253,31 @@ class InsertionDeletion:
             "precision": self.scorer.precision,
         }
 
-    def _check_sizes(self, inputs: Tensor | tuple[Tensor]) -> None:
-        """Refuse more steps than pixels, and a blur kernel too large for the inputs, from the
-        inputs' shape alone, before any forward pass.
+    def _check_sizes(self, examples: Tensor) -> None:
+        """Refuse more steps than positions, and a blur kernel too large for the inputs, from
+        the inputs' shape alone, before any forward pass.
 
-        Past ``H * W`` steps every step would show the last state again (the full image for
+        Past ``P`` steps every step would show the last state again (the full image for
         insertion, the baseline for deletion), which only pads the curve and skews its area.
-        The blur pads each side by reflection, ``blur_kernel_size // 2`` pixels, which needs
-        more pixels than that on each side (torch's padding fails otherwise).
+        The blur pads each blurred side by reflection, ``blur_kernel_size // 2`` positions,
+        which needs more positions than that on each side (torch's padding fails otherwise).
         """
-        images = check_inputs(unpack_single(inputs, "inputs")[0])
-        height, width = images.shape[-2:]
-        if self.n_steps > height * width:
+        size = tuple(examples.shape[2:])
+        shown, unit = " x ".join(map(str, size)), _POSITIONS[len(size)]
+        if self.n_steps > math.prod(size):
             raise ValueError(
-                f"n_steps must be at most {height * width}, the {height} x {width} pixels of the "
+                f"n_steps must be at most {math.prod(size)}, the {shown} {unit} of the "
                 f"inputs; got {self.n_steps}"
             )
         padding = self.blur_kernel_size // 2
-        if self._blurs() and padding >= min(height, width):
+        blurred = _blurred_sides(size)
+        if self._blurs() and padding >= min(blurred):
+            # A volume's depth of 1 is not blurred: the error says so where it could puzzle.
+            exempt = " (a depth of 1 is not blurred)" if len(blurred) < len(size) else ""
             raise ValueError(
-                f"blur_kernel_size must be at most {2 * min(height, width) - 1} for "
-                f"{height} x {width} inputs: the blur's reflect padding of blur_kernel_size // 2 "
-                f"pixels must be smaller than each side; got {self.blur_kernel_size}"
+                f"blur_kernel_size must be at most {2 * min(blurred) - 1} for "
+                f"{shown} inputs: the blur's reflect padding of blur_kernel_size // 2 "
+                f"{unit} must be smaller than each side{exempt}; got {self.blur_kernel_size}"
             )
 
     def _blurs(self) -> bool:
@@ -274,10 +295,12 @@ class InsertionDeletion:
         """The curves of a batch; see the class docstring for the definitions.
 
         Args:
-            inputs: ``N x C x H x W`` float tensor, as the model expects it, or a 1-tuple
-                holding it (Captum's tuple form).
-            attributions: ``N x 1 x h x w`` (upsampled bilinearly), ``N x h x w`` or
-                ``N x C x H x W`` saliency, or a 1-tuple holding it.
+            inputs: ``N x C x *spatial`` float tensor, as the model expects it: signals
+                ``N x C x L``, images ``N x C x H x W`` or volumes ``N x C x D x H x W``; or a
+                1-tuple holding it (Captum's tuple form).
+            attributions: ``N x 1 x *s`` (upsampled linearly, bilinearly or trilinearly to
+                the inputs' size: ``N x 1 x h x w`` for images), ``N x *s`` or
+                ``N x C x *spatial`` saliency, or a 1-tuple holding it.
             target: Captum ``TargetType``; ``None`` for each example's top-1 class.
             additional_forward_args: Extra arguments of the model after the inputs; tensors
                 whose first dimension is ``N`` follow their example.
@@ -290,10 +313,10 @@ class InsertionDeletion:
             Per-example areas and curves, on the inputs' device, with their protocol.
 
         Raises:
-            ValueError: ``n_steps`` exceeds the inputs' ``H * W`` pixels, or the blur baseline's
-                ``blur_kernel_size // 2`` is not smaller than each side of the inputs (both
-                checked before any forward pass), or the inputs, attributions or target are
-                malformed.
+            ValueError: ``n_steps`` exceeds the inputs' ``P`` positions, or the blur baseline's
+                ``blur_kernel_size // 2`` is not smaller than each blurred side of the inputs
+                (both checked before any forward pass), or the inputs, attributions or target
+                are malformed.
         """
         curves = self.curves(
             inputs, attributions, target, additional_forward_args, prepared=prepared
@@ -313,15 +336,18 @@ class InsertionDeletion:
     ) -> dict[str, CurveResult]:
         """The curves of ``kinds`` only, by kind; the arguments, and the errors, are those of
         ``__call__``."""
-        self._check_sizes(inputs)
+        examples = unpack_single(inputs, "inputs")[0]
+        check_inputs(examples, spatial_dims=SIGNALS_IMAGES_VOLUMES)
+        saliency = pixel_saliency(
+            examples, unpack_single(attributions, "attributions")[0], self.channel_reduction
+        )
+        self._check_sizes(examples)
         batch = self.scorer.reuse(prepared, inputs, target, additional_forward_args)
         inputs = batch.inputs
-        saliency = pixel_saliency(
-            inputs, unpack_single(attributions, "attributions")[0], self.channel_reduction
-        )
-        count, pixels = len(inputs), inputs.shape[-2] * inputs.shape[-1]
+        count, pixels = len(inputs), math.prod(inputs.shape[2:])
 
-        # rank[n, i]: position of pixel i in example n's order of decreasing saliency.
+        # rank[n, i]: position of pixel (sample, voxel) i in example n's order of decreasing
+        # saliency.
         order = saliency.flatten(1).argsort(dim=1, stable=True).flip(1)
         positions = torch.arange(pixels, device=inputs.device).expand(count, -1)
         rank = torch.empty_like(order).scatter_(1, order, positions)
@@ -350,7 +376,7 @@ class InsertionDeletion:
         inputs: Tensor, baseline: Tensor, rank: Tensor, moved: Tensor, kinds: Sequence[CurveKind]
     ) -> PerturbationPlan:
         """Every step image, ordered by example, then curve, then step."""
-        steps, height, width = len(moved), inputs.shape[-2], inputs.shape[-1]
+        steps, size = len(moved), inputs.shape[2:]
         per_example = len(kinds) * steps
         example_of = torch.arange(len(inputs), device=inputs.device)
         example_of = example_of.repeat_interleave(per_example)
@@ -363,7 +389,7 @@ class InsertionDeletion:
                 example, curve = divmod(run, len(kinds))
                 end = min(stop, (run + 1) * steps)
                 taken = rank[example] < moved[step : step + end - position, None]
-                taken = taken.view(-1, 1, height, width)
+                taken = taken.view(-1, 1, *size)
                 source, background = inputs[example], baseline[example]
                 if kinds[curve] == DELETION:
                     source, background = background, source
@@ -375,11 +401,11 @@ class InsertionDeletion:
     def _baseline(self, inputs: Tensor) -> Tensor:
         if isinstance(self.baseline, str):
             if self.baseline == "blur":
-                size, sigma = self.blur_kernel_size, self.blur_sigma
-                return gaussian_blur(inputs, [size, size], [sigma, sigma])
+                return _blur(inputs, self.blur_kernel_size, self.blur_sigma)
             if self.baseline == "zeros":
                 return torch.zeros_like(inputs)
-            return inputs.mean(dim=(-2, -1), keepdim=True).expand_as(inputs)
+            spatial = tuple(range(2, inputs.dim()))
+            return inputs.mean(dim=spatial, keepdim=True).expand_as(inputs)
         baseline = self.baseline if isinstance(self.baseline, Tensor) else self.baseline(inputs)
         if not isinstance(baseline, Tensor):
             raise TypeError(f"baseline: the callable must return a tensor; got {type(baseline)}")
@@ -390,6 +416,51 @@ class InsertionDeletion:
                 f"baseline of shape {tuple(baseline.shape)} cannot broadcast to the inputs' "
                 f"shape {tuple(inputs.shape)}"
             ) from None
+
+
+# What the positions of signals, images and volumes are called, in the errors.
+_POSITIONS = {1: "samples", 2: "pixels", 3: "voxels"}
+
+
+def _blurred_sides(size: tuple[int, ...]) -> tuple[int, ...]:
+    """The sides of ``size`` that the blur runs along: all, but a volume's depth of 1."""
+    return size[1:] if len(size) == 3 and size[0] == 1 else size
+
+
+def _blur(inputs: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    """The Gaussian blur of ``N x C x *spatial`` inputs along every spatial axis, with
+    reflect padding.
+
+    Images go through torchvision's ``gaussian_blur``, as they always have. The Gaussian is
+    separable, so volumes are blurred slice by slice by the same call (their slices as the
+    channels of one image, so that a volume of one slice makes exactly the image's call), then
+    along ``D``; signals along ``L``. A depth of 1 is left as it is: reflect padding has nothing
+    to reflect there, and copies of the one slice (what reflecting it would give) blurred by a
+    kernel that sums to 1 are the slice itself.
+    """
+    if inputs.dim() == 3:
+        return _blur_along(inputs, 2, kernel_size, sigma)
+    count, _, *size = inputs.shape
+    planes = inputs.reshape(count, -1, *size[-2:])
+    blurred = gaussian_blur(planes, [kernel_size, kernel_size], [sigma, sigma]).view_as(inputs)
+    if inputs.dim() == 5 and size[0] > 1:
+        blurred = _blur_along(blurred, 2, kernel_size, sigma)
+    return blurred
+
+
+def _blur_along(values: Tensor, dim: int, kernel_size: int, sigma: float) -> Tensor:
+    """``values`` convolved along ``dim`` with the normalised 1-D Gaussian of ``kernel_size``
+    taps at offsets ``-kernel_size // 2 .. kernel_size // 2`` from the centre,
+    ``g(t) = exp(-t^2 / (2 sigma^2)) / sum_t' exp(-t'^2 / (2 sigma^2))`` (torchvision's kernel),
+    after reflect padding of ``kernel_size // 2``."""
+    half = kernel_size // 2
+    offsets = torch.arange(-half, half + 1, dtype=values.dtype, device=values.device)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (taps / taps.sum()).view(1, 1, -1)
+    moved = values.movedim(dim, -1)
+    lines = moved.reshape(-1, 1, moved.shape[-1])
+    blurred = F.conv1d(F.pad(lines, (half, half), mode="reflect"), kernel)
+    return blurred.view(moved.shape).movedim(-1, dim)
 
 
 def _check_blur(kernel_size: Any, sigma: Any) -> int:

@@ -16,7 +16,8 @@ from captum_polycam.metrics.confidence import (
     IncreaseInConfidence,
 )
 from captum_polycam.normalisation import min_max_mask
-from tests.conftest import SumModel
+from tests.conftest import BatchSizes, SumModel
+from tests.metrics.nd_models import TotalModel
 
 
 def sigmoid(value: float) -> float:
@@ -226,3 +227,79 @@ def test_result_carries_the_settings_that_decide_its_numbers() -> None:
         "channel_reduction": "sum",
         "precision": "fp32",
     }
+
+
+# --- Signals and volumes ---------------------------------------------------------------------
+
+
+def test_signal_by_hand() -> None:
+    # M = (m - 0) / 4 = [0, 1/4, 1/2, 1] on both channels: [1, 2, 3, 4] gives
+    # 0 + 1/2 + 3/2 + 4 = 6 and [10, 20, 30, 40] gives 60, so O = 66; Y = 110.
+    signal = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]]], dtype=torch.float64)
+    result = ConfidenceChange(TotalModel(), "logit")(signal, torch.tensor([[[0.0, 1.0, 2.0, 4.0]]]))
+    torch.testing.assert_close(result.clean, torch.tensor([110.0], dtype=torch.float64))
+    torch.testing.assert_close(result.masked, torch.tensor([66.0], dtype=torch.float64))
+    torch.testing.assert_close(result.drop, torch.tensor([40.0], dtype=torch.float64))
+    assert result.increase.tolist() == [False]
+    # Y = -1 + 2 = 1; the map [2, 4] (N x L, no channel axis) keeps the 2 alone: O = 2 > Y.
+    result = ConfidenceChange(TotalModel(), "logit")(
+        torch.tensor([[[-1.0, 2.0]]]), torch.tensor([[2.0, 4.0]])
+    )
+    torch.testing.assert_close(result.masked, torch.tensor([2.0]))
+    assert result.increase.tolist() == [True]
+    values = result.as_dict()
+    assert values["average_drop"].tolist() == [0.0]
+    assert values["increase_in_confidence"].tolist() == [100.0]
+
+
+def test_signal_map_is_upsampled_linearly() -> None:
+    # 2 -> 4 samples (align_corners=False) at -0.25, 0.25, 0.75, 1.25, clamped: [0, 4] becomes
+    # [0, 1, 3, 4], so M = [0, 1/4, 3/4, 1].
+    signal = torch.tensor([[[8.0, 8.0, 8.0, 8.0]]])
+    result = AverageDrop(TotalModel(), "logit")(signal, torch.tensor([[[0.0, 4.0]]]))
+    # O = 8 * 2 = 16, Y = 32.
+    torch.testing.assert_close(result, torch.tensor([50.0]))
+
+
+def test_volume_by_hand_with_a_trilinear_upsampling() -> None:
+    # A 1 x 1 x 2 map of a 2 x 2 x 4 volume: [0, 4] along the columns becomes [0, 1, 3, 4], the
+    # same on every row and slice; M = [0, 1/4, 3/4, 1] by column.
+    volume = torch.arange(1.0, 33.0, dtype=torch.float64).view(1, 2, 2, 2, 4)
+    cam = torch.tensor([0.0, 4.0], dtype=torch.float64).view(1, 1, 1, 1, 2)
+    # Voxel (c, d, h, w) holds 1 + 16c + 8d + 4h + w: column w sums to 120 + 8w over both
+    # channels, slices and rows, and Y = 120 + 128 + 136 + 144 = 528.
+    masked = 0 * 120 + 0.25 * 128 + 0.75 * 136 + 1 * 144
+    result = ConfidenceChange(TotalModel(), "logit")(volume, cam)
+    torch.testing.assert_close(result.clean, torch.tensor([528.0], dtype=torch.float64))
+    torch.testing.assert_close(result.masked, torch.tensor([masked], dtype=torch.float64))
+    torch.testing.assert_close(
+        result.drop, torch.tensor([100 * (528 - masked) / 528], dtype=torch.float64)
+    )
+
+
+def test_volume_position_attributions_are_reduced_over_channels() -> None:
+    # Channel sums 3 and -1 at the two voxels: M = [1, 0]; abs sums 3 and 3: M = 0, O = 0.
+    volume = torch.tensor([[1.0, 1.0], [1.0, 1.0]]).view(1, 2, 1, 1, 2)
+    attributions = torch.tensor([[1.0, 1.0], [2.0, -2.0]]).view(1, 2, 1, 1, 2)
+    signed = ConfidenceChange(TotalModel(), "logit")(volume, attributions)
+    torch.testing.assert_close(signed.masked, torch.tensor([2.0]))
+    absolute = ConfidenceChange(TotalModel(), "logit", channel_reduction="abs_sum")
+    torch.testing.assert_close(absolute(volume, attributions).masked, torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "attributions", "match"),
+    [
+        (torch.ones(1, 1, 2, 2, 4), torch.ones(1, 1, 2, 1, 2), "aspect ratios differ"),
+        (torch.ones(1, 1, 2, 2, 4), torch.ones(2, 1, 2, 2, 4), "N = 1"),
+        (torch.ones(1, 2, 2, 4), torch.ones(1, 1, 2, 2, 4), r"inputs must be 5-D"),
+        (torch.ones(1, 1, 4), torch.ones(1, 3, 4), "attributions with 3 channels"),
+    ],
+)
+def test_bad_signal_and_volume_calls_are_refused_before_any_forward_pass(
+    inputs: Tensor, attributions: Tensor, match: str
+) -> None:
+    counting = BatchSizes(TotalModel())
+    with pytest.raises(ValueError, match=match):
+        ConfidenceChange(counting)(inputs, attributions)
+    assert counting.sizes == []
