@@ -244,7 +244,7 @@ def build_methods(
         elif name in BASELINES:
             parsed.append(_baseline(name, model, options.perturbations_per_eval))
         elif ":" in name:
-            parsed.append(_custom(name, model))
+            parsed.append(_custom(name, model, spatial_dims))
         else:
             raise EvaluationError(
                 f"methods: unknown method {name!r}; use pcam+, pcam-, pcam+- (with :no-lnorm, "
@@ -586,7 +586,7 @@ def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], d
     return explain, parameters
 
 
-def _custom(name: str, model: nn.Module) -> Run:
+def _custom(name: str, model: nn.Module, spatial_dims: int) -> Run:
     try:
         factory = import_callable(name)
     except ValueError as error:
@@ -608,7 +608,7 @@ def _custom(name: str, model: nn.Module) -> Run:
         "method": name,
         "attribution": _identity(attribution),
         "channels": "sum of absolute values when several",
-        "upsampling": "bilinear",
+        "upsampling": _UPSAMPLING[spatial_dims],
         "scaling": "minimum to 0, maximum to 1",
     }
 
@@ -618,7 +618,7 @@ def _custom(name: str, model: nn.Module) -> Run:
             maps = maps[0]
         if maps.dim() == inputs.dim() and maps.shape[1] > 1:
             maps = maps.abs().sum(dim=1, keepdim=True)
-        return min_max_mask(inputs, maps)[:, None]  # upsampled bilinearly, then min-max
+        return min_max_mask(inputs, maps)[:, None]  # upsampled (bi/tri)linearly, then min-max
 
     return _single(name, parameters, explain)
 

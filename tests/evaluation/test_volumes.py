@@ -340,6 +340,32 @@ def test_the_centre_prior_and_the_random_floor_are_volumes() -> None:
 
 
 @pytest.mark.parametrize(
+    "name", ["ig", "ixg", "saliency", "smoothgrad", "tests.evaluation.tiny_models:saliency"]
+)
+def test_the_gradient_baselines_and_a_custom_method_map_every_voxel(name: str) -> None:
+    (run,) = build_methods([name], tiny_volume_classifier(), ["1", "3", "5"], spatial_dims=3)
+    inputs = torch.rand(2, 1, 6, 8, 10)
+    maps = run.explain(inputs, torch.tensor([0, 1])).maps[name]
+    assert maps.shape == (2, 1, 6, 8, 10)
+    # Each map scaled to [0, 1] over its own voxels: 1 at its maximum.
+    assert maps.min() >= 0 and maps.flatten(1).amax(dim=1).tolist() == [1.0, 1.0]
+
+
+def test_a_changed_scan_under_the_same_name_is_refused_on_resume(
+    scans: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in READABLE:
+        (folder / name).write_bytes((scans / name).read_bytes())
+    config = _config(methods=("random",), n_steps=4, sensitivity_images=0)
+    evaluate(folder, tmp_path / "out", config, num_workers=0, show_progress=False)
+    np.save(folder / "a.npy", _scan(9))
+    with pytest.raises(EvaluationError, match=r"1 image\(s\) differ .*: a\.npy;"):
+        evaluate(folder, tmp_path / "out", config, num_workers=0, show_progress=False)
+
+
+@pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"methods": ("pcam+", "occlusion")}, "methods: occlusion slides 3 x 16 x 16 windows"),
