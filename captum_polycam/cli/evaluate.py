@@ -187,7 +187,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--size",
         type=image_side,
         nargs="+",
-        metavar="N",
+        metavar="SIDE",
         help="photos are squashed to H W, not cropped (default: 224 224); scans are resampled "
         "trilinearly to D H W (default: each scan's own size, the same for all)",
     )
