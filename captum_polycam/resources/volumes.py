@@ -458,9 +458,10 @@ class VolumeIntensity:
             TypeError: If ``voxels`` is not a tensor.
             ValueError: If it is not 3-D, is empty or holds NaN or Inf.
         """
-        if not isinstance(voxels, Tensor) or voxels.dim() != 3:
-            shape = tuple(voxels.shape) if isinstance(voxels, Tensor) else type(voxels).__name__
-            raise ValueError(f"voxels: a D x H x W scan is expected; got {shape}")
+        if not isinstance(voxels, Tensor):
+            raise TypeError(f"voxels must be a D x H x W tensor; got {type(voxels).__name__}")
+        if voxels.dim() != 3:
+            raise ValueError(f"voxels: a D x H x W scan is expected; got {tuple(voxels.shape)}")
         if self.window is not None:
             scaled = window(voxels, *self.window)
         else:
