@@ -5,6 +5,8 @@ Example::
     captum-polycam evaluate --images val --image-list images.txt --model resnet50 \\
         --methods pcam+-,gradcam,ig --out results
     torchrun --nproc_per_node 4 -m captum_polycam evaluate ...   # the same, on 4 processes
+    captum-polycam evaluate --images scans --labels labels.txt --model nets:ct_classifier \\
+        --window -1000 400 --size 64 64 64 --methods pcam+,gradcam --out ct-results
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ from captum_polycam.cli.arguments import (
     non_negative_int,
     positive_int,
 )
+from captum_polycam.evaluation.datasets import holds_scans
 from captum_polycam.evaluation.methods import BASELINES
 from captum_polycam.evaluation.pipeline import DEFAULT_METHODS, EvaluationConfig, evaluate
 from captum_polycam.perturbation.options import PRECISIONS
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.ground_truth import FORMATS
 from captum_polycam.resources.images import (
+    SIZE,
     Preprocessing,
     bundled_boxes,
     bundled_folder,
     check_channel_values,
     read_classes,
 )
+from captum_polycam.resources.volumes import SUFFIXES, VolumeIntensity
 
 __all__ = ["add_parser", "run"]
 
@@ -77,8 +82,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``evaluate`` subcommand."""
     parser = commands.add_parser(
         "evaluate",
-        help="evaluate saliency methods on a folder of images (the paper's protocol)",
-        description="Compute each method's maps on every image, their insertion and deletion "
+        help="evaluate saliency methods on a folder of images or scans (the paper's protocol)",
+        description="Compute each method's maps on every image (or scan), their insertion and "
+        "deletion "
         "curves, average drop, increase in confidence, (on a subset) max-sensitivity and (with "
         "--boxes) the pointing game, the energy in the boxes and the box accuracy; write "
         "the paper's .npz and .csv artefacts, a summary and the mean curves. A run stopped at "
@@ -88,7 +94,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--images",
         type=Path,
         metavar="DIR",
-        help="folder of JPEG or PNG images (default: the four bundled photographs)",
+        help="folder of JPEG or PNG images, or of scans (.nii, .nii.gz, .npy), one kind only "
+        "(default: the four bundled photographs)",
     )
     parser.add_argument(
         "--image-list",
@@ -179,25 +186,24 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--size",
         type=image_side,
-        nargs=2,
-        default=(224, 224),
-        metavar=("H", "W"),
-        help="images are squashed to this size, not cropped (default: 224 224)",
+        nargs="+",
+        metavar="SIDE",
+        help="photos are squashed to H W, not cropped (default: 224 224); scans are resampled "
+        "trilinearly to D H W (default: each scan's own size, the same for all)",
     )
     parser.add_argument(
         "--mean",
         type=_mean,
-        default=Preprocessing().mean,
         metavar="R,G,B",
-        help="normalisation mean (default: ImageNet's)",
+        help="photos' normalisation mean (default: ImageNet's)",
     )
     parser.add_argument(
         "--std",
         type=_std,
-        default=Preprocessing().std,
         metavar="R,G,B",
-        help="normalisation standard deviation (default: ImageNet's)",
+        help="photos' normalisation standard deviation (default: ImageNet's)",
     )
+    _add_intensity_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parts")
     parser.add_argument(
         "--precision",
@@ -228,6 +234,59 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_intensity_options(parser: argparse.ArgumentParser) -> None:
+    """``--window LOW HIGH`` and ``--percentiles P_LOW P_HIGH``: how scans are scaled to
+    ``[0, 1]`` (:class:`~captum_polycam.resources.VolumeIntensity`)."""
+    scaling = parser.add_mutually_exclusive_group()
+    scaling.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="scans: a CT window, voxels clipped to [LOW, HIGH] in the scan's units (Hounsfield "
+        "units for CT) and scaled to [0, 1]",
+    )
+    scaling.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        metavar=("P_LOW", "P_HIGH"),
+        help="scans: the P_LOW-th percentile of each scan's voxels to 0 and the P_HIGH-th to 1, "
+        "clipped, as for MRI (default, without --window: 0.5 99.5)",
+    )
+
+
+def _preprocessing(args: argparse.Namespace, scans: bool) -> Preprocessing | VolumeIntensity:
+    """How the --images become inputs: photos by --size, --mean and --std; scans by --window
+    or --percentiles and --size. The options of the other kind are refused."""
+    if not scans:
+        for option, value in (("--window", args.window), ("--percentiles", args.percentiles)):
+            if value is not None:
+                raise EvaluationError(
+                    f"{option}: scales scans ({', '.join(SUFFIXES)}), and the --images are photos"
+                )
+        size = tuple(args.size or SIZE)
+        if len(size) != 2:
+            raise EvaluationError(f"--size: photos take two sides, H W; got {len(size)}")
+        default = Preprocessing()
+        return Preprocessing(size, args.mean or default.mean, args.std or default.std)
+    for option, value in (("--mean", args.mean), ("--std", args.std)):
+        if value is not None:
+            raise EvaluationError(
+                f"{option}: normalises photos, and the --images are scans: scale them with "
+                "--window or --percentiles"
+            )
+    if args.size is not None and len(args.size) != 3:
+        raise EvaluationError(f"--size: scans take three sides, D H W; got {len(args.size)}")
+    window = None if args.window is None else tuple(args.window)
+    percentiles = None if args.percentiles is None else tuple(args.percentiles)
+    size = None if args.size is None else tuple(args.size)
+    try:
+        return VolumeIntensity(window, percentiles, size)
+    except EvaluationError as error:  # its messages start with the field: the option's name
+        raise EvaluationError(f"--{error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation of ``args``, print its summary; return the exit status."""
     check_device(args.device)
@@ -250,6 +309,13 @@ def run(args: argparse.Namespace) -> int:
             ("the --box-classes file", args.box_classes),
         ],
     )
+    scans = holds_scans(images, args.image_list)
+    preprocessing = _preprocessing(args, scans)
+    if scans and ":" not in args.model:
+        raise EvaluationError(
+            f"--model: {args.model!r} classifies photos, and the --images are scans: give a 3D "
+            "classifier as package.module:factory"
+        )
     methods = tuple(comma_list(args.methods, "--methods"))
     layers = layer_names(args.layers)
     config = EvaluationConfig(
@@ -262,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         sensitivity_images=args.sensitivity_images,
         layers=layers,
         reshape=args.reshape,
-        preprocessing=Preprocessing(tuple(args.size), args.mean, args.std),
+        preprocessing=preprocessing,
         seed=args.seed,
         precision=args.precision,
         compile=args.compile,

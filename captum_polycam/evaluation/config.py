@@ -19,6 +19,7 @@ from captum_polycam.perturbation.options import Precision, ScoringOptions
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import Preprocessing, Sample
 from captum_polycam.resources.models import DEFAULT_MODEL
+from captum_polycam.resources.volumes import VolumeIntensity
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "check_on_first_input", "checked_layers"]
 
@@ -49,8 +50,10 @@ class EvaluationConfig:
             ``"package.module:callable"``
             (:func:`~captum_polycam.attr.capture.reshape_function`). Poly-CAM, Grad-CAM and
             layer discovery read the layers through it.
-        preprocessing: How photos become inputs (the paper's by default); ``None`` takes a
-            dataset's images as model inputs as they are (its own transform prepared them).
+        preprocessing: How photos become inputs (the paper's by default); a
+            :class:`~captum_polycam.resources.VolumeIntensity` for a folder of scans (a CT
+            window or percentiles, and a size); ``None`` takes a dataset's images as model
+            inputs as they are (its own transform prepared them).
         seed: Seed of the random parts (the random floor, SmoothGrad, sensitivity's noise).
         precision: ``"fp32"`` (the paper's), ``"bf16"`` or ``"fp16"``: the type Poly-CAM's
             masked passes and the metrics' perturbed passes run in, under autocast.
@@ -59,8 +62,9 @@ class EvaluationConfig:
         boxes: Ground truth for the localisation metrics (pointing game, energy in the
             ground truth, box accuracy): a file or folder of boxes or masks
             (:func:`~captum_polycam.resources.ground_truth.read_ground_truth`); ``None``
-            measures no localisation. ``run.json`` records its format and SHA-256, not its
-            path, so a resume with other ground truth is refused.
+            measures no localisation; photos only (scans have none yet). ``run.json``
+            records its format and SHA-256, not its path, so a resume with other ground truth
+            is refused.
         boxes_format: Its format (``"xml"``, ``"imagenet-csv"``, ``"coco"``, ``"csv"`` or
             ``"masks"``); ``None`` recognises it from what the path is.
         box_classes: How the ground truth's labels map to the model's classes, ``label ->
@@ -79,7 +83,7 @@ class EvaluationConfig:
     sensitivity_images: int = 0
     layers: tuple[str, ...] | None = None
     reshape: str | None = None
-    preprocessing: Preprocessing | None = field(default_factory=Preprocessing)
+    preprocessing: Preprocessing | VolumeIntensity | None = field(default_factory=Preprocessing)
     seed: int = 0
     precision: Precision = "fp32"
     compile: bool = False
@@ -128,6 +132,11 @@ class EvaluationConfig:
             raise EvaluationError(str(error)) from None
         if self.boxes is not None and not isinstance(self.boxes, (str, Path)):
             raise EvaluationError(f"boxes must be a path to a file or folder; got {self.boxes!r}")
+        if self.boxes is not None and isinstance(self.preprocessing, VolumeIntensity):
+            raise EvaluationError(
+                "boxes: localisation is measured on photos; ground truth for scans (3D boxes or "
+                "masks) is not supported yet: leave boxes out"
+            )
         for name in ("boxes_format", "box_classes"):
             if getattr(self, name) is not None and self.boxes is None:
                 raise EvaluationError(f"{name} applies to boxes; give boxes too")
@@ -170,13 +179,15 @@ def check_on_first_input(
     """Poly-CAM's layers, described, after checking on one input that the run can go
     through: the model takes inputs of this size, the layers exist and go shallow to deep, the
     steps fit in the image and the labels in the model's outputs."""
-    height, width = first.shape[-2:]
+    spatial = first.shape[2:]
+    size = " x ".join(str(side) for side in spatial)
+    units = {1: "samples", 2: "pixels", 3: "voxels"}.get(len(spatial), "elements")
     try:
         with torch.no_grad():
             output = model(first)
     except Exception as error:  # whatever the user's model raises, say where it came from
         raise EvaluationError(
-            f"model {config.model!r} fails on an input of {height} x {width} pixels (the "
+            f"model {config.model!r} fails on an input of {size} {units} (the "
             f"preprocessing's size): {type(error).__name__}: {error}"
         ) from None
     if not isinstance(output, Tensor) or output.dim() != 2:
@@ -186,10 +197,10 @@ def check_on_first_input(
             " (Captum's baselines index the output by class: for a Hugging Face model, wrap it "
             "in a module that returns its .logits)"
         )
-    if config.n_steps > height * width:
+    if config.n_steps > spatial.numel():
         raise EvaluationError(
-            f"n_steps: {config.n_steps} insertion and deletion steps need as many pixels; the "
-            f"inputs have {height} x {width} = {height * width}"
+            f"n_steps: {config.n_steps} insertion and deletion steps need as many {units}; the "
+            f"inputs have {size} = {spatial.numel()}"
         )
     described = checked_layers(model, first, config.layers, config.reshape)
     classes = output.shape[1]

@@ -1,5 +1,6 @@
 """The images of an evaluation as :class:`~captum_polycam.resources.images.Sample` items: a
-folder of files, or a user's dataset of ``(image, name)`` or ``(image, label, name)``."""
+folder of photos or of scans, or a user's dataset of ``(image, name)`` or
+``(image, label, name)``."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from torch.utils.data import Dataset
 
 from captum_polycam.evaluation.config import EvaluationConfig
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.images import ImageFolder, Preprocessing, Sample, pil_pixels
+from captum_polycam.resources.images import (
+    IMAGE_SUFFIXES,
+    ImageFolder,
+    Preprocessing,
+    Sample,
+    pil_pixels,
+)
+from captum_polycam.resources.volumes import SUFFIXES, VolumeFolder, VolumeIntensity
 
-__all__ = ["NoReadableImage", "as_samples", "first_input"]
+__all__ = ["NoReadableImage", "as_samples", "first_input", "holds_scans"]
 
 # The unreadable images a message shows before "and N more".
 _SHOWN_ERRORS = 3
@@ -27,17 +35,34 @@ def as_samples(
     labels: str | Path | dict[str, int] | None,
     config: EvaluationConfig,
 ) -> Dataset[Sample]:
-    """``images`` as a dataset of samples: an :class:`ImageFolder` of a folder (with its list and
-    labels), or a user's dataset wrapped so that its items become samples.
+    """``images`` as a dataset of samples: an :class:`ImageFolder` of a folder of photos or a
+    :class:`VolumeFolder` of a folder of scans (with its list and labels), as the
+    preprocessing says, or a user's dataset wrapped so that its items become samples.
 
     Raises:
-        EvaluationError: A folder without preprocessing, a list or labels with a dataset, or an
-            object that is neither.
+        EvaluationError: A folder without preprocessing or with the other kind's, a folder
+            mixing photos and scans, a list or labels with a dataset, or an object that is
+            neither.
     """
     if isinstance(images, (str, Path)):
-        if config.preprocessing is None:
+        scans = holds_scans(images, image_list)
+        preprocessing = config.preprocessing
+        if isinstance(preprocessing, VolumeIntensity):
+            if not scans:
+                raise EvaluationError(
+                    f"preprocessing: VolumeIntensity scales scans ({', '.join(SUFFIXES)}), and "
+                    f"{str(images)!r} holds photos: give a Preprocessing"
+                )
+            return VolumeFolder(images, image_list, labels, preprocessing)
+        if scans:
+            raise EvaluationError(
+                f"preprocessing: {str(images)!r} holds scans ({', '.join(SUFFIXES)}), which "
+                "need a VolumeIntensity (a CT window or percentiles); got "
+                f"{type(preprocessing).__name__ if preprocessing else None}"
+            )
+        if preprocessing is None:
             raise EvaluationError("preprocessing: a folder of photos needs one; got None")
-        return ImageFolder(images, image_list, labels, config.preprocessing)
+        return ImageFolder(images, image_list, labels, preprocessing)
     if image_list is not None or labels is not None:
         raise EvaluationError("image_list and labels apply to a folder of images, not a dataset")
     if not isinstance(images, Dataset) or not hasattr(images, "__len__"):
@@ -47,10 +72,40 @@ def as_samples(
     return _NamedDataset(images, config.preprocessing)
 
 
+def holds_scans(images: str | Path, image_list: str | Path | Sequence[str] | None = None) -> bool:
+    """Whether a folder's files (or those ``image_list`` names) are scans (``.nii``,
+    ``.nii.gz``, ``.npy``) rather than photos; ``False`` for a path that is not a folder, which
+    the folder's dataset then refuses.
+
+    Raises:
+        EvaluationError: They mix photos and scans, or ``image_list`` is invalid.
+    """
+    folder = Path(images)
+    if not folder.is_dir():
+        return False
+    # A list is read, and checked, as a photo folder's is.
+    names = (
+        sorted(entry.name for entry in folder.iterdir())
+        if image_list is None
+        else ImageFolder(folder, image_list).names
+    )
+    photos = [name for name in names if name.lower().endswith(IMAGE_SUFFIXES)]
+    scans = [name for name in names if name.lower().endswith(SUFFIXES)]
+    if photos and scans:
+        where = f"{str(images)!r}" if image_list is None else f"the image list of {str(images)!r}"
+        raise EvaluationError(
+            f"images: {where} mixes photos ({photos[0]!r}) and scans ({scans[0]!r}); evaluate "
+            "them in separate runs (separate folders, or an image list of one kind)"
+        )
+    return bool(scans)
+
+
 class _NamedDataset(Dataset[Sample]):
     """A user's dataset of ``(image, name)`` or ``(image, label, name)`` as samples."""
 
-    def __init__(self, dataset: Dataset[Any], preprocessing: Preprocessing | None) -> None:
+    def __init__(
+        self, dataset: Dataset[Any], preprocessing: Preprocessing | VolumeIntensity | None
+    ) -> None:
         self.dataset = dataset
         self.preprocessing = preprocessing
 

@@ -15,7 +15,8 @@ styles and the script as they are.
 
    OUT/
      report.html
-     overlays/{method}/{image}.png   a map over its photo (or the map alone, coloured)
+     overlays/{method}/{image}.png   a map over its photo (or the map alone, coloured); for a
+                                     scan, the three planes through the map's maximum
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ _COLUMNS = (
 _TRUTH_COLOUR = (1.0, 1.0, 1.0)
 _MAXIMUM_COLOUR = (0.0, 1.0, 1.0)
 _MAXIMUM_ARM = 4
+# The white gap between a scan's three planes in its overlay, in pixels.
+_PLANE_GAP = 2
 
 
 def write_html_report(
@@ -84,7 +87,10 @@ def write_html_report(
 
     For each image and method, the method's map from ``npz/`` is blended over the image's
     photo (or, without one, coloured alone) and saved as
-    ``OUT/overlays/{method}/{image}.png``; ``{image}`` is the image's name made safe for
+    ``OUT/overlays/{method}/{image}.png`` (for a scan's ``D x H x W`` map, the planes of axes
+    0, 1 and 2 through its maximum, side by side, as
+    :func:`~captum_polycam.visualization.slices` draws them); ``{image}`` is the image's name
+    made safe for
     every file system, with a short hash of the name where two names would share a file. The
     page then shows the run's configuration (``run.json``), the summary (``summary.csv``),
     the mean curves (``curves.png``) and a table with a row per image: its target and, per
@@ -99,8 +105,10 @@ def write_html_report(
     Args:
         out: The evaluation's output folder.
         photo: ``photo(name)`` gives the image's photo as a ``3 x H x W`` tensor in
-            ``[0, 1]``, or ``None`` where it is not available; the map is resized to the
-            photo. Without it (``None``), every overlay is the map alone, coloured.
+            ``[0, 1]`` (a scan as a ``C x D x H x W`` one, of its map's size, drawn in grey as
+            the mean of its channels), or ``None`` where it is not available; the map is
+            resized to the photo. Without it (``None``), every overlay is the map alone,
+            coloured.
         record: The run's record to show, as ``run.json`` will hold it; ``None`` reads
             ``run.json``. A run writes its page before its final record, so that a record
             that says ``finished`` means that the page is there; the page is the same as the
@@ -226,10 +234,33 @@ def _write_overlays(
 
 
 def _blend(image: Tensor | None, heat: np.ndarray) -> np.ndarray:
-    """The map over the photo; without a photo, the map alone in the same colours."""
+    """The map over the photo; without a photo, the map alone in the same colours. A scan's
+    map gives its three planes through the maximum (:func:`_planes`)."""
+    if heat.ndim == 3:
+        return _planes(image, heat)
     if image is None:
         return overlay(torch.zeros(3, *heat.shape[-2:]), heat, alpha=1.0)[0]
     return overlay(image, heat)[0]
+
+
+def _planes(scan: Tensor | None, heat: np.ndarray) -> np.ndarray:
+    """A scan's ``D x H x W`` map over the scan on the planes of axes 0, 1 and 2 through the
+    map's maximum (the first, in index order, as :func:`~captum_polycam.visualization.slices`
+    takes it), side by side with a white gap, the shorter ones padded with black below; the
+    map alone, coloured, without the scan."""
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    grey = None if scan is None else scan.float().mean(dim=0)  # C x D x H x W, channels mean
+    panels = []
+    for axis, index in enumerate(peak):
+        plane = np.take(heat, int(index), axis=axis)
+        below = torch.zeros(plane.shape) if grey is None else grey.select(axis, int(index))
+        panels.append(
+            overlay(below.expand(3, *plane.shape), plane, alpha=1.0 if grey is None else 0.5)[0]
+        )
+    height = max(panel.shape[0] for panel in panels)
+    gap = np.ones((height, _PLANE_GAP, 3), dtype=np.float32)
+    padded = [np.pad(panel, ((0, height - len(panel)), (0, 0), (0, 0))) for panel in panels]
+    return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1)
 
 
 def _mark(rgb: np.ndarray, heat: np.ndarray, boxes: list[list[float]]) -> None:
@@ -283,9 +314,17 @@ def _preprocessing(value: Any) -> str:
         return _text(value)
     size = value.get("size")
     parts = []
-    if isinstance(size, list | tuple) and len(size) == 2:
-        parts.append(f"{size[0]} x {size[1]}")
+    if isinstance(size, list | tuple) and len(size) in (2, 3):
+        parts.append(" x ".join(str(side) for side in size))
+    elif "window" in value:  # a scan's own size
+        parts.append("each scan's own size")
     parts += [f"{key} {_text(value[key])}" for key in ("mean", "std") if key in value]
+    # A scan's intensity scaling: a CT window or percentiles.
+    parts += [
+        f"{key} {_text(value[key])}"
+        for key in ("window", "percentiles")
+        if value.get(key) is not None
+    ]
     return "; ".join(parts) if parts else _text(value)
 
 

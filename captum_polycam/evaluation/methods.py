@@ -1,7 +1,8 @@
 """Saliency methods by name: Poly-CAM, its ablations, Captum's baselines and a random floor.
 
 Every method maps a batch and its targets to ``N x 1 x H x W`` maps in ``[0, 1]`` at the
-input's resolution, and records every parameter its maps depend on (a :class:`Method`). A
+input's resolution (``N x 1 x D x H x W`` for scans, ``N x 1 x L`` for signals), and records
+every parameter its maps depend on (a :class:`Method`). A
 :class:`Run` computes them: one Poly-CAM run gives every method asked of its configuration,
 and every other method is a run of its own. Names:
 
@@ -14,16 +15,17 @@ and every other method is a run of its own. Names:
   from 1, alone, without the recursion). Methods that differ only by ``:no-lnorm``,
   ``:stageK`` or ``:layerK`` are outputs of one Poly-CAM run (the same variant and budget):
   none of them changes a channel weight.
-- ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly; with a
-  ``reshape``, Grad-CAM's formula on Captum's ``LayerActivation`` and layer gradients, both
-  reshaped to ``N x C x h x w`` (``LayerGradCam`` reads dimension 1 as the channels).
+- ``gradcam``: Captum's ``LayerGradCam`` on the deepest layer, upsampled bilinearly
+  (trilinearly for scans, linearly for signals); with a ``reshape``, Grad-CAM's formula on
+  Captum's ``LayerActivation`` and layer gradients, both reshaped to ``N x C x h x w``
+  (``LayerGradCam`` reads dimension 1 as the channels).
 - ``ig``, ``ixg``, ``saliency``, ``smoothgrad``, ``occlusion``: Captum's
   ``IntegratedGradients``, ``InputXGradient``, ``Saliency``, ``NoiseTunnel(Saliency)`` and
-  ``Occlusion``.
+  ``Occlusion`` (photos only: its windows are ``3 x 16 x 16``).
 - ``random``: uniform noise, the floor every method should beat.
-- ``centre``: a centred Gaussian, the same for every image and class: the prior of a photo
-  framed on its object, which every localisation table on such photos must show beside the
-  methods (see :mod:`captum_polycam.metrics.localisation`).
+- ``centre``: a centred Gaussian (in every spatial dimension), the same for every image and
+  class: the prior of a photo framed on its object, which every localisation table on such
+  photos must show beside the methods (see :mod:`captum_polycam.metrics.localisation`).
 - ``package.module:callable``: ``callable(model)`` returns a Captum attribution whose
   ``attribute(inputs, target=...)`` gives the maps.
 """
@@ -78,6 +80,8 @@ CENTRE_SIGMA = 0.25
 _VARIANTS = {name.lower(): variant for variant, name in VARIANTS.items()}  # pcam+ -> plus
 _INDEXED_OPTION = re.compile(r"(stage|layer)([1-9][0-9]*)")
 _BUDGET_OPTION = re.compile(r"budget([0-9]*\.?[0-9]+)")
+# How maps at a layer's resolution are brought to the input's, by its spatial dimensions.
+_UPSAMPLING = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def method_file_stem(name: str) -> str:
@@ -176,6 +180,7 @@ def build_methods(
     *,
     options: ScoringOptions | None = None,
     reshape: Reshape | None = None,
+    spatial_dims: int = 2,
 ) -> list[Run]:
     """Bind the named methods to ``model``, as the runs that compute them.
 
@@ -188,6 +193,8 @@ def build_methods(
             and the gradient baselines run as the model is. ``None`` for the defaults.
         reshape: How the layers' outputs become ``N x C x h x w``, for Poly-CAM and Grad-CAM
             (``PolyCam(reshape=...)``); recorded in their parameters (``None`` without one).
+        spatial_dims: The inputs' spatial dimensions: 2 for photos (``N x C x H x W``), 3 for
+            scans (``N x C x D x H x W``), 1 for signals; Grad-CAM's upsampling follows them.
 
     Returns:
         One run per Poly-CAM configuration asked for (variant and pass budget), whose
@@ -196,9 +203,14 @@ def build_methods(
 
     Raises:
         EvaluationError: A name is unknown or malformed, appears twice, shares its file stem
-            with another, a custom method's factory fails, or ``reshape`` is not one.
+            with another, a custom method's factory fails, ``reshape`` is not one, or a method
+            is not defined for inputs of ``spatial_dims`` (occlusion, on anything but photos).
     """
     options = options or ScoringOptions()
+    if spatial_dims not in _UPSAMPLING:
+        raise EvaluationError(
+            f"spatial_dims must be 1, 2 or 3 (signals, photos, scans); got {spatial_dims!r}"
+        )
     try:
         transform = reshape_function(reshape)
     except (TypeError, ValueError) as error:
@@ -223,11 +235,16 @@ def build_methods(
         if name.split(":")[0] in _VARIANTS:
             parsed.append(_poly_cam_output(name, list(layers), options, layout))
         elif name == "gradcam":
-            parsed.append(_grad_cam(model, layers[-1], transform, layout))
+            parsed.append(_grad_cam(model, layers[-1], transform, layout, spatial_dims))
+        elif name == "occlusion" and spatial_dims != 2:
+            raise EvaluationError(
+                "methods: occlusion slides 3 x 16 x 16 windows over photos, and these inputs "
+                f"have {spatial_dims} spatial dimension(s): leave it out of the methods"
+            )
         elif name in BASELINES:
             parsed.append(_baseline(name, model, options.perturbations_per_eval))
         elif ":" in name:
-            parsed.append(_custom(name, model))
+            parsed.append(_custom(name, model, spatial_dims))
         else:
             raise EvaluationError(
                 f"methods: unknown method {name!r}; use pcam+, pcam-, pcam+- (with :no-lnorm, "
@@ -366,7 +383,8 @@ def _requiring_gradients(inputs: Tensor) -> Tensor:
 
 
 def _upsampled(maps: Tensor, inputs: Tensor) -> Tensor:
-    return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), "bilinear")
+    spatial = tuple(inputs.shape[2:])
+    return LayerAttribution.interpolate(maps, spatial, _UPSAMPLING[len(spatial)])
 
 
 def _reshape_name(reshape: Reshape) -> str:
@@ -391,6 +409,7 @@ def _grad_cam(
     deepest: str,
     transform: Callable[[Tensor], Tensor] | None,
     layout: dict[str, str | None],
+    spatial_dims: int,
 ) -> Run:
     layer = resolve_layers(model, [deepest])[0].module
     parameters = {
@@ -398,7 +417,7 @@ def _grad_cam(
         "layer": deepest,
         **layout,
         "relu_attributions": True,
-        "upsampling": "bilinear",
+        "upsampling": _UPSAMPLING[spatial_dims],
         "scaling": "divide by the maximum",
     }
     if transform is None:
@@ -415,7 +434,7 @@ def _grad_cam(
         def maps(inputs: Tensor, targets: Tensor) -> Tensor:
             activations = transform(activation.attribute(inputs))
             gradients = transform(gradient.attribute(inputs, targets))
-            weights = gradients.mean(dim=(2, 3), keepdim=True)
+            weights = gradients.mean(dim=tuple(range(2, gradients.dim())), keepdim=True)
             return torch.relu((weights * activations).sum(dim=1, keepdim=True))
 
     def explain(inputs: Tensor, targets: Tensor) -> Tensor:
@@ -496,7 +515,7 @@ def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -
         }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
-            return centre_prior(len(inputs), inputs.shape[-2:]).to(inputs.device)
+            return centre_prior(len(inputs), inputs.shape[2:]).to(inputs.device)
     else:  # random
         parameters = {
             "method": "random",
@@ -505,26 +524,32 @@ def _baseline(name: str, model: nn.Module, perturbations_per_eval: int | None) -
         }
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
-            maps = torch.rand(len(inputs), 1, *inputs.shape[-2:])  # CPU: the same on any device
+            maps = torch.rand(len(inputs), 1, *inputs.shape[2:])  # CPU: the same on any device
             return maps.to(inputs.device)
 
     return _single(name, parameters, explain)
 
 
 def centre_prior(count: int, size: Sequence[int]) -> Tensor:
-    r"""``count`` copies of the centred Gaussian ``count x 1 x H x W``, the ``centre`` method.
+    r"""``count`` copies of the centred Gaussian ``count x 1 x *size``, the ``centre`` method.
 
-    ``g(y, x) = exp(-((y - c_y) / s_y)^2 / 2 - ((x - c_x) / s_x)^2 / 2)`` with the centre
-    ``c = ((H - 1) / 2, (W - 1) / 2)`` in pixel indices and ``s = CENTRE_SIGMA * (H, W)``:
-    1 at the centre, about 0.14 at the middle of each edge. It needs no model: it is what a
-    method that ignores the image would score on photos framed on their object.
+    For ``size = (H, W)``, ``g(y, x) = exp(-((y - c_y) / s_y)^2 / 2 - ((x - c_x) / s_x)^2 / 2)``
+    with the centre ``c = ((H - 1) / 2, (W - 1) / 2)`` in pixel indices and
+    ``s = CENTRE_SIGMA * (H, W)``: 1 at the centre, about 0.14 at the middle of each edge; for
+    ``(D, H, W)`` or ``(L,)`` the same, one term per dimension. It needs no model: it is what
+    a method that ignores the image would score on photos framed on their object.
     """
-    height, width = (int(side) for side in size)
-    rows = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
-    columns = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
-    rows, columns = rows / (CENTRE_SIGMA * height), columns / (CENTRE_SIGMA * width)
-    gaussian = torch.exp(-(rows[:, None] ** 2 + columns[None, :] ** 2) / 2)
-    return gaussian.expand(count, 1, height, width).contiguous()
+    sides = [int(side) for side in size]
+    squares = torch.zeros(())
+    for axis, side in enumerate(sides):
+        offsets = torch.arange(side, dtype=torch.float32) - (side - 1) / 2
+        scaled = offsets / (CENTRE_SIGMA * side)
+        # This axis's term, broadcast over the others: rows, then columns, in 2D.
+        squares = (
+            squares + scaled.view([-1 if other == axis else 1 for other in range(len(sides))]) ** 2
+        )
+    gaussian = torch.exp(-squares / 2)
+    return gaussian.expand(count, 1, *sides).contiguous()
 
 
 def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], dict[str, Any]]:
@@ -561,7 +586,7 @@ def _smoothgrad(model: nn.Module) -> tuple[Callable[[Tensor, Tensor], Tensor], d
     return explain, parameters
 
 
-def _custom(name: str, model: nn.Module) -> Run:
+def _custom(name: str, model: nn.Module, spatial_dims: int) -> Run:
     try:
         factory = import_callable(name)
     except ValueError as error:
@@ -583,7 +608,7 @@ def _custom(name: str, model: nn.Module) -> Run:
         "method": name,
         "attribution": _identity(attribution),
         "channels": "sum of absolute values when several",
-        "upsampling": "bilinear",
+        "upsampling": _UPSAMPLING[spatial_dims],
         "scaling": "minimum to 0, maximum to 1",
     }
 
@@ -591,9 +616,9 @@ def _custom(name: str, model: nn.Module) -> Run:
         maps = attribution.attribute(inputs, target=targets)
         if isinstance(maps, tuple):
             maps = maps[0]
-        if maps.dim() == 4 and maps.shape[1] > 1:
+        if maps.dim() == inputs.dim() and maps.shape[1] > 1:
             maps = maps.abs().sum(dim=1, keepdim=True)
-        return min_max_mask(inputs, maps)[:, None]  # upsampled bilinearly, then min-max
+        return min_max_mask(inputs, maps)[:, None]  # upsampled (bi/tri)linearly, then min-max
 
     return _single(name, parameters, explain)
 

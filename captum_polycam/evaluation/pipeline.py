@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import platform
 import sys
@@ -68,10 +69,12 @@ from captum_polycam.perturbation.scoring import PerturbationScorer
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.images import (
     ImageFolder,
+    Preprocessing,
     Sample,
     image_list_digest,
 )
 from captum_polycam.resources.models import load_model, model_digest, model_file_stem
+from captum_polycam.resources.volumes import SUFFIXES, VolumeIntensity
 
 __all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate"]
 
@@ -81,7 +84,12 @@ _T = TypeVar("_T")
 class _Batch:
     """One batch of the image list: its readable samples, their inputs on the device, their
     clean pass (shared by the metrics) and the classes to explain (the labels, or the top-1
-    of that pass)."""
+    of that pass).
+
+    Args:
+        shape: The run's input shape (the first readable image's, ``C x *spatial``): a sample
+            of another cannot be stacked with the others, and is recorded as an error.
+    """
 
     def __init__(
         self,
@@ -90,6 +98,7 @@ class _Batch:
         target: str,
         device: torch.device,
         scorer: PerturbationScorer,
+        shape: torch.Size,
     ) -> None:
         self.index = index
         # Every image of the batch, readable or not, and its content: what a resumed run checks.
@@ -102,6 +111,8 @@ class _Batch:
                 self.errors.append((sample.name, sample.error))
             elif target == "label" and sample.label is None:
                 self.errors.append((sample.name, "no label"))
+            elif sample.inputs is not None and sample.inputs.shape != shape:
+                self.errors.append((sample.name, _other_shape(sample.inputs.shape, shape)))
             else:
                 self.offsets.append(offset)
         self.samples = [samples[offset] for offset in self.offsets]
@@ -146,10 +157,15 @@ def evaluate(
     batches are shared among the processes and the artefacts are the same.
 
     Args:
-        images: A folder of photos (see :class:`~captum_polycam.resources.ImageFolder`), or
-            a dataset whose items are ``(image, name)`` or ``(image, label, name)``, an image
-            being a PIL image or a ``3 x H x W`` tensor in ``[0, 1]``, preprocessed by
-            ``config.preprocessing`` (or, when that is ``None``, a model input as it is).
+        images: A folder of photos (see :class:`~captum_polycam.resources.ImageFolder`), a
+            folder of scans (``.nii``, ``.nii.gz``, ``.npy``; see
+            :class:`~captum_polycam.resources.VolumeFolder`) when ``config.preprocessing`` is
+            a :class:`~captum_polycam.resources.VolumeIntensity`, or a dataset whose items
+            are ``(image, name)`` or ``(image, label, name)``, an image being a PIL image or
+            a ``3 x H x W`` tensor in ``[0, 1]`` (a ``D x H x W`` scan with a
+            ``VolumeIntensity``), preprocessed by ``config.preprocessing`` (or, when that is
+            ``None``, a model input as it is). A scan's maps are ``D x H x W``, as the photos'
+            are ``H x W``.
         out: The output folder. A rerun with the same configuration (the model's weights
             included) resumes; another configuration is refused, and so is a run while
             another goes on in the folder. A rerun of a finished run leaves its record and
@@ -200,10 +216,19 @@ def evaluate(
         raise EvaluationError(
             f"labels: no class for {len(unlabelled)} image(s), such as {unlabelled[0]!r}"
         )
+    if (
+        model is None
+        and isinstance(config.preprocessing, VolumeIntensity)
+        and ":" not in config.model
+    ):
+        raise EvaluationError(
+            f"model: {config.model!r} classifies photos, and the images are scans "
+            f"({', '.join(SUFFIXES)}): give a 3D classifier as 'package.module:factory'"
+        )
     localisation = None
     if config.boxes is not None:
         check_folder(images)
-        assert isinstance(dataset, ImageFolder) and config.preprocessing is not None
+        assert isinstance(dataset, ImageFolder) and isinstance(config.preprocessing, Preprocessing)
         localisation = Localisation(
             config.boxes,
             config.boxes_format,
@@ -252,6 +277,7 @@ def evaluate(
                 [layer.name for layer in described],
                 options=options,
                 reshape=config.reshape,
+                spatial_dims=first.dim() - 2,
             )
             run = _Run(out, config, dataset, model, runs, described, device, ranks, localisation)
             with run.folder.claim(run.configuration()):
@@ -269,6 +295,16 @@ def evaluate(
 
 def _as_list(samples: list[Sample]) -> list[Sample]:
     return samples
+
+
+def _other_shape(found: torch.Size, shape: torch.Size) -> str:
+    def text(size: torch.Size) -> str:
+        return " x ".join(str(side) for side in size)
+
+    return (
+        f"its input is {text(found)}, the first image's {text(shape)}: the inputs of a run "
+        "share one size; give the preprocessing one (--size)"
+    )
 
 
 def _seed(seed: int, method: str, batch: int) -> int:
@@ -314,6 +350,12 @@ class _Run:
         self.model_stem = model_file_stem(config.model)
         self.model_digest = model_digest(model)
         self.folder = OutputFolder(out, ranks)
+
+    @functools.cached_property
+    def input_shape(self) -> torch.Size:
+        """The shape of every input of the run, ``C x *spatial``: the first readable image's,
+        whichever batches this process computes."""
+        return first_input(self.dataset).shape[1:]
 
     def shard(self, method: Method, batch: int) -> Path:
         return self.out / "shards" / method_file_stem(method.name) / f"{batch:06d}.npz"
@@ -413,7 +455,12 @@ class _Run:
                 first += len(samples)
                 before = job.done
                 batch = _Batch(
-                    index, samples, self.config.target, self.device, insertion_deletion.scorer
+                    index,
+                    samples,
+                    self.config.target,
+                    self.device,
+                    insertion_deletion.scorer,
+                    self.input_shape,
                 )
                 self._compute_batch(batch, insertion_deletion, confidence)
                 # Dead channels are never forwarded: the batch may have cost less than guessed.
@@ -551,8 +598,9 @@ class _Run:
 
     def photos(self, places: Mapping[str, int]) -> Callable[[str], Tensor | None]:
         """``photo(name)`` for the overlays of report.html: the image at ``places[name]`` in
-        the list, read once more, as a photo in ``[0, 1]``; ``None`` for a name not in
-        ``places`` or an image that cannot be read. Asked in any order."""
+        the list, read once more, as a photo in ``[0, 1]`` (a scan as its ``C x D x H x W``
+        input, already there); ``None`` for a name not in ``places`` or an image that cannot
+        be read. Asked in any order."""
         preprocessing = self.config.preprocessing
 
         def photo(name: str) -> Tensor | None:
@@ -563,6 +611,8 @@ class _Run:
                 return None
             if preprocessing is None:  # a dataset's own inputs: stretched to be seen
                 return min_max(sample.inputs[None])[0]
+            if isinstance(preprocessing, VolumeIntensity):  # scaled to [0, 1], not normalised
+                return sample.inputs.cpu()
             mean = torch.tensor(preprocessing.mean)[:, None, None]
             std = torch.tensor(preprocessing.std)[:, None, None]
             return (sample.inputs.cpu() * std + mean).clamp(0.0, 1.0)

@@ -1,15 +1,15 @@
 """The final artefacts of an evaluation, in the paper's layout, and the summary read back.
 
-``OUT/npz/{model}_{method}.npz`` holds one ``H x W`` float32 map in ``[0, 1]`` per image,
-keyed by the file name; ``OUT/csv/`` the per-image areas and per-step scores of insertion
-and deletion (``ins_auc``, ``del_auc``, ``ins_details``, ``del_details``) and every other
-per-image value (``scores``); ``summary.csv`` and ``summary.md`` the dataset statistics;
-``curves.png`` the mean curves; ``errors.csv`` the images that could not be read. A run with
-ground truth adds the localisation values to ``scores``, the boxes each image was measured
-against (``csv/ground_truth_{model}.csv``, in the input's frame) and the box accuracy at every
-threshold (``csv/box_accuracy_{model}.csv``), and the centre prior's row to the summary.
-:func:`~captum_polycam.evaluation.html.write_html_report` then draws ``report.html`` and its
-``overlays/`` from them.
+``OUT/npz/{model}_{method}.npz`` holds one ``H x W`` float32 map in ``[0, 1]`` per image
+(``D x H x W`` per scan), keyed by the file name; ``OUT/csv/`` the per-image areas and per-step
+scores of insertion and deletion (``ins_auc``, ``del_auc``, ``ins_details``, ``del_details``) and
+every other per-image value (``scores``); ``summary.csv`` and ``summary.md`` the dataset
+statistics; ``curves.png`` the mean curves; ``errors.csv`` the images that could not be read. A
+run with ground truth adds the localisation values to ``scores``, the boxes each image was
+measured against (``csv/ground_truth_{model}.csv``, in the input's frame) and the box accuracy
+at every threshold (``csv/box_accuracy_{model}.csv``), and the centre prior's row to the
+summary. :func:`~captum_polycam.evaluation.html.write_html_report` then draws ``report.html``
+and its ``overlays/`` from them.
 """
 
 from __future__ import annotations

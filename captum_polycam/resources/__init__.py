@@ -1,6 +1,6 @@
 """What every command and the evaluation share: reading images, ground-truth boxes and masks,
-NIfTI and NumPy volumes, loading models and detectors by name, ``"package.module:callable"``
-names, artefact file stems, and the one usage error."""
+NIfTI and NumPy volumes and folders of them, loading models and detectors by name,
+``"package.module:callable"`` names, artefact file stems, and the one usage error."""
 
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.ground_truth import (
@@ -25,6 +25,8 @@ from captum_polycam.resources.models import DEFAULT_MODEL, load_detector, load_m
 from captum_polycam.resources.names import file_stem, import_callable, unique_file_stems
 from captum_polycam.resources.volumes import (
     Volume,
+    VolumeFolder,
+    VolumeIntensity,
     percentile_scale,
     read_volume,
     window,
@@ -42,6 +44,8 @@ __all__ = [
     "Preprocessing",
     "Sample",
     "Volume",
+    "VolumeFolder",
+    "VolumeIntensity",
     "boxes_for_class",
     "bundled_boxes",
     "bundled_image",

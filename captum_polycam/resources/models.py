@@ -23,7 +23,8 @@ _LIST_HINT = (
 
 
 def load_model(name: str, device: torch.device | str) -> tuple[nn.Module, list[str] | None]:
-    """Load a classifier in eval mode, on ``device``, in channels-last layout.
+    """Load a classifier in eval mode, on ``device``, in channels-last layout (but a 3D
+    network's, whose 5-d weights have none).
 
     Args:
         name: ``"efficientnet-lite0"``, pretrained on ImageNet with its weights in a pip
@@ -49,8 +50,11 @@ def load_model(name: str, device: torch.device | str) -> tuple[nn.Module, list[s
         model, categories = _from_callable(name), None
     else:
         model, categories = _torchvision_classifier(name)
-    # Channels-last convolutions ran about 1.5x faster on the CPU for EfficientNet-Lite0.
-    model = model.eval().to(device=device, memory_format=torch.channels_last)
+    model = model.eval().to(device=device)
+    # Channels-last convolutions ran about 1.5x faster on the CPU for EfficientNet-Lite0. That
+    # layout is one of 4-d tensors: a network with 5-d ones (3D convolutions) keeps its own.
+    if all(tensor.dim() != 5 for tensor in (*model.parameters(), *model.buffers())):
+        model = model.to(memory_format=torch.channels_last)
     return model, None if categories is None else list(categories)
 
 

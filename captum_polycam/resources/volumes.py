@@ -9,10 +9,11 @@ for voxel on the scan, and the scan's affine places both in the scanner's space.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,12 +22,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from captum_polycam._repr import settings_repr
 from captum_polycam.normalisation import percentile
 from captum_polycam.resources.errors import EvaluationError
+from captum_polycam.resources.images import ImageFolder, Sample
 
-__all__ = ["SUFFIXES", "Volume", "percentile_scale", "read_volume", "window", "write_volume"]
+__all__ = [
+    "SUFFIXES",
+    "Volume",
+    "VolumeFolder",
+    "VolumeIntensity",
+    "percentile_scale",
+    "read_volume",
+    "window",
+    "write_volume",
+]
 
 # The file types read and written, by the end of the file's name (case aside).
 SUFFIXES = (".nii", ".nii.gz", ".npy")
@@ -361,3 +373,211 @@ def _write(path: Path, write: Callable[[], object]) -> None:
         raise EvaluationError(
             f"{str(path)!r}: cannot write the file ({error.strerror or error})"
         ) from error
+
+
+# A folder of scans as an evaluation's samples: how each scan becomes a model input, recorded.
+
+# percentile_scale's defaults: MRI's usual display scaling.
+DEFAULT_PERCENTILES = (0.5, 99.5)
+_DIGEST_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class VolumeIntensity:
+    """How a scan becomes a model input: its voxels brought to ``[0, 1]`` by a CT window or by
+    percentiles, then, optionally, resampled to one size.
+
+    A scan has no ImageNet mean and standard deviation, so the scaling is explicit; an
+    evaluation records it in ``run.json`` (:meth:`as_dict`) and resumes only with the same.
+
+    Attributes:
+        window: ``(LOW, HIGH)``: :func:`window`, for CT in Hounsfield units.
+        percentiles: ``(P_LOW, P_HIGH)``: :func:`percentile_scale`, for MRI, whose units vary
+            from scan to scan. Give ``window`` or ``percentiles``, not both; neither gives
+            ``percentiles=(0.5, 99.5)``.
+        size: ``(D, H, W)``: every scan resampled to it, trilinearly (``align_corners=False``,
+            without antialiasing: resample a much larger scan beforehand, as MONAI's
+            ``Spacing`` does); ``None`` keeps each scan's own size.
+
+    Raises:
+        EvaluationError: (a ``ValueError``) Naming the field: both scalings given, a window
+            that is not two finite numbers with ``LOW < HIGH``, percentiles outside
+            ``0 <= P_LOW < P_HIGH <= 100``, or a size that is not three positive integers.
+
+    Example:
+        >>> intensity = VolumeIntensity(window=(-1000.0, 400.0), size=(64, 64, 64))
+        >>> intensity(read_volume("chest_ct.nii.gz").data).shape
+        torch.Size([1, 64, 64, 64])
+    """
+
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] | None = None
+    size: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.percentiles is not None:
+            raise EvaluationError(
+                f"window: give a window or percentiles, not both; got window={self.window!r} "
+                f"and percentiles={self.percentiles!r}"
+            )
+        if self.window is not None:
+            low, high = _pair("window", self.window, "LOW", "HIGH")
+            if not low < high:
+                raise EvaluationError(
+                    f"window: LOW must be below HIGH; got LOW={low!r}, HIGH={high!r}"
+                )
+            object.__setattr__(self, "window", (low, high))
+        else:
+            low, high = _pair(
+                "percentiles", self.percentiles or DEFAULT_PERCENTILES, "P_LOW", "P_HIGH"
+            )
+            if not 0.0 <= low < high <= 100.0:
+                raise EvaluationError(
+                    "percentiles: must satisfy 0 <= P_LOW < P_HIGH <= 100; got "
+                    f"P_LOW={low!r}, P_HIGH={high!r}"
+                )
+            object.__setattr__(self, "percentiles", (low, high))
+        if self.size is not None:
+            try:
+                valid = len(self.size) == 3 and all(
+                    int(side) == side and side >= 1 for side in self.size
+                )
+            except TypeError:  # not a sequence, or not of numbers
+                valid = False
+            if not valid:
+                raise EvaluationError(
+                    f"size: must be three positive integers, D H W; got {self.size!r}"
+                )
+            object.__setattr__(self, "size", tuple(int(side) for side in self.size))
+
+    def __call__(self, voxels: Tensor) -> Tensor:
+        """A ``D x H x W`` scan as the model input ``1 x D x H x W`` (``1 x size``), float32
+        in ``[0, 1]``.
+
+        Raises:
+            TypeError: If ``voxels`` is not a tensor.
+            ValueError: If it is not 3-D, is empty or holds NaN or Inf.
+        """
+        if not isinstance(voxels, Tensor):
+            raise TypeError(f"voxels must be a D x H x W tensor; got {type(voxels).__name__}")
+        if voxels.dim() != 3:
+            raise ValueError(f"voxels: a D x H x W scan is expected; got {tuple(voxels.shape)}")
+        if self.window is not None:
+            scaled = window(voxels, *self.window)
+        else:
+            assert self.percentiles is not None  # set by __post_init__
+            scaled = percentile_scale(voxels, *self.percentiles)
+        inputs = scaled.float()[None]
+        if self.size is None or tuple(inputs.shape[1:]) == self.size:
+            return inputs
+        # Scaled first, so that the percentiles are the scan's own; resampling values in
+        # [0, 1] linearly keeps them there.
+        resized = torch.nn.functional.interpolate(
+            inputs[None], size=self.size, mode="trilinear", align_corners=False
+        )
+        return resized[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as ``run.json`` records them."""
+        return {
+            "window": None if self.window is None else list(self.window),
+            "percentiles": None if self.percentiles is None else list(self.percentiles),
+            "size": None if self.size is None else list(self.size),
+        }
+
+
+def _pair(name: str, values: Any, low_name: str, high_name: str) -> tuple[float, float]:
+    """``values`` as two finite floats, or an error naming ``name`` and its parts."""
+    try:
+        low, high = (float(value) for value in values)
+    except (TypeError, ValueError):
+        raise EvaluationError(
+            f"{name}: must be two numbers, {low_name} and {high_name}; got {values!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise EvaluationError(
+            f"{name}: {low_name} and {high_name} must be finite; got {low_name}={low!r}, "
+            f"{high_name}={high!r}"
+        )
+    return low, high
+
+
+class VolumeFolder(Dataset[Sample]):
+    """The scans of a folder (``.nii``, ``.nii.gz``, ``.npy``), optionally listed and labelled
+    as :class:`~captum_polycam.resources.ImageFolder`'s photos are, as evaluation samples.
+
+    Args:
+        root: The folder. Its scans are used, sorted by name, unless ``image_list`` names
+            them.
+        image_list: A text file with one file name (relative to ``root``) a line, or a
+            sequence of names; read as :class:`~captum_polycam.resources.ImageFolder` reads
+            it (blank lines and ``#`` lines skipped, names leading outside ``root`` refused).
+        labels: A ``file_name class_index [anything]`` file, or a mapping of names to
+            classes. Scans it does not name have no label (``unlabelled`` lists them).
+        intensity: How a scan becomes a model input; ``VolumeIntensity()`` (percentiles 0.5
+            and 99.5, each scan's own size) by default.
+
+    Each :class:`~captum_polycam.resources.Sample` has the file name as ``name``, the
+    ``1 x D x H x W`` input of :func:`read_volume`'s voxels after ``intensity`` as
+    ``inputs``, and the SHA-256 of the file's bytes as ``digest`` (:meth:`digest`), so that a
+    resumed run notices a changed file. A scan that cannot be read (damaged, truncated, 4-D,
+    NaN voxels, nibabel missing) yields a sample whose ``error`` says why, so that a run
+    records it and goes on.
+
+    Raises:
+        EvaluationError: ``root`` is not a folder or holds no scan, or the list or labels are
+            invalid.
+
+    Example:
+        >>> scans = VolumeFolder("ct", labels="labels.txt",
+        ...                      intensity=VolumeIntensity(window=(-1000.0, 400.0)))
+        >>> scans[0].name, scans[0].inputs.shape
+        ('case_001.nii.gz', torch.Size([1, 120, 512, 512]))
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_list: str | Path | Sequence[str] | None = None,
+        labels: str | Path | Mapping[str, int] | None = None,
+        intensity: VolumeIntensity | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise EvaluationError(f"images: {str(root)!r} is not a folder")
+        self.intensity = intensity or VolumeIntensity()
+        if image_list is None:
+            names = [e.name for e in self.root.iterdir() if e.name.lower().endswith(SUFFIXES)]
+            if not names:
+                raise EvaluationError(f"images: no scans ({', '.join(SUFFIXES)}) in {str(root)!r}")
+            image_list = sorted(names)
+        # The list, its checks and the labels are exactly a photo folder's.
+        listed = ImageFolder(self.root, image_list, labels)
+        self.names, self.labels, self.unlabelled = listed.names, listed.labels, listed.unlabelled
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Sample:
+        name = self.names[index]
+        given = None if self.labels is None else self.labels.get(name)
+        label = None if given is None else int(given)
+        digest = self.digest(index)
+        try:
+            inputs = self.intensity(read_volume(self.root / name).data)
+        # read_volume's errors, and the scaling's of a scan with no voxels (0 x H x W).
+        except ValueError as error:
+            return Sample(name, None, label, str(error), digest)
+        return Sample(name, inputs, label, digest=digest)
+
+    def digest(self, index: int) -> str | None:
+        """The hex SHA-256 of the ``index``-th file's bytes, as in its sample, without reading
+        the scan; ``None`` when the file cannot be read."""
+        hasher = hashlib.sha256()
+        try:
+            with (self.root / self.names[index]).open("rb") as file:
+                for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
+                    hasher.update(block)
+        except OSError:
+            return None
+        return hasher.hexdigest()

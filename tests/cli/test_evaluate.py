@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -402,3 +405,151 @@ def test_boxes_add_the_localisation_and_their_faults_are_one_line_errors(
     assert not (tmp_path / "other" / "run.json").exists()
     assert main(_small(images, tmp_path / "other", "--boxes-format", "csv")) == 2
     assert "--boxes" in error_line(capsys)
+
+
+# A user's module of a 3D classifier, outside the package, as --model names it.
+SCAN_MODELS = """
+import torch
+from torch import nn
+
+
+def classifier():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(4, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).eval()
+"""
+SCANS = ("a.npy", "b.nii.gz", "c.nii")
+
+
+@pytest.fixture
+def scans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three 16^3 scans (NumPy and NIfTI), their labels file beside them, and the user's
+    module of a 3D classifier importable as ``scan_models:classifier``."""
+    (tmp_path / "scan_models.py").write_text(SCAN_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    voxels = np.random.default_rng(0).normal(size=(3, 16, 16, 16)).astype(np.float32)
+    np.save(folder / SCANS[0], voxels[0])
+    for name, volume in zip(SCANS[1:], voxels[1:], strict=True):
+        nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / name)
+    (tmp_path / "labels.txt").write_text("a.npy 0\nb.nii.gz 2\nc.nii 1\n")
+    return folder
+
+
+def _scan_command(scans: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        "--images",
+        str(scans),
+        "--labels",
+        str(scans.parent / "labels.txt"),
+        "--target",
+        "label",
+        "--model",
+        "scan_models:classifier",
+        "--methods",
+        "pcam+,gradcam",
+        "--steps",
+        "8",
+        "--workers",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_evaluate_on_scans_writes_their_maps_keyed_by_file_name_and_resumes(
+    scans: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    command = _scan_command(scans, out, "--window", "-2", "2")
+    assert main(command) == 0
+    assert "| pcam+ |" in capsys.readouterr().out
+    for method in ("pcam+", "gradcam"):
+        with np.load(out / "npz" / f"classifier_{method}.npz", allow_pickle=False) as maps:
+            assert maps.files == list(SCANS)
+            assert all(maps[name].shape == (16, 16, 16) for name in SCANS)
+    rows = list(csv.DictReader((out / "csv" / "scores_classifier_pcam+.csv").open()))
+    assert [(row["image"], row["target"]) for row in rows] == [
+        ("a.npy", "0"),
+        ("b.nii.gz", "2"),
+        ("c.nii", "1"),
+    ]
+    configuration = json.loads((out / "run.json").read_text())["configuration"]
+    assert configuration["preprocessing"] == {
+        "window": [-2.0, 2.0],
+        "percentiles": None,
+        "size": None,
+    }
+    shards = {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*.npz")}
+    assert main(command) == 0  # the same command resumes: nothing computed again
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards
+    capsys.readouterr()
+    assert main(_scan_command(scans, out, "--window", "-1", "2")) == 2
+    assert "differs in preprocessing)" in error_line(capsys)
+
+
+def test_scans_are_scaled_by_percentiles_and_resampled_to_size(scans: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    extra = ("--percentiles", "1", "99", "--size", "8", "12", "8", "--methods", "random")
+    assert main(_scan_command(scans, out, *extra)) == 0
+    with np.load(out / "npz" / "classifier_random.npz", allow_pickle=False) as maps:
+        assert [maps[name].shape for name in SCANS] == [(8, 12, 8)] * 3
+    configuration = json.loads((out / "run.json").read_text())["configuration"]
+    assert configuration["preprocessing"] == {
+        "window": None,
+        "percentiles": [1.0, 99.0],
+        "size": [8, 12, 8],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "efficientnet-lite0"], "--model: 'efficientnet-lite0' classifies photos"),
+        (["--mean", "0,0,0"], "--mean: normalises photos, and the --images are scans"),
+        (["--size", "16", "16"], "--size: scans take three sides, D H W; got 2"),
+        (["--window", "2", "-2"], "--window: LOW must be below HIGH; got LOW=2.0, HIGH=-2.0"),
+        (["--percentiles", "5", "200"], "--percentiles: must satisfy 0 <= P_LOW < P_HIGH <= 100"),
+        (["--methods", "pcam+,occlusion"], "methods: occlusion slides 3 x 16 x 16 windows"),
+        (["--boxes", "labels.txt"], "boxes: localisation is measured on photos"),
+    ],
+)
+def test_what_scans_cannot_take_is_a_one_line_error(
+    scans: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*_scan_command(scans, tmp_path / "out"), *extra]) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_photos_refuse_the_scans_options_and_a_folder_of_both_is_refused(
+    scans: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = _images(tmp_path / "images")
+    for extra, message in (
+        (["--window", "0", "1"], "--window: scales scans (.nii, .nii.gz, .npy), and the --images"),
+        (["--percentiles", "1", "99"], "--percentiles: scales scans"),
+        (["--size", "16", "16", "16"], "--size: photos take two sides, H W; got 3"),
+    ):
+        assert main([*_small(photos, tmp_path / "out"), *extra]) == 2
+        assert message in error_line(capsys)
+    np.save(photos / "scan.npy", np.zeros((4, 4, 4), np.float32))
+    assert main(_small(photos, tmp_path / "out")) == 2
+    assert "mixes photos ('image0.png') and scans ('scan.npy')" in error_line(capsys)

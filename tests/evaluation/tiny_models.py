@@ -72,3 +72,22 @@ def failing_method(model: nn.Module) -> Saliency:
 def polycam(model: nn.Module) -> PolyCam:
     """A custom method with a settings ``repr``: Poly-CAM on :class:`TinyCNN`'s blocks."""
     return PolyCam(model, ["block1", "block2", "block3"])
+
+
+def tiny_volume_classifier() -> nn.Module:
+    """A seeded 3D CNN of three resolutions (16, 8, 4 at a 16^3 scan), ReLU activations and 3
+    classes, for ``1 x D x H x W`` scans."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(4, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(6, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        # Without a bias the top-1 logit is a positive sum of the last stage's channels: its
+        # Grad-CAM has positive weights, and a map that is not all zero.
+        nn.Linear(8, 3, bias=False),
+    ).eval()
