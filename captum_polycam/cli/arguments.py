@@ -17,8 +17,10 @@ from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import DEFAULT_MODEL
 
 __all__ = [
+    "DEFAULT_PERCENTILES",
     "MAX_IMAGE_SIDE",
     "MAX_THREADS",
+    "MAX_VOLUME_SIDE",
     "PROG",
     "add_device_option",
     "add_figure_option",
@@ -29,6 +31,7 @@ __all__ = [
     "add_reshape_option",
     "add_run_options",
     "add_variant_option",
+    "add_volume_options",
     "check_device",
     "check_min_fidelity_option",
     "check_outputs",
@@ -38,6 +41,7 @@ __all__ = [
     "non_negative_int",
     "positive_int",
     "thread_count",
+    "volume_side",
 ]
 
 PROG = "captum-polycam"
@@ -50,6 +54,12 @@ MAX_THREADS = 1024
 # An 8192 x 8192 photo is already 805 MB in float32, before the model's activations and the
 # masked copies; much larger sides end in an allocator's traceback instead of a usage error.
 MAX_IMAGE_SIDE = 8192
+# A 1024^3 volume is already 4 GiB in float32, before the network's activations and the masked
+# copies: the largest inputs a 3-D network is run on are a few hundred voxels a side.
+MAX_VOLUME_SIDE = 1024
+# MRI's usual display scaling, robust to a few extreme voxels, for scans whose units are not
+# absolute. CT's Hounsfield units are, and a window (--window) says which tissue to show.
+DEFAULT_PERCENTILES = (0.5, 99.5)
 
 
 def positive_int(text: str) -> int:
@@ -81,6 +91,11 @@ def thread_count(text: str) -> int:
 def image_side(text: str) -> int:
     """A side of ``--size``, in pixels: from 1 to :data:`MAX_IMAGE_SIDE`."""
     return _int_between(text, 1, MAX_IMAGE_SIDE, " pixels")
+
+
+def volume_side(text: str) -> int:
+    """A side of a volume's ``--size``, in voxels: from 1 to :data:`MAX_VOLUME_SIDE`."""
+    return _int_between(text, 1, MAX_VOLUME_SIDE, " voxels")
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -208,14 +223,48 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def add_figure_option(parser: argparse.ArgumentParser, default: str) -> None:
+def add_volume_options(parser: argparse.ArgumentParser) -> None:
+    """How a scan becomes a network's input: ``--window`` or ``--percentiles`` (one of them),
+    then ``--size``."""
+    intensity = parser.add_mutually_exclusive_group()
+    intensity.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="scans: clip the voxels to [LOW, HIGH] and scale that to [0, 1], a CT window in "
+        "Hounsfield units (such as -1000 400 for a chest, 0 80 for a brain)",
+    )
+    intensity.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        metavar=("P_LOW", "P_HIGH"),
+        help="scans: scale the P_LOW-th percentile of the voxels to 0 and the P_HIGH-th to 1, "
+        "clipped, for MRI and other scans without absolute units (default, without --window: "
+        f"{DEFAULT_PERCENTILES[0]:g} {DEFAULT_PERCENTILES[1]:g})",
+    )
+    parser.add_argument(
+        "--size",
+        type=volume_side,
+        nargs=3,
+        metavar=("D", "H", "W"),
+        help="scans: resample each scan trilinearly to this size, the network's input size, "
+        "after the intensity scaling; the map is resampled back to the scan's grid "
+        f"(default: the scan's own size; at most {MAX_VOLUME_SIDE} voxels a side)",
+    )
+
+
+def add_figure_option(parser: argparse.ArgumentParser, default: str, maps: str = "") -> None:
+    """``--out``: the figure to write; ``maps`` says what other suffixes write instead."""
     parser.add_argument(
         "--out",
         type=Path,
         default=Path(default),
         metavar="PATH",
-        help="figure to write, in the format of its suffix: png, jpg, pdf, svg... (default: "
-        "%(default)s)",
+        help="figure to write, in the format of its suffix: png, jpg, pdf, svg..."
+        + (f"; {maps}" if maps else "")
+        + " (default: %(default)s)",
     )
 
 

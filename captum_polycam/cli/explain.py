@@ -1,4 +1,5 @@
-"""``captum-polycam explain``: Poly-CAM maps of pretrained ImageNet classifiers, from the shell.
+"""``captum-polycam explain``: Poly-CAM maps of pretrained ImageNet classifiers, from the shell,
+and of 3-D networks on scans (:mod:`captum_polycam.cli.explain_volume`), by the inputs' suffixes.
 
 Example::
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from captum_polycam import PolyCam
 from captum_polycam.attr import VARIANTS
+from captum_polycam.cli import explain_volume
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
@@ -27,21 +29,23 @@ from captum_polycam.cli.arguments import (
     add_reshape_option,
     add_run_options,
     add_variant_option,
+    add_volume_options,
     check_device,
     check_min_fidelity_option,
     layer_names,
 )
+from captum_polycam.cli.classes import class_scores, print_classes
 from captum_polycam.cli.figure import check_figure_path, save_figure
 from captum_polycam.cli.steps import timed_polycam, writing_figure
 from captum_polycam.evaluation.config import checked_layers
 from captum_polycam.evaluation.localisation import BatchTruth, carry, measure
 from captum_polycam.metrics import BoxAccuracy, EnergyPointingGame, PointingGame
 from captum_polycam.metrics.keys import BOX_ACCURACY, ENERGY_POINTING_GAME, POINTING_GAME
-from captum_polycam.perturbation.targets import logits_of
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.ground_truth import FORMATS, read_ground_truth
 from captum_polycam.resources.images import Preprocessing, bundled_image, normalise, read_image
 from captum_polycam.resources.models import load_model
+from captum_polycam.resources.volumes import SUFFIXES
 
 __all__ = ["add_parser", "run"]
 
@@ -50,15 +54,19 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``explain`` subcommand."""
     explain = commands.add_parser(
         "explain",
-        help="explain images with a pretrained ImageNet classifier",
-        description="Explain each image's class with Poly-CAM and save a figure of the maps.",
+        help="explain images with a pretrained ImageNet classifier, or scans with a 3-D network",
+        description="Explain each image's class with Poly-CAM and save a figure of the maps; "
+        "or each scan's (.nii, .nii.gz, .npy) with a 3-D network, and save its map as a volume "
+        "in the scan's space or a figure of slices.",
     )
     explain.add_argument(
         "images",
         nargs="*",
         type=Path,
         metavar="IMAGE",
-        help="JPEG, PNG, WebP or GIF files (default: a bundled photo of a cat)",
+        help="JPEG, PNG, WebP or GIF files (default: a bundled photo of a cat); or scans, "
+        f"{', '.join(SUFFIXES)} volumes explained with a 3-D --model package.module:callable "
+        "(images or scans, not both)",
     )
     add_model_option(explain)
     # PCAM+ by default: one masked pass per channel, where PCAM+- (the library's default)
@@ -69,8 +77,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         metavar="CLASS",
-        help="ImageNet class index to explain: one per image, or one for all "
-        "(default: each image's top-1 class)",
+        help="class index to explain (ImageNet's for images, the network's output for scans): "
+        "one per image or scan, or one for all (default: each one's top-1 class)",
     )
     explain.add_argument(
         "--boxes",
@@ -86,13 +94,19 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=FORMATS,
         help="the format of --boxes (default: recognised from what the path is)",
     )
-    add_figure_option(explain, "polycam.png")
+    add_figure_option(
+        explain,
+        "polycam.png",
+        maps="for one scan, .nii.gz, .nii or .npy writes its map, in the scan's space, with "
+        "a JSON record of the run beside it (map.nii.gz: map.json)",
+    )
     add_device_option(explain)
     add_run_options(explain)
     add_pass_budget_option(explain)
     add_layers_option(explain, "one per resolution, discovered")
     add_reshape_option(explain)
     add_perturbations_option(explain, "image", "the fastest, measured on the first passes")
+    add_volume_options(explain)
     return explain
 
 
@@ -113,9 +127,29 @@ def _check_arguments(args: argparse.Namespace, sources: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explain the images of ``args`` and save the figure; return the exit status."""
-    sources = args.images or [bundled_image()]
+    """Explain the images or scans of ``args`` and save the figure or the map; return the exit
+    status."""
     check_min_fidelity_option(args)
+    scans = [path for path in args.images if explain_volume.is_scan(path)]
+    if scans and len(scans) < len(args.images):
+        images = [str(path) for path in args.images if path not in scans]
+        raise EvaluationError(
+            f"IMAGE: give images or scans, not both; got the scan {str(scans[0])!r} and the "
+            f"image {images[0]!r}: explain them with two commands, a 3-D --model for the scans"
+        )
+    if scans:
+        return explain_volume.run(args)
+    for option, value in (
+        ("--window", args.window),
+        ("--percentiles", args.percentiles),
+        ("--size", args.size),
+    ):
+        if value is not None:
+            raise EvaluationError(
+                f"{option}: only for scans ({', '.join(SUFFIXES)}); images are squashed to "
+                "224 x 224 and normalised with ImageNet's mean and standard deviation"
+            )
+    sources = args.images or [bundled_image()]
     _check_arguments(args, sources)
     pixels = torch.cat([read_image(source) for source in sources])
     names = [str(path) for path in args.images] or [f"{sources[0].name} (bundled)"]
@@ -129,14 +163,14 @@ def run(args: argparse.Namespace) -> int:
     model, categories = load_model(args.model, device)
     if categories is None:  # a user's model: its outputs have no names
         with torch.no_grad():
-            classes = _class_scores(model(normalise(pixels[:1]).to(device)), args.model).shape[-1]
+            classes = class_scores(model(normalise(pixels[:1]).to(device)), args.model).shape[-1]
         categories = [f"class {index}" for index in range(classes)]
     for target in args.target or ():
         if not 0 <= target < len(categories):
             raise EvaluationError(f"--target {target}: classes run from 0 to {len(categories) - 1}")
     inputs = normalise(pixels).to(device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        probabilities = _class_scores(model(inputs), args.model).softmax(dim=-1)
+        probabilities = class_scores(model(inputs), args.model).softmax(dim=-1)
     if args.target is None:
         explained = probabilities.argmax(dim=-1).tolist()
     else:
@@ -153,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Model: {args.model} on {device}, method: {method}")
     print("Layers, shallow to deep: " + ", ".join(str(layer) for layer in found))
     for name, probs, target in zip(names, probabilities, explained, strict=True):
-        _print_classes(name, probs, target, categories)
+        print_classes(name, probs, target, categories)
     sys.stdout.flush()
 
     polycam = PolyCam(
@@ -226,27 +260,3 @@ def _print_localisation(names: list[str], truth: BatchTruth, maps: Tensor) -> No
             f"  {name}: pointing game {pointing}, energy in boxes {energy:.4f}, "
             f"box accuracy: {accuracy}"
         )
-
-
-def _class_scores(output: object, model_name: str) -> Tensor:
-    """The model's ``N x classes`` logits (a tensor, or an output's ``logits``), or a usage
-    error saying what it returned instead."""
-    logits = logits_of(output)
-    if logits is not None and logits.dim() == 2:
-        return logits
-    if isinstance(output, Tensor):
-        returned = f"a tensor of shape {tuple(output.shape)}"
-    else:
-        returned = f"a {type(output).__name__}"
-    raise EvaluationError(
-        f"--model {model_name}: not an image classifier: it returned {returned}; expected a "
-        "tensor of class scores, N x classes (explain a detector with explain-detection)"
-    )
-
-
-def _print_classes(name: str, probabilities: Tensor, target: int, categories: list[str]) -> None:
-    print(f"\n{name}")
-    values, indices = probabilities.topk(min(5, len(probabilities)))
-    for value, index in zip(values.tolist(), indices.tolist(), strict=True):
-        print(f"  {index:>4}  {categories[index]:<28} {value:7.2%}")
-    print(f"  explained: {target} {categories[target]}")

@@ -1,4 +1,5 @@
-"""The summary figure: each photo, its Poly-CAM overlay and the map after each fusion stage."""
+"""The summary figures: each photo, its Poly-CAM overlay and the map after each fusion stage; each
+scan, its map over the planes through the map's maximum and over a montage of slices."""
 
 from __future__ import annotations
 
@@ -14,14 +15,23 @@ from torch import Tensor
 
 from captum_polycam.cli.arguments import check_outputs
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.visualization import FIGURE_FORMATS, figure, figure_format, overlay
+from captum_polycam.visualization import (
+    FIGURE_FORMATS,
+    figure,
+    figure_format,
+    montage,
+    overlay,
+    slices,
+)
 
 __all__ = [
     "FIGURE_FORMATS",
     "check_figure_path",
+    "check_file_path",
     "figure_format",
     "save_detection_figure",
     "save_figure",
+    "save_volume_figure",
 ]
 
 _PANEL_INCHES = 3.0
@@ -37,15 +47,26 @@ def check_figure_path(out: Path, inputs: Iterable[tuple[str, Path | None]] = ())
     Raises:
         EvaluationError: Saying which.
     """
+    check_file_path(out, "figure", "figure.png")
+    figure_format(out)
+    check_outputs([out], inputs)
+
+
+def check_file_path(out: Path, what: str, example: str) -> None:
+    """Fail before any work when no file can be written at ``out``, the ``what`` (such as
+    ``"figure"``): it is a folder, or its folder is missing.
+
+    Raises:
+        EvaluationError: Saying which, and for a folder, a file name in it such as
+            ``example``.
+    """
     if out.is_dir():
         raise EvaluationError(
-            f"--out: {str(out)!r} is a folder; give the figure's file name, such as "
-            f"{str(out / 'figure.png')!r}"
+            f"--out: {str(out)!r} is a folder; give the {what}'s file name, such as "
+            f"{str(out / example)!r}"
         )
     if not out.parent.is_dir():
         raise EvaluationError(f"--out: the folder {str(out.parent)!r} does not exist")
-    figure_format(out)
-    check_outputs([out], inputs)
 
 
 def save_figure(
@@ -131,6 +152,58 @@ def save_detection_figure(
         axis.set_axis_off()
         _draw_box(axis, box)
     drawn.savefig(path, format=format_, dpi=_DPI)
+
+
+def save_volume_figure(
+    path: str | Path,
+    volumes: Sequence[Tensor],
+    maps: Sequence[Tensor],
+    *,
+    titles: Sequence[str],
+    montage_axes: Sequence[int],
+) -> None:
+    """Write a figure with, for each scan, its map over the three planes through the map's
+    maximum (:func:`~captum_polycam.visualization.slices`), titled, and below them over 16
+    slices along one axis (:func:`~captum_polycam.visualization.montage`).
+
+    The panels are drawn at 100 dpi and stacked, centred, top to bottom: a PDF or SVG holds
+    them as pictures.
+
+    Args:
+        path: Where to write the figure, in the format of its suffix (see
+            :func:`figure_format`).
+        volumes: The scans, each ``D x H x W`` in ``[0, 1]``.
+        maps: Their maps, each of its scan's shape, in ``[0, 1]``.
+        titles: One title per scan, over its planes.
+        montage_axes: Per scan, the axis (0, 1 or 2) its montage slices along.
+    """
+    format_ = figure_format(path)
+    if not len(volumes) == len(maps) == len(titles) == len(montage_axes):
+        raise ValueError("volumes, maps, titles and montage_axes need one entry per scan")
+    pictures = []
+    for volume, heat, title, axis in zip(volumes, maps, titles, montage_axes, strict=True):
+        planes = slices(volume, heat)
+        planes.suptitle(title)
+        pictures += [_rendered(planes), _rendered(montage(volume, heat, axis=axis))]
+    width = max(picture.shape[1] for picture in pictures)
+    height = sum(picture.shape[0] for picture in pictures)
+    stacked = np.full((height, width, 4), 255, dtype=np.uint8)  # opaque white
+    top = 0
+    for picture in pictures:
+        left = (width - picture.shape[1]) // 2
+        stacked[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+        top += picture.shape[0]
+    drawn = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+    FigureCanvasAgg(drawn)
+    drawn.figimage(stacked, origin="upper")
+    drawn.savefig(path, format=format_, dpi=_DPI)
+
+
+def _rendered(drawn: Figure) -> np.ndarray:
+    """The figure's pixels as Agg draws them: ``H x W x 4`` RGBA bytes."""
+    canvas = FigureCanvasAgg(drawn)  # the Agg canvas it has already, typed as such
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
 
 
 def _draw_box(axis: Axes, box: Tensor) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "Volume",
     "VolumeFolder",
     "VolumeIntensity",
+    "percentile_range",
     "percentile_scale",
     "read_volume",
     "window",
@@ -260,20 +261,56 @@ def percentile_scale(data: Tensor, low: float = 0.5, high: float = 99.5) -> Tens
         >>> inputs = percentile_scale(scan.data)[None, None]  # N x C x D x H x W in [0, 1]
     """
     voxels = _float_voxels(data, "percentile_scale")
+    bottom, top = _percentile_bounds(voxels, low, high, "percentile_scale")
+    if not bool(top > bottom):
+        return torch.zeros_like(voxels)
+    return ((voxels - bottom) / (top - bottom)).clamp(0.0, 1.0)
+
+
+def percentile_range(data: Tensor, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """The voxel values that :func:`percentile_scale` maps to 0 and 1: the ``low``-th and
+    ``high``-th percentiles, or the minimum and maximum where these coincide (both equal for a
+    constant volume). What a record of the scaling states, since the percentiles' values vary
+    from scan to scan.
+
+    Args:
+        data: The voxels (any shape).
+        low: The percentile drawn black, in ``[0, 100)``.
+        high: The percentile drawn white, in ``(low, 100]``.
+
+    Returns:
+        ``(bottom, top)``, in the voxels' units.
+
+    Raises:
+        TypeError: If ``data`` is not a tensor.
+        ValueError: As :func:`percentile_scale` does.
+
+    Example:
+        >>> percentile_range(torch.arange(101.0))
+        (0.5, 99.5)
+    """
+    voxels = _float_voxels(data, "percentile_range")
+    bottom, top = _percentile_bounds(voxels, low, high, "percentile_range")
+    return float(bottom), float(top)
+
+
+def _percentile_bounds(
+    voxels: Tensor, low: float, high: float, function: str
+) -> tuple[Tensor, Tensor]:
+    """The values :func:`percentile_scale` maps to 0 and 1, as 0-d tensors of the voxels' type;
+    errors name ``function``."""
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(
-            f"percentile_scale: percentiles must satisfy 0 <= low < high <= 100; got "
+            f"{function}: percentiles must satisfy 0 <= low < high <= 100; got "
             f"low={low!r}, high={high!r}"
         )
     if voxels.numel() == 0:
-        raise ValueError("percentile_scale: data is empty; there are no voxels to scale")
+        raise ValueError(f"{function}: data is empty; there are no voxels to scale")
     flat = voxels.flatten()
     bottom, top = percentile(flat, low), percentile(flat, high)
     if not bool(top > bottom):
         bottom, top = flat.min(), flat.max()
-    if not bool(top > bottom):
-        return torch.zeros_like(voxels)
-    return ((voxels - bottom) / (top - bottom)).clamp(0.0, 1.0)
+    return bottom, top
 
 
 def _suffix(path: Path, argument: str) -> str:

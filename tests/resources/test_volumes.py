@@ -15,6 +15,7 @@ from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.volumes import (
     SUFFIXES,
     Volume,
+    percentile_range,
     percentile_scale,
     read_volume,
     window,
@@ -376,3 +377,16 @@ def test_a_volume_checks_its_fields(tmp_path: Path) -> None:
     scan = Volume(torch.zeros(SHAPE), np.eye(4, dtype=np.float32), None, str(tmp_path))  # type: ignore[arg-type]
     assert scan.affine.dtype == np.float64 and scan.path == tmp_path
     assert scan != Volume(scan.data, scan.affine, None, tmp_path)  # by identity, no ambiguity
+
+
+def test_percentile_range_gives_the_values_scaled_to_0_and_1() -> None:
+    # 0 to 100 in steps of 1: the 0.5th percentile is 0.5, the 99.5th 99.5.
+    assert percentile_range(torch.arange(101, dtype=torch.float32)) == (0.5, 99.5)
+    assert percentile_range(torch.arange(101), 10.0, 60.0) == (10.0, 60.0)
+    # Percentiles that coincide fall back to the range, as percentile_scale does.
+    data = torch.zeros(10, 10, 10)
+    data[2, 3, 4] = 5.0
+    assert percentile_range(data) == (0.0, 5.0)
+    assert percentile_range(torch.full((2, 2), 7.0)) == (7.0, 7.0)
+    with pytest.raises(ValueError, match="percentile_range: percentiles must satisfy"):
+        percentile_range(data, 50.0, 50.0)
