@@ -49,7 +49,7 @@ from captum_polycam.cli.steps import timed_polycam, writing_figure
 from captum_polycam.evaluation.config import checked_layers
 from captum_polycam.normalisation import upsample
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.names import import_callable
+from captum_polycam.resources.models import load_model
 from captum_polycam.resources.volumes import (
     SUFFIXES,
     Volume,
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     device = torch.device(args.device)
-    model = _load_network(args.model, device)
+    model, _ = load_model(args.model, device)  # a 3-D network keeps its own layout
     method = VARIANTS[args.variant]
     print(f"Model: {args.model} on {device}, method: {method}")
     explained = [
@@ -234,34 +234,6 @@ def _check_arguments(args: argparse.Namespace, scans: list[Path]) -> Intensity:
     else:
         check_figure_path(args.out, inputs)
     return intensity
-
-
-def _load_network(name: str, device: torch.device) -> nn.Module:
-    """The network of ``--model package.module:callable``, in eval mode on ``device``, in its
-    own memory layout: :func:`~captum_polycam.resources.models.load_model` turns models
-    channels-last, a layout of 4-D tensors that torch refuses for a 3-D network's 5-D weights.
-
-    Raises:
-        EvaluationError: The callable cannot be imported, raises or returns no module.
-    """
-    try:
-        factory = import_callable(name)
-    except ValueError as error:
-        raise EvaluationError(f"model {name!r}: {error}") from None
-    try:
-        network = factory()
-    # The user's code: whatever it raises (a missing checkpoint, a missing GPU) is the user's
-    # to fix, and deserves one line rather than a traceback.
-    except Exception as error:
-        raise EvaluationError(
-            f"model {name!r}: the factory raised {type(error).__name__}: {error}"
-        ) from None
-    if not isinstance(network, nn.Module):
-        raise EvaluationError(
-            f"model {name!r}: the callable must return a torch.nn.Module; "
-            f"got {type(network).__name__}"
-        )
-    return network.eval().to(device)
 
 
 def _explain(
