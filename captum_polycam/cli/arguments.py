@@ -15,15 +15,16 @@ from captum_polycam.attr import VARIANTS
 from captum_polycam.attr.capture import reshape_function
 from captum_polycam.resources.errors import EvaluationError
 from captum_polycam.resources.models import DEFAULT_MODEL
+from captum_polycam.resources.volumes import DEFAULT_PERCENTILES, VolumeIntensity
 
 __all__ = [
-    "DEFAULT_PERCENTILES",
     "MAX_IMAGE_SIDE",
     "MAX_THREADS",
     "MAX_VOLUME_SIDE",
     "PROG",
     "add_device_option",
     "add_figure_option",
+    "add_intensity_options",
     "add_layers_option",
     "add_model_option",
     "add_pass_budget_option",
@@ -41,6 +42,7 @@ __all__ = [
     "non_negative_int",
     "positive_int",
     "thread_count",
+    "volume_intensity",
     "volume_side",
 ]
 
@@ -57,9 +59,6 @@ MAX_IMAGE_SIDE = 8192
 # A 1024^3 volume is already 4 GiB in float32, before the network's activations and the masked
 # copies: the largest inputs a 3-D network is run on are a few hundred voxels a side.
 MAX_VOLUME_SIDE = 1024
-# MRI's usual display scaling, robust to a few extreme voxels, for scans whose units are not
-# absolute. CT's Hounsfield units are, and a window (--window) says which tissue to show.
-DEFAULT_PERCENTILES = (0.5, 99.5)
 
 
 def positive_int(text: str) -> int:
@@ -223,9 +222,9 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def add_volume_options(parser: argparse.ArgumentParser) -> None:
-    """How a scan becomes a network's input: ``--window`` or ``--percentiles`` (one of them),
-    then ``--size``."""
+def add_intensity_options(parser: argparse.ArgumentParser) -> None:
+    """``--window`` or ``--percentiles`` (one of them): how scans are scaled to ``[0, 1]``, read
+    by :func:`volume_intensity`."""
     intensity = parser.add_mutually_exclusive_group()
     intensity.add_argument(
         "--window",
@@ -240,10 +239,15 @@ def add_volume_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs=2,
         metavar=("P_LOW", "P_HIGH"),
-        help="scans: scale the P_LOW-th percentile of the voxels to 0 and the P_HIGH-th to 1, "
-        "clipped, for MRI and other scans without absolute units (default, without --window: "
-        f"{DEFAULT_PERCENTILES[0]:g} {DEFAULT_PERCENTILES[1]:g})",
+        help="scans: scale the P_LOW-th percentile of each scan's voxels to 0 and the P_HIGH-th "
+        "to 1, clipped, for MRI and other scans without absolute units (default, without "
+        f"--window: {DEFAULT_PERCENTILES[0]:g} {DEFAULT_PERCENTILES[1]:g})",
     )
+
+
+def add_volume_options(parser: argparse.ArgumentParser) -> None:
+    """How a scan becomes a network's input: :func:`add_intensity_options`, then ``--size``."""
+    add_intensity_options(parser)
     parser.add_argument(
         "--size",
         type=volume_side,
@@ -253,6 +257,19 @@ def add_volume_options(parser: argparse.ArgumentParser) -> None:
         "after the intensity scaling; the map is resampled back to the scan's grid "
         f"(default: the scan's own size; at most {MAX_VOLUME_SIDE} voxels a side)",
     )
+
+
+def volume_intensity(
+    args: argparse.Namespace, size: Sequence[int] | None = None
+) -> VolumeIntensity:
+    """The scaling that ``--window`` or ``--percentiles`` asks for, then resampling to
+    ``size``; errors name the option."""
+    window = None if args.window is None else tuple(args.window)
+    percentiles = None if args.percentiles is None else tuple(args.percentiles)
+    try:
+        return VolumeIntensity(window, percentiles, None if size is None else tuple(size))
+    except EvaluationError as error:  # its messages start with the field: the option's name
+        raise EvaluationError(f"--{error}") from None
 
 
 def add_figure_option(parser: argparse.ArgumentParser, default: str, maps: str = "") -> None:

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 from captum_polycam.cli.arguments import (
+    MAX_VOLUME_SIDE,
     add_device_option,
+    add_intensity_options,
     add_layers_option,
     add_model_option,
     add_perturbations_option,
@@ -30,6 +32,7 @@ from captum_polycam.cli.arguments import (
     layer_names,
     non_negative_int,
     positive_int,
+    volume_intensity,
 )
 from captum_polycam.evaluation.datasets import holds_scans
 from captum_polycam.evaluation.methods import BASELINES
@@ -203,7 +206,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="R,G,B",
         help="photos' normalisation standard deviation (default: ImageNet's)",
     )
-    _add_intensity_options(parser)
+    add_intensity_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parts")
     parser.add_argument(
         "--precision",
@@ -234,28 +237,6 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_intensity_options(parser: argparse.ArgumentParser) -> None:
-    """``--window LOW HIGH`` and ``--percentiles P_LOW P_HIGH``: how scans are scaled to
-    ``[0, 1]`` (:class:`~captum_polycam.resources.VolumeIntensity`)."""
-    scaling = parser.add_mutually_exclusive_group()
-    scaling.add_argument(
-        "--window",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="scans: a CT window, voxels clipped to [LOW, HIGH] in the scan's units (Hounsfield "
-        "units for CT) and scaled to [0, 1]",
-    )
-    scaling.add_argument(
-        "--percentiles",
-        type=float,
-        nargs=2,
-        metavar=("P_LOW", "P_HIGH"),
-        help="scans: the P_LOW-th percentile of each scan's voxels to 0 and the P_HIGH-th to 1, "
-        "clipped, as for MRI (default, without --window: 0.5 99.5)",
-    )
-
-
 def _preprocessing(args: argparse.Namespace, scans: bool) -> Preprocessing | VolumeIntensity:
     """How the --images become inputs: photos by --size, --mean and --std; scans by --window
     or --percentiles and --size. The options of the other kind are refused."""
@@ -276,15 +257,15 @@ def _preprocessing(args: argparse.Namespace, scans: bool) -> Preprocessing | Vol
                 f"{option}: normalises photos, and the --images are scans: scale them with "
                 "--window or --percentiles"
             )
-    if args.size is not None and len(args.size) != 3:
-        raise EvaluationError(f"--size: scans take three sides, D H W; got {len(args.size)}")
-    window = None if args.window is None else tuple(args.window)
-    percentiles = None if args.percentiles is None else tuple(args.percentiles)
-    size = None if args.size is None else tuple(args.size)
-    try:
-        return VolumeIntensity(window, percentiles, size)
-    except EvaluationError as error:  # its messages start with the field: the option's name
-        raise EvaluationError(f"--{error}") from None
+    if args.size is not None:
+        if len(args.size) != 3:
+            raise EvaluationError(f"--size: scans take three sides, D H W; got {len(args.size)}")
+        if max(args.size) > MAX_VOLUME_SIDE:
+            raise EvaluationError(
+                f"--size: scans take at most {MAX_VOLUME_SIDE} voxels a side; got "
+                f"{' '.join(map(str, args.size))}"
+            )
+    return volume_intensity(args, args.size)
 
 
 def run(args: argparse.Namespace) -> int:

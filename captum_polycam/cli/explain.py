@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_polycam import PolyCam
 from captum_polycam.attr import VARIANTS
 from captum_polycam.cli import explain_volume
 from captum_polycam.cli.arguments import (
@@ -190,22 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print_classes(name, probs, target, categories)
     sys.stdout.flush()
 
-    polycam = PolyCam(
-        model,
-        layers=layers,
-        variant=args.variant,
-        pass_budget=args.pass_budget,
-        min_fidelity=args.min_fidelity,
-        reshape=args.reshape,
-    )
-    result = timed_polycam(
-        polycam,
-        inputs,
-        explained,
-        args.perturbations_per_eval,
-        f"{len(sources)} image(s)",
-        show_progress=not args.quiet,
-    )
+    result = timed_polycam(args, model, layers, inputs, explained, f"{len(sources)} image(s)")
     maps, stages = result.maps, result.stages
     boxes = None
     if annotations is not None:

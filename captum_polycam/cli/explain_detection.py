@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from captum_polycam import DetectionBoxScore, PolyCam
+from captum_polycam import DetectionBoxScore
 from captum_polycam.cli.arguments import (
     add_device_option,
     add_figure_option,
@@ -123,22 +123,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = pixels.expand(len(score), -1, -1, -1)
     print("Layers, shallow to deep: " + ", ".join(map(str, described)))
     sys.stdout.flush()
-    polycam = PolyCam(
-        model,
-        layers=layers,
-        variant=args.variant,
-        score_fn=score,
-        pass_budget=args.pass_budget,
-        min_fidelity=args.min_fidelity,
-        reshape=args.reshape,
-    )
     maps = timed_polycam(
-        polycam,
-        inputs,
-        score.targets,
-        args.perturbations_per_eval,
-        f"{len(score)} detection(s)",
-        show_progress=not args.quiet,
+        args, model, layers, inputs, score.targets, f"{len(score)} detection(s)", score_fn=score
     ).maps
     titles = [f"{name} {float(c):.2f}" for name, c in zip(names, found["scores"], strict=False)]
     with writing_figure(args.out):

@@ -23,7 +23,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +31,12 @@ from torch import Tensor, nn
 
 import captum_polycam
 from captum_polycam._conventions import input_errors_explained
-from captum_polycam.attr import VARIANTS, LayerInfo, PolyCam, PolyCamMaps
+from captum_polycam.attr import VARIANTS, LayerInfo, PolyCamMaps
 from captum_polycam.cli.arguments import (
-    DEFAULT_PERCENTILES,
     check_device,
     check_outputs,
     layer_names,
+    volume_intensity,
 )
 from captum_polycam.cli.classes import class_scores, print_classes
 from captum_polycam.cli.figure import (
@@ -53,14 +53,12 @@ from captum_polycam.resources.models import load_model
 from captum_polycam.resources.volumes import (
     SUFFIXES,
     Volume,
-    percentile_range,
-    percentile_scale,
+    VolumeIntensity,
     read_volume,
-    window,
     write_volume,
 )
 
-__all__ = ["Intensity", "is_scan", "record_path", "run"]
+__all__ = ["is_scan", "record_path", "run"]
 
 
 def is_scan(path: Path) -> bool:
@@ -74,66 +72,6 @@ def record_path(out: Path) -> Path:
     name = out.name.lower()
     suffix = max((s for s in SUFFIXES if name.endswith(s)), key=len)
     return out.with_name(out.name[: -len(suffix)] + ".json")
-
-
-@dataclass(frozen=True)
-class Intensity:
-    """How a scan's voxels become the network's ``[0, 1]`` input.
-
-    Attributes:
-        method: ``"window"``: clip to ``[low, high]`` and scale that to ``[0, 1]``
-            (:func:`~captum_polycam.resources.volumes.window`); ``"percentiles"``: the
-            ``low``-th percentile to 0 and the ``high``-th to 1, clipped
-            (:func:`~captum_polycam.resources.volumes.percentile_scale`).
-        low: The window's bottom, or the lower percentile.
-        high: The window's top, or the upper percentile.
-    """
-
-    method: Literal["window", "percentiles"]
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, args: argparse.Namespace) -> Intensity:
-        """The scaling ``--window`` or ``--percentiles`` asks for (the percentiles
-        :data:`~captum_polycam.cli.arguments.DEFAULT_PERCENTILES` without either).
-
-        Raises:
-            EvaluationError: Naming the option: a window whose ``LOW`` is not below ``HIGH``
-                or that is not finite, or percentiles outside ``0 <= P_LOW < P_HIGH <= 100``.
-        """
-        if args.window is not None:
-            low, high = args.window
-            if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise EvaluationError(
-                    f"--window: LOW must be below HIGH, both finite; got LOW={low:g}, HIGH={high:g}"
-                )
-            return cls("window", low, high)
-        low, high = args.percentiles or DEFAULT_PERCENTILES
-        if not 0.0 <= low < high <= 100.0:  # NaN fails too
-            raise EvaluationError(
-                f"--percentiles: P_LOW and P_HIGH must satisfy 0 <= P_LOW < P_HIGH <= 100; "
-                f"got {low:g} {high:g}"
-            )
-        return cls("percentiles", low, high)
-
-    def scaled(self, voxels: Tensor) -> tuple[Tensor, tuple[float, float]]:
-        """``voxels`` scaled to ``[0, 1]``, with the voxel values mapped to 0 and 1."""
-        if self.method == "window":
-            return window(voxels, self.low, self.high), (self.low, self.high)
-        return (
-            percentile_scale(voxels, self.low, self.high),
-            percentile_range(voxels, self.low, self.high),
-        )
-
-    def describe(self, values: tuple[float, float]) -> str:
-        """In words, with the ``values`` it resolved to on one scan."""
-        if self.method == "window":
-            return f"window {self.low:g} to {self.high:g} scaled to [0, 1]"
-        return (
-            f"percentiles {self.low:g} to {self.high:g} (voxel values {values[0]:.6g} to "
-            f"{values[1]:.6g}) scaled to [0, 1]"
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_arguments(args: argparse.Namespace, scans: list[Path]) -> Intensity:
+def _check_arguments(args: argparse.Namespace, scans: list[Path]) -> VolumeIntensity:
     """The checks that need neither the scans nor the model, run first so that mistakes fail in
     a second; the intensity scaling asked for."""
     check_device(args.device)
@@ -215,7 +153,9 @@ def _check_arguments(args: argparse.Namespace, scans: list[Path]) -> Intensity:
             f"--target: give one class for all scans or one per scan; got {len(args.target)} "
             f"classes for {len(scans)} scans"
         )
-    intensity = Intensity.of(args)
+    # Scaled at the scan's own size, which the figure draws under the map; --size resamples
+    # after, and the map is resampled back.
+    intensity = volume_intensity(args)
     inputs = [("the scan", scan) for scan in scans]
     if is_scan(args.out):
         if len(scans) > 1:
@@ -241,12 +181,13 @@ def _explain(
     model: nn.Module,
     scan: Volume,
     index: int,
-    intensity: Intensity,
+    intensity: VolumeIntensity,
     device: torch.device,
 ) -> _Explained:
     """Scale, resample and explain one scan, printing what it does as it goes."""
     name = str(scan.path)
-    scaled, values = intensity.scaled(scan.data)
+    scaled = intensity(scan.data)[0]
+    values = intensity.value_range(scan.data)
     inputs = scaled[None, None]  # 1 x 1 x D x H x W: one scan, one channel
     if args.size is not None:
         inputs = upsample(inputs, tuple(args.size))
@@ -268,25 +209,12 @@ def _explain(
     print_classes(name, probabilities.cpu(), target, [f"class {k}" for k in range(classes)])
     print(
         f"Preprocessing: {'x'.join(map(str, scan.data.shape))} voxels; intensities: "
-        f"{intensity.describe(values)}; {_resampling(args, scan)}"
+        f"{_describe(intensity, values)}; {_resampling(args, scan)}"
     )
     print("Layers, shallow to deep: " + ", ".join(str(layer) for layer in layers))
     sys.stdout.flush()
-    polycam = PolyCam(
-        model,
-        layers=[layer.name for layer in layers],
-        variant=args.variant,
-        pass_budget=args.pass_budget,
-        min_fidelity=args.min_fidelity,
-        reshape=args.reshape,
-    )
     result = timed_polycam(
-        polycam,
-        inputs,
-        target,
-        args.perturbations_per_eval,
-        f"the scan {name}",
-        show_progress=not args.quiet,
+        args, model, [layer.name for layer in layers], inputs, target, f"the scan {name}"
     )
     # Back on the scan's grid, trilinear as the way there: the map lies voxel for voxel on the
     # scan, whose affine places it.
@@ -327,6 +255,17 @@ def _clean_pass(model: nn.Module, inputs: Tensor, model_name: str, scan: str) ->
     return class_scores(output, model_name, "a classifier of scans")
 
 
+def _describe(intensity: VolumeIntensity, values: tuple[float, float]) -> str:
+    """The scaling in words, with the voxel ``values`` it mapped to 0 and 1 on one scan."""
+    if intensity.window is not None:
+        return f"window {values[0]:g} to {values[1]:g} scaled to [0, 1]"
+    low, high = intensity.percentiles or ()
+    return (
+        f"percentiles {low:g} to {high:g} (voxel values {values[0]:.6g} to {values[1]:.6g}) "
+        "scaled to [0, 1]"
+    )
+
+
 def _resampling(args: argparse.Namespace, scan: Volume) -> str:
     if args.size is None:
         return "not resampled"
@@ -341,7 +280,7 @@ def _montage_axis(scan: Volume) -> int:
 
 
 def _write_map(
-    args: argparse.Namespace, explained: _Explained, intensity: Intensity, record: Path
+    args: argparse.Namespace, explained: _Explained, intensity: VolumeIntensity, record: Path
 ) -> None:
     """The map at ``--out`` in the scan's space, then its record beside it."""
     facts = _record(args, explained, intensity)
@@ -370,18 +309,19 @@ def _write_map(
 
 
 def _record(
-    args: argparse.Namespace, explained: _Explained, intensity: Intensity
+    args: argparse.Namespace, explained: _Explained, intensity: VolumeIntensity
 ) -> dict[str, Any]:
     """What a reader of the map needs to know of the run that made it, as JSON values."""
     result = explained.result
     fidelity = float(result.fidelity[0])
+    method = "window" if intensity.window is not None else "percentiles"
     top = explained.probabilities.topk(min(5, len(explained.probabilities)))
     return {
         "scan": str(explained.scan.path),
         "shape": list(explained.scan.data.shape),
         "intensity": {
-            "method": intensity.method,
-            intensity.method: [intensity.low, intensity.high],
+            "method": method,
+            method: list(getattr(intensity, method)),
             "voxel_values_to_0_and_1": list(explained.values),
         },
         "resampling": None

@@ -40,6 +40,7 @@ __all__ = [
     "bundled_image",
     "bundled_images",
     "check_channel_values",
+    "file_digest",
     "image_list_digest",
     "load_image",
     "normalise",
@@ -277,15 +278,16 @@ def load_image(path: str | Path | Traversable) -> Tensor:
 
 
 class Sample(NamedTuple):
-    """One image of an evaluation: its model input, or why it could not be read."""
+    """One image or scan of an evaluation: its model input, or why it could not be read."""
 
     name: str
-    inputs: Tensor | None  # 3 x H x W, preprocessed; None when unreadable
+    # C x H x W for a photo, 1 x D x H x W for a scan, preprocessed; None when unreadable.
+    inputs: Tensor | None
     label: int | None
     error: str | None = None
     digest: str | None = None  # hex SHA-256 of the file's bytes; None when it cannot be read
-    # The original image's (height, width) before preprocessing; None when it cannot be read.
-    # Ground truth is carried from this frame into the input's.
+    # The original photo's (height, width) before preprocessing; None for a scan or when it
+    # cannot be read. Ground truth is carried from this frame into the input's.
     size: tuple[int, int] | None = None
 
 
@@ -383,14 +385,21 @@ class ImageFolder(Dataset[Sample]):
     def digest(self, index: int) -> str | None:
         """The hex SHA-256 of the ``index``-th file's bytes, as in its :class:`Sample`, without
         decoding it; ``None`` when the file cannot be read."""
-        hasher = hashlib.sha256()
-        try:
-            with (self.root / self.names[index]).open("rb") as file:
-                for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
-                    hasher.update(block)
-        except OSError:
-            return None
-        return hasher.hexdigest()
+        return file_digest(self.root / self.names[index])
+
+
+def file_digest(path: Path) -> str | None:
+    """The hex SHA-256 of a file's bytes, read a block at a time; ``None`` when it cannot be
+    read. What identifies an image or a scan in a run, so that a resumed run notices a changed
+    file."""
+    hasher = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
+                hasher.update(block)
+    except OSError:
+        return None
+    return hasher.hexdigest()
 
 
 def _outside(name: str) -> bool:

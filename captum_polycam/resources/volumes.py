@@ -9,7 +9,6 @@ for voxel on the scan, and the scan's affine places both in the scanner's space.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import zlib
@@ -27,7 +26,7 @@ from torch.utils.data import Dataset
 from captum_polycam._repr import settings_repr
 from captum_polycam.normalisation import percentile
 from captum_polycam.resources.errors import EvaluationError
-from captum_polycam.resources.images import ImageFolder, Sample
+from captum_polycam.resources.images import ImageFolder, Sample, file_digest
 
 __all__ = [
     "SUFFIXES",
@@ -416,7 +415,6 @@ def _write(path: Path, write: Callable[[], object]) -> None:
 
 # percentile_scale's defaults: MRI's usual display scaling.
 DEFAULT_PERCENTILES = (0.5, 99.5)
-_DIGEST_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -514,6 +512,20 @@ class VolumeIntensity:
         )
         return resized[0]
 
+    def value_range(self, voxels: Tensor) -> tuple[float, float]:
+        """The voxel values of ``voxels`` that the scaling maps to 0 and 1: the window itself,
+        or the scan's own percentiles (:func:`percentile_range`), which a record of one scan
+        states since they vary from scan to scan.
+
+        Raises:
+            TypeError: For percentiles, if ``voxels`` is not a tensor.
+            ValueError: For percentiles, if it is empty or holds NaN or Inf.
+        """
+        if self.window is not None:
+            return self.window
+        assert self.percentiles is not None  # set by __post_init__
+        return percentile_range(voxels, *self.percentiles)
+
     def as_dict(self) -> dict[str, Any]:
         """The settings as ``run.json`` records them."""
         return {
@@ -610,11 +622,4 @@ class VolumeFolder(Dataset[Sample]):
     def digest(self, index: int) -> str | None:
         """The hex SHA-256 of the ``index``-th file's bytes, as in its sample, without reading
         the scan; ``None`` when the file cannot be read."""
-        hasher = hashlib.sha256()
-        try:
-            with (self.root / self.names[index]).open("rb") as file:
-                for block in iter(lambda: file.read(_DIGEST_BLOCK), b""):
-                    hasher.update(block)
-        except OSError:
-            return None
-        return hasher.hexdigest()
+        return file_digest(self.root / self.names[index])

@@ -519,6 +519,7 @@ def test_scans_are_scaled_by_percentiles_and_resampled_to_size(scans: Path, tmp_
         (["--model", "efficientnet-lite0"], "--model: 'efficientnet-lite0' classifies photos"),
         (["--mean", "0,0,0"], "--mean: normalises photos, and the --images are scans"),
         (["--size", "16", "16"], "--size: scans take three sides, D H W; got 2"),
+        (["--size", "16", "16", "1025"], "--size: scans take at most 1024 voxels a side; got 16"),
         (["--window", "2", "-2"], "--window: LOW must be below HIGH; got LOW=2.0, HIGH=-2.0"),
         (["--percentiles", "5", "200"], "--percentiles: must satisfy 0 <= P_LOW < P_HIGH <= 100"),
         (["--methods", "pcam+,occlusion"], "methods: occlusion slides 3 x 16 x 16 windows"),

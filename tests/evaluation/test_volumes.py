@@ -118,6 +118,14 @@ def test_the_intensity_is_a_recorded_window_or_percentiles() -> None:
     )
 
 
+def test_the_value_range_is_the_window_or_the_scans_own_percentiles() -> None:
+    ramp = torch.arange(101.0).reshape(1, 1, 101)
+    assert VolumeIntensity(window=(-100, 300)).value_range(ramp) == (-100.0, 300.0)
+    # The voxels that the scaling above sends to 0 and 1.
+    assert VolumeIntensity(percentiles=(10, 60)).value_range(ramp) == (10.0, 60.0)
+    assert VolumeIntensity().value_range(ramp * 2) == (1.0, 199.0)
+
+
 def test_a_size_resamples_the_scaled_scan_trilinearly() -> None:
     voxels = torch.rand(6, 10, 8) * 100
     resized = VolumeIntensity(window=(0, 100), size=(3, 5, 4))(voxels)
