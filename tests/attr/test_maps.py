@@ -21,6 +21,22 @@ def test_percentile_matches_numpy_linear(count: int, q: float) -> None:
     torch.testing.assert_close(percentile(values, q), torch.from_numpy(expected).float())
 
 
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.5, 37.0, 50.0, 99.5, 99.9, 100.0])
+def test_percentile_reads_exactly_the_sorted_values(q: float) -> None:
+    # Read from the nearer end's topk: bit for bit the sorted order statistics, ties and NaN
+    # (last, as a sort puts it) included.
+    values = torch.rand(2, 3, 1001, generator=torch.Generator().manual_seed(0)).round(decimals=2)
+    values[1, 2, 5] = float("nan")
+    count = values.shape[-1]
+    position = q / 100.0 * (count - 1)
+    below, above = int(position), min(int(position) + 1, count - 1)
+    ordered = values.sort(dim=-1).values
+    low, high = ordered[..., below], ordered[..., above]
+    expected = low + (position - below) * (high - low)
+    assert torch.equal(percentile(values, q).isnan(), expected.isnan())
+    assert torch.equal(percentile(values, q).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+
+
 def test_robust_normalise_by_hand() -> None:
     # Sorted: 0, 0, 0.5, 2. p0.1 at index 0.003 -> 0; p99.9 at index 2.997 ->
     # 0.5 + 0.997 * (2 - 0.5) = 1.9955. The divisor is p99.9, not p99.9 - p0.1.
