@@ -6,6 +6,7 @@ preprocessed the paper's way; and a volume's map over its scan, through its maxi
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,6 +167,21 @@ def preprocess(image: Tensor | Image.Image) -> Tensor:
     return normalise(pixels)
 
 
+class _NotebookFigure(Figure):
+    """A figure with its own Agg canvas (no pyplot state, no GUI backend: it works on headless
+    machines) that a notebook shows as a cell's value, as a PNG, without pyplot's inline
+    backend."""
+
+    def __init__(self, width: float, height: float) -> None:
+        super().__init__(figsize=(width, height), dpi=_DPI, layout="constrained")
+        FigureCanvasAgg(self)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
 def figure(
     image: Any,
     maps: Tensor | np.ndarray,
@@ -231,9 +247,7 @@ def figure(
     columns = 2 + len(heat)
     # The colour bar gets its own width so that the panels keep their size with or without it.
     width = _PANEL_INCHES * columns + (_COLORBAR_INCHES if colorbar else 0.0)
-    drawn = Figure(figsize=(width, _PANEL_INCHES * count), dpi=_DPI, layout="constrained")
-    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
-    FigureCanvasAgg(drawn)
+    drawn = _NotebookFigure(width, _PANEL_INCHES * count)
     axes = drawn.subplots(count, columns, squeeze=False)
     for row in range(count):
         axes[row, 0].imshow(background[0 if len(background) == 1 else row])
@@ -372,9 +386,7 @@ def slices(
     """
     grey, heat = _volume_and_map(volume, maps, alpha, colormap)
     peak = tuple(int(index) for index in np.unravel_index(int(heat.argmax()), heat.shape))
-    drawn = Figure(figsize=(_PANEL_INCHES * 3, _PANEL_INCHES), dpi=_DPI, layout="constrained")
-    # An explicit Agg canvas: no pyplot state, no GUI backend, works on headless machines.
-    FigureCanvasAgg(drawn)
+    drawn = _NotebookFigure(_PANEL_INCHES * 3, _PANEL_INCHES)
     for axis, panel in zip(range(3), drawn.subplots(1, 3), strict=True):
         _draw_slice(panel, grey, heat, axis, peak[axis], alpha, colormap)
         # The maximum's row and column within this plane: the other two axes, in order.
@@ -434,10 +446,7 @@ def montage(
     indices = [int((index + 0.5) * length / shown) for index in range(shown)]
     columns = math.ceil(math.sqrt(shown))
     rows = math.ceil(shown / columns)
-    drawn = Figure(
-        figsize=(_PANEL_INCHES * columns, _PANEL_INCHES * rows), dpi=_DPI, layout="constrained"
-    )
-    FigureCanvasAgg(drawn)
+    drawn = _NotebookFigure(_PANEL_INCHES * columns, _PANEL_INCHES * rows)
     # Only as many axes as slices: an empty grid cell gets none, so fig.axes are the slices.
     for position, index in enumerate(indices, 1):
         panel = drawn.add_subplot(rows, columns, position)

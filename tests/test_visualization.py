@@ -612,3 +612,14 @@ def test_montage_names_a_bad_axis_or_count(options: dict[str, object], message: 
     scan, heat = _scan_and_map()
     with pytest.raises(ValueError, match=message):
         montage(scan, heat, **options)  # type: ignore[arg-type]
+
+
+def test_the_figures_show_in_a_notebook_as_png_without_pyplot() -> None:
+    # IPython shows a cell's value by its _repr_png_; a bare matplotlib Figure has none until
+    # pyplot's inline backend registers one.
+    photo, maps = torch.rand(3, 16, 16), torch.rand(1, 1, 16, 16)
+    volume, heat = torch.rand(8, 8, 8), torch.rand(8, 8, 8)
+    for drawn in (figure(photo, maps), slices(volume, heat), montage(volume, heat, count=4)):
+        with Image.open(io.BytesIO(drawn._repr_png_())) as shown:
+            assert shown.format == "PNG"
+            assert shown.size == tuple(round(side) for side in drawn.bbox.size)

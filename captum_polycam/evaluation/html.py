@@ -76,6 +76,9 @@ _MAXIMUM_COLOUR = (0.0, 1.0, 1.0)
 _MAXIMUM_ARM = 4
 # The white gap between a scan's three planes in its overlay, in pixels.
 _PLANE_GAP = 2
+# A signal's overlay: a band this high, and as wide as the signal within these bounds.
+_STRIP_HEIGHT = 64
+_STRIP_WIDTHS = (256, 1024)
 
 
 def write_html_report(
@@ -89,7 +92,8 @@ def write_html_report(
     photo (or, without one, coloured alone) and saved as
     ``OUT/overlays/{method}/{image}.png`` (for a scan's ``D x H x W`` map, the planes of axes
     0, 1 and 2 through its maximum, side by side, as
-    :func:`~captum_polycam.visualization.slices` draws them); ``{image}`` is the image's name
+    :func:`~captum_polycam.visualization.slices` draws them; for a signal's ``L``-long map, a
+    band 64 pixels high and 256 to 1024 wide); ``{image}`` is the image's name
     made safe for
     every file system, with a short hash of the name where two names would share a file. The
     page then shows the run's configuration (``run.json``), the summary (``summary.csv``),
@@ -106,7 +110,9 @@ def write_html_report(
         out: The evaluation's output folder.
         photo: ``photo(name)`` gives the image's photo as a ``3 x H x W`` tensor in
             ``[0, 1]`` (a scan as a ``C x D x H x W`` one, of its map's size, drawn in grey as
-            the mean of its channels), or ``None`` where it is not available; the map is
+            the mean of its channels; a signal as a ``C x L`` one, the mean of its channels
+            drawn as a white line over its map's colour band), or ``None`` where it is not
+            available; the map is
             resized to the photo. Without it (``None``), every overlay is the map alone,
             coloured.
         record: The run's record to show, as ``run.json`` will hold it; ``None`` reads
@@ -238,6 +244,8 @@ def _blend(image: Tensor | None, heat: np.ndarray) -> np.ndarray:
     map gives its three planes through the maximum (:func:`_planes`)."""
     if heat.ndim == 3:
         return _planes(image, heat)
+    if heat.ndim == 1:
+        return _strip(image, heat)
     if image is None:
         return overlay(torch.zeros(3, *heat.shape[-2:]), heat, alpha=1.0)[0]
     return overlay(image, heat)[0]
@@ -261,6 +269,29 @@ def _planes(scan: Tensor | None, heat: np.ndarray) -> np.ndarray:
     gap = np.ones((height, _PLANE_GAP, 3), dtype=np.float32)
     padded = [np.pad(panel, ((0, height - len(panel)), (0, 0), (0, 0))) for panel in panels]
     return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1)
+
+
+def _strip(signal: Tensor | None, heat: np.ndarray) -> np.ndarray:
+    """A signal's ``L``-long map as a coloured band ``_STRIP_HEIGHT`` pixels high, resampled
+    linearly to a width from ``_STRIP_WIDTHS``, with the signal (the mean of its channels,
+    min-max scaled, high values up) drawn over it in white; the band alone without it."""
+    width = min(max(len(heat), _STRIP_WIDTHS[0]), _STRIP_WIDTHS[1])
+    columns = np.linspace(0.0, len(heat) - 1, width)
+    band = np.interp(columns, np.arange(len(heat)), heat).astype(np.float32)
+    black = torch.zeros(3, _STRIP_HEIGHT, width)
+    rgb = overlay(black, np.tile(band, (_STRIP_HEIGHT, 1)), alpha=1.0)[0]
+    if signal is None:
+        return rgb
+    trace = signal.float().reshape(-1, len(heat)).mean(dim=0).numpy()
+    trace = np.interp(columns, np.arange(len(heat)), trace)
+    spread = trace.max() - trace.min()
+    scaled = (trace - trace.min()) / spread if spread > 0 else np.full_like(trace, 0.5)
+    rows = np.rint((1.0 - scaled) * (_STRIP_HEIGHT - 1)).astype(int)
+    # Each column spans the rows to its neighbour's, so that steep stretches stay a line.
+    previous = np.concatenate([rows[:1], rows[:-1]])
+    for column, (row, before) in enumerate(zip(rows, previous, strict=True)):
+        rgb[min(row, before) : max(row, before) + 1, column] = 1.0
+    return rgb
 
 
 def _mark(rgb: np.ndarray, heat: np.ndarray, boxes: list[list[float]]) -> None:

@@ -77,15 +77,24 @@ def polycam(model: nn.Module) -> PolyCam:
 def tiny_volume_classifier() -> nn.Module:
     """A seeded 3D CNN of three resolutions (16, 8, 4 at a 16^3 scan), ReLU activations and 3
     classes, for ``1 x D x H x W`` scans."""
+    return _tiny_nd_classifier(nn.Conv3d, nn.AdaptiveAvgPool3d)
+
+
+def tiny_signal_classifier() -> nn.Module:
+    """The same in 1D (64, 32, 16 for a 64-sample signal), for ``1 x L`` signals."""
+    return _tiny_nd_classifier(nn.Conv1d, nn.AdaptiveAvgPool1d)
+
+
+def _tiny_nd_classifier(conv: type[nn.Module], pool: type[nn.Module]) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv3d(1, 4, 3, padding=1),
+        conv(1, 4, 3, padding=1),
         nn.ReLU(),
-        nn.Conv3d(4, 6, 3, stride=2, padding=1),
+        conv(4, 6, 3, stride=2, padding=1),
         nn.ReLU(),
-        nn.Conv3d(6, 8, 3, stride=2, padding=1),
+        conv(6, 8, 3, stride=2, padding=1),
         nn.ReLU(),
-        nn.AdaptiveAvgPool3d(1),
+        pool(1),
         nn.Flatten(),
         # Without a bias the top-1 logit is a positive sum of the last stage's channels: its
         # Grad-CAM has positive weights, and a map that is not all zero.
