@@ -8,6 +8,7 @@ itself with ``add_parser``; this module parses and reports errors in one line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         resume = "; run the same command again to continue" * (args.command == "evaluate")
         print(f"{PROG}: interrupted{resume}", file=sys.stderr)
         return 130
+
+
+def console() -> int:
+    """The ``captum-polycam`` script. As ``python -m captum_polycam`` does, it imports the
+    ``package.module:callable`` names of ``--model``, ``--methods`` and ``--reshape`` from the
+    working directory too: a factory in ``./mynets.py`` is ``--model mynets:classifier``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return main()
 
 
 if __name__ == "__main__":
