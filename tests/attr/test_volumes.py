@@ -52,15 +52,19 @@ def _inputs(*spatial: int, count: int = 2) -> Tensor:
 def test_signals_and_volumes_follow_the_literal_reference(
     dims: int, spatial: tuple[int, ...], variant: str
 ) -> None:
-    model = _seeded(dims)
-    inputs = _inputs(*spatial)
+    # In float64: PCAM-'s weights are differences of nearby probabilities (about 1/3 each for
+    # this random network), so in float32 both sides carry rounding of 1e-5 that depends on the
+    # CPU's convolution kernels (AVX2 and AVX-512 round a batch and a single pass differently).
+    # In float64 the two agree to the reference's float32 resampling, about 2e-7.
+    model = _seeded(dims).double()
+    inputs = _inputs(*spatial).double()
     result = PolyCam(model, LAYERS, variant).decompose(inputs, target=[0, 2])
     assert result.maps.shape == (2, 1, *spatial)
     for i, target in enumerate([0, 2]):
         layers = [getattr(model, name) for name in LAYERS]
         expected = reference_polycam(model, inputs[i : i + 1], layers, target, variant)
         for stage, reference in zip(result.stages, expected, strict=True):
-            np.testing.assert_allclose(stage[i, 0].numpy(), reference, atol=1e-5)
+            np.testing.assert_allclose(stage[i, 0].numpy(), reference, atol=1e-6)
 
 
 class PositionScore(nn.Module):
